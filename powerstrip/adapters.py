@@ -1,0 +1,139 @@
+"""Calling one adapter: the version-1 wire protocol over treq.
+
+An adapter is anything that answers an HTTP POST. :class:`AdapterClient`
+sends it the hook payload, bounds the call in time and size, and turns every
+way it can go wrong into one of two exceptions:
+
+- :class:`Refused` — the adapter answered a non-2xx status on purpose; its
+  answer goes to the client as is.
+- :class:`AdapterFault` — it is down, slow, or answered something that is not
+  the protocol; the client gets a Docker-style 502/504 naming the adapter.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import treq
+from treq.client import HTTPClient
+from twisted.internet import defer
+from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
+
+from powerstrip.config import Adapter
+from powerstrip.flow import ServerResponse, error_response
+
+PROTOCOL_VERSION = 1
+
+#: An adapter reply larger than this is a fault (it would otherwise sit in memory).
+DEFAULT_MAX_REPLY = 64 * 1024 * 1024
+
+
+class Refused(Exception):
+    """An adapter answered a non-2xx status: the chain stops with its answer."""
+
+    def __init__(self, adapter: Adapter, response: ServerResponse) -> None:
+        super().__init__(f"adapter {adapter.name!r} refused with {response.code}")
+        self.adapter = adapter
+        self.response = response
+
+
+class AdapterFault(Exception):
+    """An adapter could not be used: down, too slow, or off-protocol."""
+
+    def __init__(self, adapter: Adapter, what: str, code: int = 502) -> None:
+        super().__init__(f"powerstrip: adapter '{adapter.name}' ({adapter.url}): {what}")
+        self.adapter = adapter
+        self.code = code
+
+    def response(self) -> ServerResponse:
+        """The error the client gets: the Docker CLI prints its message."""
+        return error_response(self.code, str(self))
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class AdapterClient:
+    """Makes hook calls with treq over one persistent connection pool."""
+
+    def __init__(self, reactor: Any, max_reply: int = DEFAULT_MAX_REPLY) -> None:
+        self._reactor = reactor
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        # Hooks run on every matching Docker call: keep enough warm
+        # connections per adapter that a burst does not pay for set-up.
+        self.pool.maxPersistentPerHost = 16
+        self.pool.retryAutomatically = False  # a hook call is not idempotent
+        self._http = HTTPClient(Agent(reactor, pool=self.pool))
+        self.max_reply = max_reply
+
+    def close(self) -> defer.Deferred:
+        """Close the pooled connections (on shutdown, and at the end of tests)."""
+        return self.pool.closeCachedConnections()
+
+    def call(self, adapter: Adapter, payload: dict, expect: str) -> defer.Deferred:
+        """POST ``payload`` to ``adapter``; fire with the ``expect`` object of its reply.
+
+        Errbacks with :class:`Refused` or :class:`AdapterFault`.
+        """
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        d = self._http.post(
+            adapter.url, data=body, headers={b"Content-Type": [b"application/json"]},
+        )
+        d.addCallback(self._read, adapter)
+        d.addTimeout(adapter.timeout, self._reactor)
+        d.addCallbacks(self._check, self._fault, callbackArgs=(adapter, expect), errbackArgs=(adapter,))
+        return d
+
+    def _read(self, response: Any, adapter: Adapter) -> defer.Deferred:
+        chunks: list[bytes] = []
+        size = 0
+
+        def collect(data: bytes) -> None:
+            nonlocal size
+            size += len(data)
+            if size > self.max_reply:
+                raise _TooLarge()
+            chunks.append(data)
+
+        d = treq.collect(response, collect)
+        d.addCallback(lambda _: (response, b"".join(chunks)))
+        return d
+
+    def _fault(self, failure: Any, adapter: Adapter) -> None:
+        if failure.check(Refused, AdapterFault):
+            return failure
+        if failure.check(defer.TimeoutError, defer.CancelledError):
+            raise AdapterFault(adapter, f"no answer within {adapter.timeout:g}s", code=504)
+        if failure.check(_TooLarge):
+            raise AdapterFault(adapter, f"reply larger than {self.max_reply} bytes")
+        if failure.check(ConnectError, ConnectingCancelledError, DNSLookupError):
+            raise AdapterFault(adapter, f"cannot connect: {failure.getErrorMessage()}")
+        if failure.check(ResponseNeverReceived):
+            reasons = "; ".join(r.getErrorMessage() or r.type.__name__ for r in failure.value.reasons)
+            raise AdapterFault(adapter, f"connection lost before a reply ({reasons})")
+        raise AdapterFault(adapter, f"call failed: {failure.type.__name__}: {failure.getErrorMessage()}")
+
+    def _check(self, result: tuple[Any, bytes], adapter: Adapter, expect: str) -> dict:
+        response, body = result
+        if not 200 <= response.code < 300:
+            ctype = response.headers.getRawHeaders(b"content-type", [None])[-1]
+            headers = [(b"Content-Type", ctype)] if ctype else []
+            raise Refused(adapter, ServerResponse(response.code, headers, body))
+        try:
+            reply = json.loads(body)
+        except ValueError:
+            raise AdapterFault(adapter, f"reply is not JSON: {body[:200]!r}") from None
+        if not isinstance(reply, dict):
+            raise AdapterFault(adapter, "reply is not a JSON object")
+        version = reply.get("PowerstripProtocolVersion")
+        if version != PROTOCOL_VERSION:
+            raise AdapterFault(
+                adapter, f"reply has PowerstripProtocolVersion {version!r}, expected {PROTOCOL_VERSION}"
+            )
+        inner = reply.get(expect)
+        if not isinstance(inner, dict):
+            raise AdapterFault(adapter, f"reply has no '{expect}' object")
+        return inner

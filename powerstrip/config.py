@@ -1,0 +1,163 @@
+"""The adapters file (``adapters.yml``): loading and validation.
+
+The format is the original Powerstrip's version 1::
+
+    version: 1
+    endpoints:
+      "POST /*/containers/create":
+        pre: [flocker, weave]
+      "POST /*/containers/*/start":
+        post: [weave]
+    adapters:
+      flocker: http://flocker/flocker-adapter
+      weave: http://weave/extension
+
+Everything wrong with a file is reported as a :class:`ConfigError` whose
+message names the file and the culprit (key, endpoint or adapter), so an
+operator can fix it without reading code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import yaml
+
+#: What an adapter call may take before it counts as a timeout fault.
+DEFAULT_ADAPTER_TIMEOUT = 30.0
+
+_TOP_KEYS = {"version", "endpoints", "adapters"}
+_ENDPOINT_KEYS = {"pre", "post"}
+_METHOD = re.compile(r"^[A-Za-z*?\[\]!]+$")
+
+
+class ConfigError(Exception):
+    """An adapters file that cannot be used; the message says exactly why."""
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """One named adapter: where to POST hook calls, and how long to wait."""
+
+    name: str
+    url: str
+    timeout: float = DEFAULT_ADAPTER_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One ``"METHOD /path/glob"`` rule and the adapters it hooks in."""
+
+    pattern: str
+    method: str
+    path: str
+    pre: tuple[Adapter, ...] = ()
+    post: tuple[Adapter, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated adapters file. Immutable: a request keeps the one it started with."""
+
+    endpoints: tuple[Endpoint, ...] = ()
+    adapters: dict[str, Adapter] = field(default_factory=dict)
+    source: str = "<pass-through>"
+
+    @classmethod
+    def passthrough(cls) -> Config:
+        """A configuration with no hooks at all: Powerstrip is a plain proxy."""
+        return cls()
+
+
+def load_config(path: str) -> Config:
+    """Read and validate the adapters file at ``path``.
+
+    :raises ConfigError: the file is missing, unreadable, not YAML, or invalid.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read adapters file: {e.strerror or e}") from e
+    return parse_config(text, source=path)
+
+
+def parse_config(text: str, source: str = "<string>") -> Config:
+    """Validate the YAML ``text`` of an adapters file (``source`` names it in errors)."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from e
+
+    def fail(msg: str) -> ConfigError:
+        return ConfigError(f"{source}: {msg}")
+
+    if not isinstance(doc, dict):
+        raise fail("expected a mapping with 'version', 'endpoints' and 'adapters'")
+    unknown = sorted(map(str, set(doc) - _TOP_KEYS))
+    if unknown:
+        raise fail(f"unknown top-level key(s): {', '.join(unknown)} "
+                   f"(allowed: {', '.join(sorted(_TOP_KEYS))})")
+    version = doc.get("version", 1)
+    if version != 1 or isinstance(version, bool):
+        raise fail(f"unsupported version {version!r} (this Powerstrip reads version 1)")
+    for key in ("endpoints", "adapters"):
+        if key not in doc:
+            raise fail(f"missing required key '{key}'")
+        if not isinstance(doc[key], dict):
+            raise fail(f"'{key}' must be a mapping, not {_kind(doc[key])}")
+
+    adapters = {name: _parse_adapter(name, spec, fail) for name, spec in doc["adapters"].items()}
+    endpoints = tuple(
+        _parse_endpoint(pattern, spec, adapters, fail) for pattern, spec in doc["endpoints"].items()
+    )
+    return Config(endpoints=endpoints, adapters=adapters, source=source)
+
+
+def _parse_adapter(name: object, spec: object, fail) -> Adapter:
+    if not isinstance(name, str) or not name:
+        raise fail(f"adapter name {name!r} must be a non-empty string")
+    if not isinstance(spec, str):
+        raise fail(f"adapter '{name}': expected a URL string, not {_kind(spec)}")
+    parts = urlsplit(spec)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise fail(f"adapter '{name}': {spec!r} is not an http:// or https:// URL")
+    return Adapter(name=name, url=spec)
+
+
+def _parse_endpoint(pattern: object, spec: object, adapters: dict[str, Adapter], fail) -> Endpoint:
+    if not isinstance(pattern, str):
+        raise fail(f"endpoint {pattern!r}: the key must be a string like \"POST /*/containers/create\"")
+    words = pattern.split()
+    if len(words) != 2 or not _METHOD.match(words[0]) or not words[1].startswith(("/", "*")):
+        raise fail(f"endpoint {pattern!r}: expected \"METHOD /path\" (e.g. \"POST /*/containers/create\")")
+    method, path = words[0].upper(), words[1]
+    if not isinstance(spec, dict):
+        raise fail(f"endpoint {pattern!r}: expected a mapping with 'pre' and/or 'post', not {_kind(spec)}")
+    unknown = sorted(map(str, set(spec) - _ENDPOINT_KEYS))
+    if unknown:
+        raise fail(f"endpoint {pattern!r}: unknown key(s) {', '.join(unknown)} (allowed: pre, post)")
+    if not spec.get("pre") and not spec.get("post"):
+        raise fail(f"endpoint {pattern!r}: has neither 'pre' nor 'post' adapters")
+    hooks: dict[str, tuple[Adapter, ...]] = {}
+    for phase in ("pre", "post"):
+        names = spec.get(phase) or []
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(names, list):
+            raise fail(f"endpoint {pattern!r}: '{phase}' must be a list of adapter names")
+        for n in names:
+            if n not in adapters:
+                known = ", ".join(sorted(adapters)) or "none"
+                raise fail(f"endpoint {pattern!r}: {phase}-hook adapter {n!r} is not defined "
+                           f"under 'adapters' (defined: {known})")
+        hooks[phase] = tuple(adapters[n] for n in names)
+    return Endpoint(pattern=pattern, method=method, path=path, **hooks)
+
+
+def _kind(value: object) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )

@@ -1,0 +1,374 @@
+"""One client request's way through Powerstrip.
+
+An :class:`Exchange` owns one :class:`~powerstrip.flow.Flow` and moves it one
+way: client request → matched route → pre-hooks → dockerd → post-hooks →
+client. It is the :class:`~powerstrip.upstream.ResponseListener` of its
+dockerd connection, so response heads are relayed the moment they arrive
+and bodies stream through unless a post-hook needs them whole.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from powerstrip.adapters import AdapterFault, Refused
+from powerstrip.flow import ClientRequest, Flow, ServerResponse, error_response
+from powerstrip.http11 import ResponseHead, end_to_end, header_value, is_json, is_upgrade, media_type
+from powerstrip.matching import match
+from powerstrip.splice import Splice
+from powerstrip.upstream import UpstreamConnection, request_head
+
+if TYPE_CHECKING:
+    from powerstrip.resource import PowerstripResource
+    from powerstrip.web import StreamingRequest
+
+log = Logger()
+
+_FRAMING = (b"content-length", b"transfer-encoding")
+
+
+@implementer(IPushProducer)
+class _ReadThrottle:
+    """Lets dockerd's connection pause reading from the client (body upload)."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def _post_hookable(head: ResponseHead, method: str) -> bool:
+    """Whether post-hooks may see this response: empty, JSON or text bodies only."""
+    if method == "HEAD" or head.code in (204, 304) or head.header(b"content-length") == b"0":
+        return True
+    ctype = head.header(b"content-type")
+    return is_json(ctype) or media_type(ctype).startswith("text/")
+
+
+class Exchange:
+    """Carries one request from the client to dockerd and the answer back."""
+
+    def __init__(self, request: StreamingRequest, resource: PowerstripResource) -> None:
+        self.request = request
+        self.resource = resource
+        self.channel = request.channel
+        config = resource.config  # a snapshot: a reload does not change this request
+        method = request.method.decode("latin-1").upper()
+        uri = request.uri.decode("latin-1")
+        headers = [(k, v) for k, vs in request.requestHeaders.getAllRawHeaders() for v in vs]
+        self.flow = Flow(ClientRequest(method, uri, headers), match(config, method, uri))
+        te = (header_value(headers, b"transfer-encoding") or b"").lower()
+        self.chunked_in = b"chunked" in te
+        cl = header_value(headers, b"content-length")
+        self.length_in = int(cl) if cl is not None and cl.isdigit() else None
+        self.has_body = self.chunked_in or bool(self.length_in)
+        self.upgrade = is_upgrade(headers)
+        self.conn: UpstreamConnection | None = None
+        self.status: int | None = None
+        self.bytes_out = 0
+        self.head_sent = False
+        self.done = False
+        self._pending: defer.Deferred | None = None
+        self._stream_buf: list[bytes] | None = None
+        self._resp_head: ResponseHead | None = None
+        self._resp_buf: list[bytes] | None = None
+        self._resp_size = 0
+        self._attempts = 0
+        request.notifyFinish().addErrback(self._client_gone)
+
+    # -- stage 1: the request body -------------------------------------------
+
+    def start(self) -> None:
+        """Begin: gather what the pre-hooks need, then run them."""
+        req, route, request = self.flow.request, self.flow.route, self.request
+        if self.has_body and route.pre and is_json(header_value(req.headers, b"content-type")):
+            self._buffer_body()
+            return
+        if self.has_body:
+            # Streamed bodies are never held: reading pauses until dockerd is
+            # connected, and a slow dockerd then paces the client.
+            req.streamed = True
+            self._stream_buf = request.take_early()
+            request.body_sink = self._stream_buf.append
+            request.body_end = self._body_end
+            if not request.body_complete:
+                self.channel.transport.pauseProducing()
+        self._run_pre()
+
+    def _buffer_body(self) -> None:
+        limit = self.resource.limits.max_json_body
+        chunks = self.request.take_early()
+        size = sum(map(len, chunks))
+
+        def sink(data: bytes) -> None:
+            nonlocal size
+            size += len(data)
+            if size > limit:
+                self.request.body_sink = lambda data: None
+                self.request.body_end = None
+                self._respond(error_response(
+                    413, f"powerstrip: JSON request body larger than {limit} bytes cannot be "
+                         "handed to adapters (see --max-json-body)"))
+            else:
+                chunks.append(data)
+
+        def end() -> None:
+            self.flow.request.body = b"".join(chunks)
+            self._run_pre()
+
+        self.request.body_sink = sink
+        self.request.body_end = end
+        if self.request.body_complete:
+            end()
+
+    # -- stage 2: pre-hooks ------------------------------------------------------
+
+    def _run_pre(self) -> None:
+        if self.flow.route.pre:
+            self._pending = self.resource.chain.run_pre(self.flow)
+            self._pending.addCallbacks(lambda _: self._connect(), self._hook_failed)
+        else:
+            self._connect()
+
+    def _hook_failed(self, failure: Failure) -> None:
+        if failure.check(defer.CancelledError) or self.done:
+            return
+        if failure.check(Refused):
+            self._respond(failure.value.response)
+        elif failure.check(AdapterFault):
+            log.warn("{flow}: {error}", flow=self._name(), error=str(failure.value))
+            self._respond(failure.value.response())
+        else:
+            log.failure("{flow}: hook chain failed", failure, flow=self._name())
+            self._respond(error_response(500, f"powerstrip: internal error: {failure.getErrorMessage()}"))
+
+    # -- stage 3: dockerd ----------------------------------------------------------
+
+    def _connect(self) -> None:
+        if self.done:
+            return
+        self._attempts += 1
+        self._pending = self.resource.upstream.acquire()
+        self._pending.addCallbacks(self._send, self._connect_failed)
+
+    def _connect_failed(self, failure: Failure) -> None:
+        if failure.check(defer.CancelledError) or self.done:
+            return
+        self._respond(error_response(
+            502, f"powerstrip: cannot reach Docker at {self.resource.upstream.address}: "
+                 f"{failure.getErrorMessage()}"))
+
+    def _send(self, conn: UpstreamConnection) -> None:
+        self._pending = None
+        if self.done:
+            conn.transport.loseConnection()
+            return
+        self.conn = conn
+        req = self.flow.request
+        headers = [(k, v) for k, v in end_to_end(req.headers, keep_upgrade=self.upgrade)
+                   if k.lower() not in _FRAMING]
+        if header_value(headers, b"host") is None:
+            headers.insert(0, (b"Host", b"docker"))
+        if req.streamed:
+            if self.chunked_in:
+                headers.append((b"Transfer-Encoding", b"chunked"))
+            else:
+                headers.append((b"Content-Length", b"%d" % self.length_in))
+        elif req.body or self.length_in is not None or self.chunked_in:
+            headers.append((b"Content-Length", b"%d" % len(req.body or b"")))
+        conn.start(self, request_head(req.method, req.uri, headers), head_only=req.method == "HEAD")
+        if not req.streamed:
+            if req.body:
+                conn.transport.write(req.body)
+            conn.request_finished()
+            return
+        for piece in self._stream_buf:
+            self._write_body(piece)
+        self._stream_buf = None
+        if self.request.body_complete:
+            self._body_end()
+            return
+        self.request.body_sink = self._write_body
+        conn.transport.registerProducer(_ReadThrottle(self.channel.transport), True)
+        self.channel.transport.resumeProducing()
+
+    def _write_body(self, data: bytes) -> None:
+        if self.conn is None:
+            return  # dockerd is gone; the client is being answered already
+        if self.chunked_in:
+            self.conn.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
+        else:
+            self.conn.transport.write(data)
+
+    def _body_end(self) -> None:
+        conn = self.conn
+        if conn is None or self._stream_buf is not None:
+            return  # still waiting for dockerd; _send finishes the body
+        if self.chunked_in:
+            conn.transport.write(b"0\r\n\r\n")
+        if conn.transport.producer is not None:
+            conn.transport.unregisterProducer()
+        conn.request_finished()
+
+    # -- stage 4: the response (ResponseListener) ------------------------------
+
+    def head_received(self, head: ResponseHead) -> None:
+        self.status = head.code
+        if self.flow.route.post:
+            if _post_hookable(head, self.flow.request.method):
+                self._resp_head, self._resp_buf = head, []
+                return
+            log.info("{flow}: post-hooks skipped: {ctype} response streams unseen",
+                     flow=self._name(), ctype=(head.header(b"content-type") or b"untyped").decode("latin-1"))
+        request = self.request
+        request.setResponseCode(head.code, head.reason or None)
+        for k, v in end_to_end(head.headers):
+            request.responseHeaders.addRawHeader(k, v)
+        # Relay the head now: `docker run` sends `start` only once the `wait`
+        # response head has arrived, and its body comes much later.
+        request.write(b"")
+        self.head_sent = True
+        request.registerProducer(self.conn.transport, True)
+
+    def body_data(self, data: bytes) -> None:
+        if self._resp_buf is None:
+            self.bytes_out += len(data)
+            self.request.write(data)
+            return
+        self._resp_size += len(data)
+        limit = self.resource.limits.max_response_body
+        if self._resp_size > limit:
+            self._resp_buf = None
+            self._abort_upstream()
+            self._respond(error_response(
+                502, f"powerstrip: Docker's response is larger than {limit} bytes, the most "
+                     "post-hooks can be given (see --max-response-body)"))
+            return
+        self._resp_buf.append(data)
+
+    def body_done(self) -> None:
+        conn, self.conn = self.conn, None  # the connection may go back to the pool now
+        if self._resp_buf is None:
+            self.request.unregisterProducer()
+            conn.transport.resumeProducing()  # a slow client may have paused it
+            self._finish()
+            return
+        head, body = self._resp_head, b"".join(self._resp_buf)
+        self._resp_buf = None
+        self.flow.response = ServerResponse(head.code, end_to_end(head.headers), body)
+        self._pending = self.resource.chain.run_post(self.flow)
+        self._pending.addCallbacks(lambda flow: self._respond(flow.response), self._hook_failed)
+
+    def hijacked(self, conn: UpstreamConnection, head: ResponseHead, leftover: bytes) -> None:
+        self.status = head.code
+        if self.flow.route.post:
+            log.info("{flow}: post-hooks skipped: connection hijacked ({code})",
+                     flow=self._name(), code=head.code)
+        transport = self.channel.transport
+        # The 101 head goes out verbatim and on its own: docker-py reads it with
+        # a buffered reader and can lose stream bytes that share its segment.
+        transport.write(head.raw)
+        self.head_sent = True
+        splice = Splice(transport, conn.transport, on_close=self._splice_closed)
+        conn.raw_sink = splice
+        if leftover:
+            splice.upstream_data(leftover)
+        self.channel.hijack(splice)
+        self.done = True
+
+    def failed(self, reason: Failure) -> None:
+        conn, self.conn = self.conn, None
+        if self.done:
+            return
+        replayable = not self.flow.request.streamed
+        if conn is not None and conn.reused and not conn.got_bytes and replayable and self._attempts < 8:
+            # An idle keep-alive connection dockerd had already closed: retry
+            # once more on another (nothing was answered, the body is in hand).
+            self._connect()
+            return
+        if self.head_sent:
+            log.warn("{flow}: Docker connection lost mid-response: {why}",
+                     flow=self._name(), why=reason.getErrorMessage())
+            self.done = True
+            self.channel.transport.loseConnection()
+            self._log_line()
+            return
+        self._respond(error_response(
+            502, f"powerstrip: lost the connection to Docker at {self.resource.upstream.address}: "
+                 f"{reason.getErrorMessage()}"))
+
+    # -- the end ----------------------------------------------------------------
+
+    def _respond(self, resp: ServerResponse) -> None:
+        """Answer the client with a complete response (error, adapter or hooked)."""
+        if self.done:
+            return
+        if self.head_sent:
+            # Too late for a clean error: cutting the stream short is the signal.
+            self.done = True
+            self.channel.transport.loseConnection()
+            self._log_line()
+            return
+        self.status = resp.code
+        request = self.request
+        request.setResponseCode(resp.code)
+        for k, v in resp.headers:
+            if k.lower() not in _FRAMING:
+                request.responseHeaders.addRawHeader(k, v)
+        request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % len(resp.body)])
+        request.write(resp.body)
+        self.bytes_out = len(resp.body)
+        self._finish()
+
+    def _abort_upstream(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None and conn.transport is not None:
+            conn.listener = None
+            conn.transport.abortConnection()
+
+    def _finish(self) -> None:
+        self.done = True
+        if self.channel.body_pending() or self.channel.read_eof:
+            # The body was not read to its end (or the client is done sending):
+            # the connection cannot carry another request.
+            self.request.body_sink = lambda data: None
+            self.channel.persistent = False
+            self.channel.transport.resumeProducing()
+        if not self.request._disconnected:
+            self.request.finish()
+        self._log_line()
+
+    def _client_gone(self, failure: Failure) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self._pending is not None:
+            self._pending.cancel()
+        self._abort_upstream()
+        log.info("{flow}: client went away", flow=self._name())
+
+    def _splice_closed(self, splice: Splice) -> None:
+        self._log_line(f" stream in={splice.bytes_in}B out={splice.bytes_out}B")
+
+    def _name(self) -> str:
+        return f"#{self.flow.id} {self.flow.request.method} {self.flow.request.uri}"
+
+    def _log_line(self, extra: str = "") -> None:
+        ms = (time.monotonic() - self.flow.started) * 1000
+        hooks = "".join(f" {h.phase}:{h.adapter}={h.seconds * 1000:.1f}ms({h.outcome})"
+                        for h in self.flow.hooks)
+        log.info("{line}", line=f"{self._name()} -> {self.status} {self.bytes_out}B {ms:.1f}ms{hooks}{extra}")

@@ -1,0 +1,85 @@
+"""The flow: one client request as it travels through the hook chain.
+
+One :class:`Flow` object is created per client request and handed along
+every stage (route match → pre-hooks → dockerd → post-hooks → client), the
+way mitmproxy threads one flow through its named hooks. Stages read and
+replace its :class:`ClientRequest` and :class:`ServerResponse`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+
+from powerstrip.http11 import Headers
+from powerstrip.matching import Route
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class ClientRequest:
+    """The request as dockerd will receive it.
+
+    ``body`` is the whole body when it was buffered for the hooks (JSON or
+    empty) and ``None`` when the body streams straight from the client
+    (``streamed`` is then True).
+    """
+
+    method: str
+    uri: str
+    headers: Headers
+    body: bytes | None = None
+    streamed: bool = False
+
+    @property
+    def path(self) -> str:
+        """The request path without its query string."""
+        return self.uri.split("?", 1)[0]
+
+
+@dataclass
+class ServerResponse:
+    """A complete (buffered) response, from dockerd or from an adapter."""
+
+    code: int
+    headers: Headers
+    body: bytes = b""
+
+    @property
+    def content_type(self) -> str | None:
+        """The ``Content-Type`` header value, if any."""
+        for k, v in reversed(self.headers):
+            if k.lower() == b"content-type":
+                return v.decode("latin-1")
+        return None
+
+
+@dataclass
+class HookRecord:
+    """One adapter call, for the access log."""
+
+    adapter: str
+    phase: str
+    seconds: float
+    outcome: str = "ok"
+
+
+@dataclass
+class Flow:
+    """Everything known about one client request on its way through Powerstrip."""
+
+    request: ClientRequest
+    route: Route
+    response: ServerResponse | None = None
+    hooks: list[HookRecord] = field(default_factory=list)
+    id: int = field(default_factory=lambda: next(_ids))
+    started: float = field(default_factory=time.monotonic)
+
+
+def error_response(code: int, message: str) -> ServerResponse:
+    """A Docker-style JSON error, which the Docker CLI prints as its message."""
+    body = json.dumps({"message": message}).encode() + b"\n"
+    return ServerResponse(code, [(b"Content-Type", b"application/json")], body)

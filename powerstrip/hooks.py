@@ -1,0 +1,125 @@
+"""The hook chain: pre-hooks and post-hooks as a chain of Deferreds.
+
+Each hook's output is the next hook's input, in route order. A pre-hook
+chain ends in one of three ways: the final request (go on to dockerd),
+:class:`~powerstrip.adapters.Refused` (the client gets the adapter's answer,
+dockerd is never called) or :class:`~powerstrip.adapters.AdapterFault`
+(the client gets a 502/504). A post-hook chain likewise ends with the final
+response, a refusal, or a fault.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from powerstrip.adapters import PROTOCOL_VERSION, AdapterClient, AdapterFault
+from powerstrip.config import Adapter
+from powerstrip.flow import ClientRequest, Flow, HookRecord, ServerResponse
+
+log = Logger()
+
+
+def _text(body: bytes | None) -> str | None:
+    """A body as adapters see it: a string, or null when absent or not UTF-8."""
+    if not body:
+        return None
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _with_header(headers: list, name: bytes, value: bytes | None) -> list:
+    """``headers`` with every ``name`` replaced by one ``value`` (none if None)."""
+    out = [(k, v) for k, v in headers if k.lower() != name.lower()]
+    if value is not None:
+        out.append((name, value))
+    return out
+
+
+class HookChain:
+    """Runs a flow's pre-hooks and post-hooks through an :class:`AdapterClient`."""
+
+    def __init__(self, client: AdapterClient) -> None:
+        self.client = client
+
+    def run_pre(self, flow: Flow) -> defer.Deferred:
+        """Fire with ``flow`` once every pre-hook has had its turn at ``flow.request``."""
+        d = defer.succeed(flow)
+        for adapter in flow.route.pre:
+            d.addCallback(self._call, adapter, "pre-hook")
+        return d
+
+    def run_post(self, flow: Flow) -> defer.Deferred:
+        """Fire with ``flow`` once every post-hook has had its turn at ``flow.response``."""
+        d = defer.succeed(flow)
+        for adapter in flow.route.post:
+            d.addCallback(self._call, adapter, "post-hook")
+        return d
+
+    def _call(self, flow: Flow, adapter: Adapter, phase: str) -> defer.Deferred:
+        req = flow.request
+        payload: dict[str, Any] = {
+            "PowerstripProtocolVersion": PROTOCOL_VERSION,
+            "Type": phase,
+            "ClientRequest": {"Method": req.method, "Request": req.uri, "Body": _text(req.body)},
+        }
+        if phase == "pre-hook":
+            expect, apply = "ModifiedClientRequest", self._apply_request
+        else:
+            resp = flow.response
+            payload["ServerResponse"] = {
+                "ContentType": resp.content_type,
+                "Body": _text(resp.body),
+                "Code": resp.code,
+            }
+            expect, apply = "ModifiedServerResponse", self._apply_response
+        started = time.monotonic()
+
+        def record(result: Any, outcome: str) -> Any:
+            flow.hooks.append(HookRecord(adapter.name, phase, time.monotonic() - started, outcome))
+            return result
+
+        d = self.client.call(adapter, payload, expect)
+        d.addCallback(apply, flow, adapter)
+        d.addCallbacks(record, lambda f: record(f, f.type.__name__), callbackArgs=("ok",))
+        return d
+
+    @staticmethod
+    def _apply_request(reply: dict, flow: Flow, adapter: Adapter) -> Flow:
+        old = flow.request
+        method, uri, body = reply.get("Method"), reply.get("Request"), reply.get("Body", None)
+        if not isinstance(method, str) or not method.isalpha():
+            raise AdapterFault(adapter, f"ModifiedClientRequest.Method must be an HTTP method, got {method!r}")
+        if not isinstance(uri, str) or not uri.startswith("/") or any(c in uri for c in " \r\n"):
+            raise AdapterFault(adapter, f"ModifiedClientRequest.Request must be a path like '/v1.41/...', got {uri!r}")
+        if body is not None and not isinstance(body, str):
+            raise AdapterFault(adapter, "ModifiedClientRequest.Body must be a string or null")
+        if old.streamed:
+            if body is not None:
+                raise AdapterFault(adapter, "ModifiedClientRequest.Body must be null: this request's "
+                                            "body is not JSON and streams to Docker unseen")
+            new_body = None
+        elif body is None and old.body and _text(old.body) is None:
+            new_body = old.body  # a buffered body adapters could not see is kept
+        else:
+            new_body = body.encode("utf-8") if body is not None else b""
+        flow.request = ClientRequest(method.upper(), uri, old.headers, new_body, old.streamed)
+        return flow
+
+    @staticmethod
+    def _apply_response(reply: dict, flow: Flow, adapter: Adapter) -> Flow:
+        code, ctype, body = reply.get("Code"), reply.get("ContentType"), reply.get("Body")
+        if not isinstance(code, int) or isinstance(code, bool) or not 200 <= code <= 599:
+            raise AdapterFault(adapter, f"ModifiedServerResponse.Code must be an HTTP status 200-599, got {code!r}")
+        if ctype is not None and (not isinstance(ctype, str) or any(c in ctype for c in "\r\n")):
+            raise AdapterFault(adapter, "ModifiedServerResponse.ContentType must be a string or null")
+        if body is not None and not isinstance(body, str):
+            raise AdapterFault(adapter, "ModifiedServerResponse.Body must be a string or null")
+        headers = _with_header(flow.response.headers, b"Content-Type", ctype.encode("latin-1", "replace") if ctype else None)
+        flow.response = ServerResponse(code, headers, body.encode("utf-8") if body else b"")
+        return flow

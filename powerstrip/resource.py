@@ -1,0 +1,55 @@
+"""The twisted.web resource that proxies every request to dockerd."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from powerstrip.adapters import AdapterClient
+from powerstrip.config import Config
+from powerstrip.exchange import Exchange
+from powerstrip.hooks import HookChain
+from powerstrip.upstream import DockerAddress, UpstreamPool
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Memory bounds for what Powerstrip must hold whole."""
+
+    #: A JSON request body handed to pre-hooks (larger: 413).
+    max_json_body: int = 16 * MiB
+    #: A response handed to post-hooks (larger: 502).
+    max_response_body: int = 64 * MiB
+
+
+class PowerstripResource(Resource):
+    """Every path, every method: an :class:`~powerstrip.exchange.Exchange` each.
+
+    Holds what the exchanges share: the current config (replaced whole on a
+    reload, never mutated), the dockerd connection pool and the hook chain.
+    """
+
+    isLeaf = True
+
+    def __init__(self, reactor: Any, config: Config, docker: DockerAddress,
+                 limits: Limits | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.limits = limits or Limits()
+        self.upstream = UpstreamPool(reactor, docker)
+        self.adapters = AdapterClient(reactor)
+        self.chain = HookChain(self.adapters)
+
+    def render(self, request: Any) -> Any:
+        Exchange(request, self).start()
+        return NOT_DONE_YET
+
+    def close(self) -> Any:
+        """Drop pooled connections to dockerd and adapters."""
+        self.upstream.close()
+        return self.adapters.close()
