@@ -120,6 +120,7 @@ class HookChain:
             raise AdapterFault(adapter, "ModifiedServerResponse.ContentType must be a string or null")
         if body is not None and not isinstance(body, str):
             raise AdapterFault(adapter, "ModifiedServerResponse.Body must be a string or null")
-        headers = _with_header(flow.response.headers, b"Content-Type", ctype.encode("latin-1", "replace") if ctype else None)
+        raw_ctype = ctype.encode("latin-1", "replace") if ctype else None
+        headers = _with_header(flow.response.headers, b"Content-Type", raw_ctype)
         flow.response = ServerResponse(code, headers, body.encode("utf-8") if body else b"")
         return flow
