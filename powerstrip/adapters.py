@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import treq
 from treq.client import HTTPClient
 from twisted.internet import defer
-from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
+from twisted.internet.error import ConnectError, DNSLookupError
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.web.http import PotentialDataLoss
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseNeverReceived
 
 from powerstrip.config import Adapter
 from powerstrip.flow import ServerResponse, error_response
@@ -56,6 +58,39 @@ class _TooLarge(Exception):
     pass
 
 
+def _timed_out(result: Any, timeout: float) -> Failure:
+    # Whatever cancelling produced (ResponseNeverReceived, ConnectingCancelledError),
+    # the cause is the timeout.
+    return Failure(defer.TimeoutError(timeout, "adapter call"))
+
+
+class _ReplyReader(Protocol):
+    """Reads an adapter's reply body, bounded in size; cancelling closes the connection."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.chunks: list[bytes] = []
+        self.finished = defer.Deferred(lambda d: self.transport.loseConnection())
+
+    def dataReceived(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            self.transport.loseConnection()
+            if not self.finished.called:
+                self.finished.errback(_TooLarge())
+            return
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.finished.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.finished.callback(b"".join(self.chunks))
+        else:
+            self.finished.errback(reason)
+
+
 class AdapterClient:
     """Makes hook calls with treq over one persistent connection pool."""
 
@@ -83,24 +118,14 @@ class AdapterClient:
             adapter.url, data=body, headers={b"Content-Type": [b"application/json"]},
         )
         d.addCallback(self._read, adapter)
-        d.addTimeout(adapter.timeout, self._reactor)
+        d.addTimeout(adapter.timeout, self._reactor, onTimeoutCancel=_timed_out)
         d.addCallbacks(self._check, self._fault, callbackArgs=(adapter, expect), errbackArgs=(adapter,))
         return d
 
     def _read(self, response: Any, adapter: Adapter) -> defer.Deferred:
-        chunks: list[bytes] = []
-        size = 0
-
-        def collect(data: bytes) -> None:
-            nonlocal size
-            size += len(data)
-            if size > self.max_reply:
-                raise _TooLarge()
-            chunks.append(data)
-
-        d = treq.collect(response, collect)
-        d.addCallback(lambda _: (response, b"".join(chunks)))
-        return d
+        reader = _ReplyReader(self.max_reply)
+        response.deliverBody(reader)
+        return reader.finished.addCallback(lambda body: (response, body))
 
     def _fault(self, failure: Any, adapter: Adapter) -> None:
         if failure.check(Refused, AdapterFault):
@@ -109,7 +134,7 @@ class AdapterClient:
             raise AdapterFault(adapter, f"no answer within {adapter.timeout:g}s", code=504)
         if failure.check(_TooLarge):
             raise AdapterFault(adapter, f"reply larger than {self.max_reply} bytes")
-        if failure.check(ConnectError, ConnectingCancelledError, DNSLookupError):
+        if failure.check(ConnectError, DNSLookupError):
             raise AdapterFault(adapter, f"cannot connect: {failure.getErrorMessage()}")
         if failure.check(ResponseNeverReceived):
             reasons = "; ".join(r.getErrorMessage() or r.type.__name__ for r in failure.value.reasons)

@@ -149,7 +149,7 @@ def _parse_endpoint(pattern: object, spec: object, adapters: dict[str, Adapter],
         if not isinstance(names, list):
             raise fail(f"endpoint {pattern!r}: '{phase}' must be a list of adapter names")
         for n in names:
-            if n not in adapters:
+            if not isinstance(n, str) or n not in adapters:
                 known = ", ".join(sorted(adapters)) or "none"
                 raise fail(f"endpoint {pattern!r}: {phase}-hook adapter {n!r} is not defined "
                            f"under 'adapters' (defined: {known})")

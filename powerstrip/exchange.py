@@ -89,6 +89,7 @@ class Exchange:
         self._resp_size = 0
         self._attempts = 0
         request.notifyFinish().addErrback(self._client_gone)
+        request.on_error = self.crash
 
     # -- stage 1: the request body -------------------------------------------
 
@@ -153,8 +154,7 @@ class Exchange:
             log.warn("{flow}: {error}", flow=self._name(), error=str(failure.value))
             self._respond(failure.value.response())
         else:
-            log.failure("{flow}: hook chain failed", failure, flow=self._name())
-            self._respond(error_response(500, f"powerstrip: internal error: {failure.getErrorMessage()}"))
+            self.crash(failure)
 
     # -- stage 3: dockerd ----------------------------------------------------------
 
@@ -333,6 +333,12 @@ class Exchange:
         request.write(resp.body)
         self.bytes_out = len(resp.body)
         self._finish()
+
+    def crash(self, failure: Failure) -> None:
+        """A bug surfaced while handling this request: log it, answer 500, keep serving."""
+        log.failure("{flow}: internal error", failure, flow=self._name())
+        self._abort_upstream()
+        self._respond(error_response(500, f"powerstrip: internal error: {failure.getErrorMessage()}"))
 
     def _abort_upstream(self) -> None:
         conn, self.conn = self.conn, None

@@ -93,9 +93,10 @@ class HookChain:
     def _apply_request(reply: dict, flow: Flow, adapter: Adapter) -> Flow:
         old = flow.request
         method, uri, body = reply.get("Method"), reply.get("Request"), reply.get("Body", None)
-        if not isinstance(method, str) or not method.isalpha():
+        if not isinstance(method, str) or not (method.isascii() and method.isalpha()):
             raise AdapterFault(adapter, f"ModifiedClientRequest.Method must be an HTTP method, got {method!r}")
-        if not isinstance(uri, str) or not uri.startswith("/") or any(c in uri for c in " \r\n"):
+        if not isinstance(uri, str) or not uri.startswith("/") or not uri.isascii() \
+                or any(c <= " " or c == "\x7f" for c in uri):
             raise AdapterFault(adapter, f"ModifiedClientRequest.Request must be a path like '/v1.41/...', got {uri!r}")
         if body is not None and not isinstance(body, str):
             raise AdapterFault(adapter, "ModifiedClientRequest.Body must be a string or null")
@@ -120,7 +121,12 @@ class HookChain:
             raise AdapterFault(adapter, "ModifiedServerResponse.ContentType must be a string or null")
         if body is not None and not isinstance(body, str):
             raise AdapterFault(adapter, "ModifiedServerResponse.Body must be a string or null")
+        old = flow.response
         raw_ctype = ctype.encode("latin-1", "replace") if ctype else None
-        headers = _with_header(flow.response.headers, b"Content-Type", raw_ctype)
-        flow.response = ServerResponse(code, headers, body.encode("utf-8") if body else b"")
+        headers = _with_header(old.headers, b"Content-Type", raw_ctype)
+        if body is None and old.body and _text(old.body) is None:
+            new_body = old.body  # a body adapters could not see (not UTF-8) is kept
+        else:
+            new_body = body.encode("utf-8") if body else b""
+        flow.response = ServerResponse(code, headers, new_body)
         return flow

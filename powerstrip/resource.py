@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -46,7 +47,11 @@ class PowerstripResource(Resource):
         self.chain = HookChain(self.adapters)
 
     def render(self, request: Any) -> Any:
-        Exchange(request, self).start()
+        exchange = Exchange(request, self)
+        try:
+            exchange.start()
+        except Exception:
+            exchange.crash(Failure())
         return NOT_DONE_YET
 
     def close(self) -> Any:

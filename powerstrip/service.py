@@ -54,6 +54,9 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         env = os.environ
+        for key in ("max-json-body", "max-response-body"):
+            if isinstance(self[key], str):  # twisted.python.usage leaves defaults uncoerced
+                self[key] = _size(self[key])
         if not self["listen"]:
             self["listen"] = env.get("POWERSTRIP_LISTEN", DEFAULT_LISTEN).split()
         docker_url = self["docker"] or env.get("DOCKER_HOST") or DEFAULT_DOCKER

@@ -151,10 +151,12 @@ class UpstreamConnection(Protocol):
             return
         try:
             self._received(data)
-        except ProtocolError as e:
+        except Exception:  # off-protocol answer (or a bug in a listener): end this exchange
+            failure = Failure()
             listener, self.listener = self.listener, None
             self.transport.abortConnection()
-            listener.failed(Failure(e))
+            if listener is not None:
+                listener.failed(failure)
 
     def _received(self, data: bytes) -> None:
         if self._head is None:

@@ -36,6 +36,8 @@ class StreamingRequest(server.Request):
         self.body_end: Callable[[], None] | None = None
         self.body_complete = False
         self._early: list[bytes] = []
+        #: Called with a Failure when a body callback raised (a bug, not bad input).
+        self.on_error: Callable[[Failure], None] = self.processingFailed
 
     def begin(self, command: bytes, uri: bytes, version: bytes) -> None:
         """The head is parsed: set the request line (body may still be coming)."""
@@ -55,10 +57,13 @@ class StreamingRequest(server.Request):
             self.processingFailed(Failure())
 
     def handleContentChunk(self, data: bytes) -> None:
-        if self.body_sink is not None:
-            self.body_sink(data)
-        else:
+        if self.body_sink is None:
             self._early.append(data)
+            return
+        try:
+            self.body_sink(data)
+        except Exception:
+            self.on_error(Failure())
 
     def take_early(self) -> list[bytes]:
         """Body pieces that arrived before a sink was attached."""
@@ -69,7 +74,10 @@ class StreamingRequest(server.Request):
         # Called by the channel when the body is complete; rendering began long ago.
         self.body_complete = True
         if self.body_end is not None:
-            self.body_end()
+            try:
+                self.body_end()
+            except Exception:
+                self.on_error(Failure())
 
 
 @implementer(IHalfCloseableProtocol)

@@ -1,0 +1,313 @@
+"""Tests for :mod:`powerstrip.config`: loading and validating ``adapters.yml``."""
+
+from __future__ import annotations
+
+import textwrap
+
+from twisted.trial.unittest import TestCase
+
+from powerstrip.config import (
+    DEFAULT_ADAPTER_TIMEOUT,
+    Adapter,
+    Config,
+    ConfigError,
+    Endpoint,
+    load_config,
+    parse_config,
+)
+
+CANONICAL = """\
+version: 1
+endpoints:
+  "POST /*/containers/create":
+    pre: [flocker, weave]
+  "POST /*/containers/*/start":
+    post: [weave]
+adapters:
+  flocker: http://flocker/flocker-adapter
+  weave: http://weave/extension
+"""
+
+FLOCKER = Adapter("flocker", "http://flocker/flocker-adapter")
+WEAVE = Adapter("weave", "http://weave/extension")
+
+
+def doc(text: str) -> str:
+    """A dedented YAML document, so tests can indent their files."""
+    return textwrap.dedent(text)
+
+
+class ValidConfigTests(TestCase):
+    """Files that must load, and what they load into."""
+
+    def test_canonical_example_from_a_file(self) -> None:
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(CANONICAL)
+        config = load_config(path)
+        self.assertIsInstance(config, Config)
+        self.assertEqual(config.source, path)
+        self.assertEqual(config.adapters, {"flocker": FLOCKER, "weave": WEAVE})
+        self.assertEqual(
+            config.endpoints,
+            (
+                Endpoint("POST /*/containers/create", "POST", "/*/containers/create", pre=(FLOCKER, WEAVE)),
+                Endpoint("POST /*/containers/*/start", "POST", "/*/containers/*/start", post=(WEAVE,)),
+            ),
+        )
+        self.assertEqual(FLOCKER.timeout, DEFAULT_ADAPTER_TIMEOUT)
+
+    def test_parse_config_names_its_source(self) -> None:
+        self.assertEqual(parse_config(CANONICAL).source, "<string>")
+        self.assertEqual(parse_config(CANONICAL, source="x.yml").source, "x.yml")
+
+    def test_multiple_endpoints_keep_file_order_and_both_phases(self) -> None:
+        config = parse_config(doc("""\
+            endpoints:
+              "DELETE /*/containers/*":
+                pre: [a]
+                post: [b, a]
+              "GET /*/containers/json":
+                post: [b]
+              "POST /*/volumes/create":
+                pre: [b]
+            adapters:
+              a: http://a:8080/hook
+              b: https://b/hook
+            """))
+        a, b = Adapter("a", "http://a:8080/hook"), Adapter("b", "https://b/hook")
+        self.assertEqual(
+            [(e.pattern, e.method, e.path, e.pre, e.post) for e in config.endpoints],
+            [
+                ("DELETE /*/containers/*", "DELETE", "/*/containers/*", (a,), (b, a)),
+                ("GET /*/containers/json", "GET", "/*/containers/json", (), (b,)),
+                ("POST /*/volumes/create", "POST", "/*/volumes/create", (b,), ()),
+            ],
+        )
+
+    def test_star_method(self) -> None:
+        config = parse_config(doc("""\
+            endpoints:
+              "* /*/containers/*":
+                pre: [a]
+            adapters:
+              a: http://a/
+            """))
+        (ep,) = config.endpoints
+        self.assertEqual((ep.method, ep.path), ("*", "/*/containers/*"))
+
+    def test_method_is_upper_cased(self) -> None:
+        config = parse_config(doc("""\
+            endpoints:
+              "post /*/containers/create":
+                pre: [a]
+            adapters:
+              a: http://a/
+            """))
+        self.assertEqual(config.endpoints[0].method, "POST")
+        self.assertEqual(config.endpoints[0].pattern, "post /*/containers/create")
+
+    def test_single_adapter_name_as_a_string(self) -> None:
+        config = parse_config(doc("""\
+            endpoints:
+              "POST /*/containers/create":
+                pre: a
+            adapters:
+              a: http://a/
+            """))
+        self.assertEqual(config.endpoints[0].pre, (Adapter("a", "http://a/"),))
+
+    def test_version_may_be_omitted(self) -> None:
+        config = parse_config(CANONICAL.replace("version: 1\n", ""))
+        self.assertEqual(len(config.endpoints), 2)
+
+    def test_empty_endpoints_and_adapters(self) -> None:
+        config = parse_config("endpoints: {}\nadapters: {}\n")
+        self.assertEqual((config.endpoints, config.adapters), ((), {}))
+
+    def test_passthrough(self) -> None:
+        config = Config.passthrough()
+        self.assertEqual((config.endpoints, config.adapters), ((), {}))
+
+
+class InvalidConfigTests(TestCase):
+    """Every rejection is a ConfigError whose message names the file and the culprit."""
+
+    def assertRejected(self, text: str, *fragments: str, source: str = "adapters.yml") -> str:
+        """``text`` fails to parse, with a message holding the source name and ``fragments``."""
+        e = self.assertRaises(ConfigError, parse_config, doc(text), source)
+        message = str(e)
+        self.assertTrue(message.startswith(source + ": "), message)
+        for fragment in fragments:
+            self.assertIn(fragment, message)
+        return message
+
+    def test_not_yaml(self) -> None:
+        self.assertRejected("endpoints: [unclosed\n", "not valid YAML")
+        self.assertRejected("a: b: c\n", "not valid YAML")
+
+    def test_not_a_mapping(self) -> None:
+        for text in ("- version\n- endpoints\n", "just a string\n", "42\n", ""):
+            self.assertRejected(text, "expected a mapping with 'version', 'endpoints' and 'adapters'")
+
+    def test_unknown_top_level_key(self) -> None:
+        message = self.assertRejected(CANONICAL + "hooks: {}\n", "unknown top-level key(s): hooks")
+        self.assertIn("allowed: adapters, endpoints, version", message)
+
+    def test_missing_endpoints(self) -> None:
+        self.assertRejected("version: 1\nadapters: {a: http://a/}\n", "missing required key 'endpoints'")
+
+    def test_missing_adapters(self) -> None:
+        self.assertRejected(
+            'version: 1\nendpoints: {"POST /x": {pre: [a]}}\n', "missing required key 'adapters'"
+        )
+
+    def test_endpoints_not_a_mapping(self) -> None:
+        self.assertRejected(
+            "endpoints: [POST /x]\nadapters: {a: http://a/}\n", "'endpoints' must be a mapping, not a list"
+        )
+        self.assertRejected("endpoints:\nadapters: {a: http://a/}\n", "'endpoints' must be a mapping, not nothing")
+
+    def test_adapters_not_a_mapping(self) -> None:
+        self.assertRejected(
+            'endpoints: {"POST /x": {pre: [a]}}\nadapters: [http://a/]\n', "'adapters' must be a mapping, not a list"
+        )
+
+    def test_endpoint_key_without_path(self) -> None:
+        self.assertRejected("""\
+            endpoints:
+              "POST":
+                pre: [a]
+            adapters:
+              a: http://a/
+            """, "endpoint 'POST'", 'expected "METHOD /path"')
+
+    def test_endpoint_path_without_leading_slash(self) -> None:
+        self.assertRejected("""\
+            endpoints:
+              "POST containers/create":
+                pre: [a]
+            adapters:
+              a: http://a/
+            """, "endpoint 'POST containers/create'", 'expected "METHOD /path"')
+
+    def test_endpoint_key_with_too_many_words_or_bad_method(self) -> None:
+        for key in ("POST /x /y", "PO-ST /x", "/x POST"):
+            self.assertRejected(f"""\
+                endpoints:
+                  "{key}":
+                    pre: [a]
+                adapters:
+                  a: http://a/
+                """, f"endpoint {key!r}", 'expected "METHOD /path"')
+
+    def test_endpoint_key_not_a_string(self) -> None:
+        self.assertRejected("""\
+            endpoints:
+              42:
+                pre: [a]
+            adapters:
+              a: http://a/
+            """, "endpoint 42", "the key must be a string")
+
+    def test_endpoint_with_neither_pre_nor_post(self) -> None:
+        for spec in ("{}", "{pre: [], post: []}", "{pre: []}", "{post: null}"):
+            self.assertRejected(f"""\
+                endpoints:
+                  "POST /*/containers/create": {spec}
+                adapters:
+                  a: http://a/
+                """, "endpoint 'POST /*/containers/create'", "has neither 'pre' nor 'post' adapters")
+
+    def test_endpoint_not_a_mapping(self) -> None:
+        self.assertRejected("""\
+            endpoints:
+              "POST /*/containers/create": [a]
+            adapters:
+              a: http://a/
+            """, "endpoint 'POST /*/containers/create'", "not a list")
+
+    def test_unknown_key_in_endpoint(self) -> None:
+        self.assertRejected("""\
+            endpoints:
+              "POST /*/containers/create":
+                pre: [a]
+                prehooks: [a]
+            adapters:
+              a: http://a/
+            """, "endpoint 'POST /*/containers/create'", "unknown key(s) prehooks", "allowed: pre, post")
+
+    def test_hooks_not_a_list(self) -> None:
+        self.assertRejected("""\
+            endpoints:
+              "POST /*/containers/create":
+                post: {a: 1}
+            adapters:
+              a: http://a/
+            """, "endpoint 'POST /*/containers/create'", "'post' must be a list of adapter names")
+
+    def test_undefined_pre_adapter(self) -> None:
+        self.assertRejected(CANONICAL.replace("[flocker, weave]", "[flocker, weeve]"),
+                            "endpoint 'POST /*/containers/create'",
+                            "pre-hook adapter 'weeve' is not defined",
+                            "(defined: flocker, weave)")
+
+    def test_undefined_post_adapter(self) -> None:
+        self.assertRejected("""\
+            endpoints:
+              "POST /*/containers/*/start":
+                post: [missing]
+            adapters: {}
+            """, "endpoint 'POST /*/containers/*/start'", "post-hook adapter 'missing' is not defined",
+            "(defined: none)")
+
+    def test_adapter_name_that_is_not_a_name(self) -> None:
+        """A list or mapping where an adapter name belongs is a ConfigError, not a crash."""
+        for names in ("[[flocker]]", "[{flocker: 1}]"):
+            self.assertRejected(CANONICAL.replace("[flocker, weave]", names),
+                                "endpoint 'POST /*/containers/create'", "pre-hook adapter")
+
+    def test_adapter_url_not_http(self) -> None:
+        for url in ("ftp://a/hook", "a/hook", "unix:///var/run/a.sock", "http://", "http:/a"):
+            self.assertRejected(f"""\
+                endpoints:
+                  "POST /x":
+                    pre: [a]
+                adapters:
+                  a: "{url}"
+                """, f"adapter 'a': {url!r} is not an http:// or https:// URL")
+
+    def test_adapter_url_not_a_string(self) -> None:
+        self.assertRejected("""\
+            endpoints:
+              "POST /x":
+                pre: [a]
+            adapters:
+              a: [http://a/]
+            """, "adapter 'a': expected a URL string, not a list")
+        self.assertRejected("""\
+            endpoints:
+              "POST /x":
+                pre: [a]
+            adapters:
+              a:
+            """, "adapter 'a': expected a URL string, not nothing")
+
+    def test_bad_version(self) -> None:
+        for version, shown in (("2", "2"), ('"1"', "'1'"), ("true", "True"), ("null", "None")):
+            self.assertRejected(CANONICAL.replace("version: 1", f"version: {version}"),
+                                f"unsupported version {shown}", "version 1")
+
+    def test_load_config_missing_path(self) -> None:
+        path = self.mktemp()
+        e = self.assertRaises(ConfigError, load_config, path)
+        self.assertIn(path, str(e))
+        self.assertIn("cannot read adapters file", str(e))
+        self.assertIn("No such file or directory", str(e))
+
+    def test_load_config_names_the_file_in_validation_errors(self) -> None:
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("endpoints: {}\n")
+        e = self.assertRaises(ConfigError, load_config, path)
+        self.assertEqual(str(e), f"{path}: missing required key 'adapters'")

@@ -1,0 +1,664 @@
+"""Tests for :mod:`powerstrip.hooks` and :mod:`powerstrip.adapters`.
+
+The adapters are real: one in-process :class:`twisted.web.server.Site` on
+127.0.0.1 serves every fake adapter, each at its own path (``/NAME``), so the
+hook chain talks HTTP through treq exactly as it does in production.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from powerstrip.adapters import DEFAULT_MAX_REPLY, AdapterClient, AdapterFault, Refused
+from powerstrip.config import Adapter
+from powerstrip.flow import ClientRequest, Flow, ServerResponse
+from powerstrip.hooks import HookChain
+from powerstrip.matching import Route
+
+Handler = Callable[[Request, dict], Any]
+
+JSON = [(b"Content-Type", b"application/json")]
+
+
+# -- the fake adapters ---------------------------------------------------------
+
+
+class FakeAdapters(Resource):
+    """Serves ``POST /NAME`` with ``handlers[NAME]``; records every call."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handlers: dict[str, Handler] = {}
+        self.calls: list[tuple[str, dict]] = []
+        self.content_types: list[bytes | None] = []
+        self.finished: list[list] = []  # per call: what notifyFinish fired with, once it has
+
+    def render_POST(self, request: Request) -> Any:
+        name = request.path.decode().strip("/")
+        payload = json.loads(request.content.read())
+        self.calls.append((name, payload))
+        self.content_types.append(request.getHeader(b"content-type"))
+        outcome: list = []
+        request.notifyFinish().addBoth(outcome.append)
+        self.finished.append(outcome)
+        return self.handlers[name](request, payload)
+
+    @property
+    def called(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+
+class TrackingSite(Site):
+    """A Site that knows its connections (transports), so tests can wait until all are gone."""
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource)
+        self.connections: list[tuple[Any, defer.Deferred]] = []
+
+    def buildProtocol(self, addr: Any) -> Any:
+        proto = super().buildProtocol(addr)
+        lost: defer.Deferred = defer.Deferred()
+        make_connection, connection_lost = proto.makeConnection, proto.connectionLost
+
+        def connected(transport: Any) -> None:
+            self.connections.append((transport, lost))
+            make_connection(transport)
+
+        def disconnected(reason: Any) -> None:
+            try:
+                connection_lost(reason)
+            finally:
+                lost.callback(None)
+
+        proto.makeConnection, proto.connectionLost = connected, disconnected
+        return proto
+
+
+def send(request: Request, body: bytes, code: int = 200, ctype: bytes | None = b"application/json") -> bytes:
+    request.setResponseCode(code)
+    if ctype is not None:
+        request.setHeader(b"content-type", ctype)
+    return body
+
+
+def answer(obj: Any, code: int = 200) -> Handler:
+    """An adapter that always answers ``obj`` as JSON (or as is, if bytes)."""
+    body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+    return lambda request, payload: send(request, body, code)
+
+
+def pre_reply(**request: Any) -> dict:
+    return {"PowerstripProtocolVersion": 1, "ModifiedClientRequest": request}
+
+
+def post_reply(**response: Any) -> dict:
+    return {"PowerstripProtocolVersion": 1, "ModifiedServerResponse": response}
+
+
+def echo_pre(request: Request, payload: dict) -> bytes:
+    """A pre-hook that changes nothing."""
+    return send(request, json.dumps(pre_reply(**payload["ClientRequest"])).encode())
+
+
+def echo_post(request: Request, payload: dict) -> bytes:
+    """A post-hook that changes nothing."""
+    return send(request, json.dumps(post_reply(**payload["ServerResponse"])).encode())
+
+
+def append_pre(tag: str) -> Handler:
+    """A pre-hook that appends ``tag`` to the request body."""
+
+    def handler(request: Request, payload: dict) -> bytes:
+        req = dict(payload["ClientRequest"])
+        req["Body"] = (req["Body"] or "") + tag
+        return send(request, json.dumps(pre_reply(**req)).encode())
+
+    return handler
+
+
+def append_post(tag: str) -> Handler:
+    """A post-hook that appends ``tag`` to the response body."""
+
+    def handler(request: Request, payload: dict) -> bytes:
+        resp = dict(payload["ServerResponse"])
+        resp["Body"] = (resp["Body"] or "") + tag
+        return send(request, json.dumps(post_reply(**resp)).encode())
+
+    return handler
+
+
+def never_answer(request: Request, payload: dict) -> Any:
+    return NOT_DONE_YET
+
+
+def unused_port() -> int:
+    """A local port nobody listens on (bound, then released)."""
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def make_request(body: bytes | None = b'{"Image":"busybox"}', streamed: bool = False,
+                 method: str = "POST", uri: str = "/v1.41/containers/create?name=web") -> ClientRequest:
+    headers = [(b"Host", b"docker"), (b"Content-Type", b"application/json"), (b"X-Extra", b"1")]
+    return ClientRequest(method, uri, headers, body, streamed)
+
+
+# -- the test base ---------------------------------------------------------------
+
+
+class HookTestCase(TestCase):
+    """A live fake-adapter server, an AdapterClient and a HookChain per test."""
+
+    timeout = 10  # seconds: a hung hook chain fails fast instead of after trial's 120
+
+    def setUp(self) -> None:
+        self.adapters = FakeAdapters()
+        self.site = TrackingSite(self.adapters)
+        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.client = AdapterClient(reactor)
+        self.chain = HookChain(self.client)
+        self.addCleanup(self._shutdown)
+
+    @defer.inlineCallbacks
+    def _shutdown(self) -> Any:
+        # A connection whose reply was read in full goes back to the pool a
+        # reactor turn after the call's result: let it, then close the pool.
+        yield deferLater(reactor, 0, lambda: None)
+        yield self.client.close()
+        for transport, lost in self.site.connections:
+            if not lost.called:
+                transport.abortConnection()
+        yield defer.gatherResults([lost for _, lost in self.site.connections])
+        yield self.port.stopListening()
+
+    def adapter(self, name: str, handler: Handler | None = None, timeout: float = 5.0) -> Adapter:
+        """An Adapter served by the fake server at ``/name`` with ``handler``."""
+        if handler is not None:
+            self.adapters.handlers[name] = handler
+        return Adapter(name, f"http://127.0.0.1:{self.port.getHost().port}/{name}", timeout)
+
+    def pre_flow(self, *adapters: Adapter, request: ClientRequest | None = None) -> Flow:
+        return Flow(request or make_request(), Route(("test",), pre=adapters))
+
+    def post_flow(self, *adapters: Adapter, response: ServerResponse | None = None,
+                  request: ClientRequest | None = None) -> Flow:
+        flow = Flow(request or make_request(), Route(("test",), post=adapters))
+        flow.response = response or ServerResponse(
+            201, [*JSON, (b"Api-Version", b"1.41")], b'{"Id":"abc123"}'
+        )
+        return flow
+
+    @defer.inlineCallbacks
+    def pre_fault(self, handler: Handler, *fragments: str, code: int = 502) -> Any:
+        """Run one pre-hook answering with ``handler``; it must fault with ``fragments``."""
+        a = self.adapter("bad", handler)
+        fault = yield self.assertFailure(self.chain.run_pre(self.pre_flow(a)), AdapterFault)
+        self.assertFault(fault, a, code, *fragments)
+        return fault
+
+    @defer.inlineCallbacks
+    def post_fault(self, handler: Handler, *fragments: str, code: int = 502) -> Any:
+        """Run one post-hook answering with ``handler``; it must fault with ``fragments``."""
+        a = self.adapter("bad", handler)
+        fault = yield self.assertFailure(self.chain.run_post(self.post_flow(a)), AdapterFault)
+        self.assertFault(fault, a, code, *fragments)
+        return fault
+
+    def assertFault(self, fault: AdapterFault, adapter: Adapter, code: int, *fragments: str) -> None:
+        message = str(fault)
+        self.assertTrue(message.startswith(f"powerstrip: adapter '{adapter.name}' ({adapter.url}): "), message)
+        for fragment in fragments:
+            self.assertIn(fragment, message)
+        self.assertEqual(fault.code, code, message)
+        self.assertIs(fault.adapter, adapter)
+
+
+# -- payloads --------------------------------------------------------------------
+
+
+class PayloadTests(HookTestCase):
+    @defer.inlineCallbacks
+    def test_pre_hook_payload(self) -> Any:
+        flow = self.pre_flow(self.adapter("a", echo_pre))
+        yield self.chain.run_pre(flow)
+        self.assertEqual(self.adapters.calls, [("a", {
+            "PowerstripProtocolVersion": 1,
+            "Type": "pre-hook",
+            "ClientRequest": {
+                "Method": "POST",
+                "Request": "/v1.41/containers/create?name=web",
+                "Body": '{"Image":"busybox"}',
+            },
+        })])
+        self.assertEqual(self.adapters.content_types, [b"application/json"])
+
+    @defer.inlineCallbacks
+    def test_post_hook_payload(self) -> Any:
+        flow = self.post_flow(self.adapter("a", echo_post))
+        yield self.chain.run_post(flow)
+        self.assertEqual(self.adapters.calls, [("a", {
+            "PowerstripProtocolVersion": 1,
+            "Type": "post-hook",
+            "ClientRequest": {
+                "Method": "POST",
+                "Request": "/v1.41/containers/create?name=web",
+                "Body": '{"Image":"busybox"}',
+            },
+            "ServerResponse": {
+                "ContentType": "application/json",
+                "Body": '{"Id":"abc123"}',
+                "Code": 201,
+            },
+        })])
+
+    @defer.inlineCallbacks
+    def test_empty_body_is_null(self) -> Any:
+        a = self.adapter("a", echo_pre)
+        yield self.chain.run_pre(self.pre_flow(a, request=make_request(body=b"", method="GET", uri="/v1.41/info")))
+        yield self.chain.run_pre(self.pre_flow(a, request=make_request(body=None, method="GET", uri="/_ping")))
+        self.assertEqual([p["ClientRequest"] for _, p in self.adapters.calls], [
+            {"Method": "GET", "Request": "/v1.41/info", "Body": None},
+            {"Method": "GET", "Request": "/_ping", "Body": None},
+        ])
+
+    @defer.inlineCallbacks
+    def test_utf8_body_is_passed_as_text(self) -> Any:
+        text = '{"Name":"café ☕ 雪","Env":["A=ü"]}'
+        flow = self.pre_flow(self.adapter("a", echo_pre), request=make_request(body=text.encode("utf-8")))
+        yield self.chain.run_pre(flow)
+        self.assertEqual(self.adapters.calls[0][1]["ClientRequest"]["Body"], text)
+        self.assertEqual(flow.request.body, text.encode("utf-8"))
+
+    @defer.inlineCallbacks
+    def test_non_utf8_body_is_null_and_kept(self) -> Any:
+        raw = b'{"Name":"caf\xe9"}'
+        flow = self.pre_flow(self.adapter("a", echo_pre), request=make_request(body=raw))
+        yield self.chain.run_pre(flow)
+        self.assertIsNone(self.adapters.calls[0][1]["ClientRequest"]["Body"])
+        self.assertEqual(flow.request.body, raw)
+
+    @defer.inlineCallbacks
+    def test_post_hook_payload_empty_body_and_no_content_type(self) -> Any:
+        flow = self.post_flow(self.adapter("a", echo_post), response=ServerResponse(204, [], b""))
+        yield self.chain.run_post(flow)
+        self.assertEqual(self.adapters.calls[0][1]["ServerResponse"], {"ContentType": None, "Body": None, "Code": 204})
+        self.assertEqual((flow.response.code, flow.response.body), (204, b""))
+
+    @defer.inlineCallbacks
+    def test_streamed_request_payload_has_null_body(self) -> Any:
+        flow = self.pre_flow(self.adapter("a", echo_pre), request=make_request(body=None, streamed=True))
+        yield self.chain.run_pre(flow)
+        self.assertIsNone(self.adapters.calls[0][1]["ClientRequest"]["Body"])
+
+
+# -- applying replies ------------------------------------------------------------
+
+
+class ApplyTests(HookTestCase):
+    @defer.inlineCallbacks
+    def test_pre_hook_rewrites_request(self) -> Any:
+        reply = pre_reply(Method="put", Request="/v1.41/containers/other", Body='{"Image":"alpine"}')
+        flow = self.pre_flow(self.adapter("a", answer(reply)))
+        result = yield self.chain.run_pre(flow)
+        self.assertIs(result, flow)
+        req = flow.request
+        self.assertEqual((req.method, req.uri, req.body, req.streamed),
+                         ("PUT", "/v1.41/containers/other", b'{"Image":"alpine"}', False))
+        self.assertEqual(req.headers, make_request().headers)
+
+    @defer.inlineCallbacks
+    def test_pre_hook_null_body_empties_request(self) -> Any:
+        flow = self.pre_flow(self.adapter("a", answer(pre_reply(Method="POST", Request="/x", Body=None))))
+        yield self.chain.run_pre(flow)
+        self.assertEqual(flow.request.body, b"")
+
+    @defer.inlineCallbacks
+    def test_post_hook_rewrites_response(self) -> Any:
+        reply = post_reply(Code=200, ContentType="text/plain; charset=utf-8", Body="héllo")
+        flow = self.post_flow(self.adapter("a", answer(reply)))
+        yield self.chain.run_post(flow)
+        resp = flow.response
+        self.assertEqual((resp.code, resp.body), (200, "héllo".encode()))
+        self.assertEqual(resp.content_type, "text/plain; charset=utf-8")
+        self.assertEqual([k for k, _ in resp.headers if k.lower() == b"content-type"], [b"Content-Type"])
+        self.assertIn((b"Api-Version", b"1.41"), resp.headers)
+
+    @defer.inlineCallbacks
+    def test_post_hook_null_content_type_removes_header(self) -> Any:
+        flow = self.post_flow(self.adapter("a", answer(post_reply(Code=202, ContentType=None, Body=None))))
+        yield self.chain.run_post(flow)
+        self.assertEqual((flow.response.code, flow.response.body, flow.response.content_type), (202, b"", None))
+
+    @defer.inlineCallbacks
+    def test_no_hooks(self) -> Any:
+        flow = self.post_flow()
+        before = (flow.request, flow.response)
+        self.assertIs((yield self.chain.run_pre(flow)), flow)
+        self.assertIs((yield self.chain.run_post(flow)), flow)
+        self.assertEqual((flow.request, flow.response), before)
+        self.assertEqual(self.adapters.calls, [])
+
+    @defer.inlineCallbacks
+    def test_hooks_are_recorded(self) -> Any:
+        a, b = self.adapter("a", echo_pre), self.adapter("b", answer(b"nope", code=500))
+        flow = self.pre_flow(a, b)
+        yield self.assertFailure(self.chain.run_pre(flow), Refused)
+        self.assertEqual([(h.adapter, h.phase, h.outcome) for h in flow.hooks],
+                         [("a", "pre-hook", "ok"), ("b", "pre-hook", "Refused")])
+        self.assertTrue(all(h.seconds >= 0 for h in flow.hooks))
+
+
+# -- chaining --------------------------------------------------------------------
+
+
+class ChainTests(HookTestCase):
+    @defer.inlineCallbacks
+    def test_pre_hooks_chain_in_order(self) -> Any:
+        flow = self.pre_flow(*(self.adapter(n, append_pre(n)) for n in ("c", "a", "b")),
+                             request=make_request(body=b"x"))
+        yield self.chain.run_pre(flow)
+        self.assertEqual(self.adapters.called, ["c", "a", "b"])
+        self.assertEqual([p["ClientRequest"]["Body"] for _, p in self.adapters.calls], ["x", "xc", "xca"])
+        self.assertEqual(flow.request.body, b"xcab")
+
+    @defer.inlineCallbacks
+    def test_pre_hook_sees_previous_method_and_path(self) -> Any:
+        first = self.adapter("first", answer(pre_reply(Method="DELETE", Request="/v1.41/x", Body="1")))
+        flow = self.pre_flow(first, self.adapter("second", echo_pre))
+        yield self.chain.run_pre(flow)
+        self.assertEqual(self.adapters.calls[1][1]["ClientRequest"],
+                         {"Method": "DELETE", "Request": "/v1.41/x", "Body": "1"})
+
+    @defer.inlineCallbacks
+    def test_post_hooks_chain_in_order(self) -> Any:
+        flow = self.post_flow(*(self.adapter(n, append_post(n)) for n in ("b", "c", "a")),
+                              response=ServerResponse(200, list(JSON), b"r"))
+        yield self.chain.run_post(flow)
+        self.assertEqual(self.adapters.called, ["b", "c", "a"])
+        self.assertEqual([p["ServerResponse"]["Body"] for _, p in self.adapters.calls], ["r", "rb", "rbc"])
+        self.assertEqual(flow.response.body, b"rbca")
+
+    @defer.inlineCallbacks
+    def test_post_hook_sees_previous_code_and_content_type(self) -> Any:
+        first = self.adapter("first", answer(post_reply(Code=418, ContentType="text/plain", Body="tea")))
+        flow = self.post_flow(first, self.adapter("second", echo_post))
+        yield self.chain.run_post(flow)
+        self.assertEqual(self.adapters.calls[1][1]["ServerResponse"],
+                         {"ContentType": "text/plain", "Body": "tea", "Code": 418})
+        self.assertEqual(flow.response.code, 418)
+
+
+# -- refusals --------------------------------------------------------------------
+
+
+class RefusalTests(HookTestCase):
+    @defer.inlineCallbacks
+    def test_pre_hook_refusal_stops_the_chain(self) -> Any:
+        def refuse(request: Request, payload: dict) -> bytes:
+            return send(request, b'{"message":"quota exceeded"}', code=409)
+
+        a, b, c = self.adapter("a", append_pre("a")), self.adapter("b", refuse), self.adapter("c", append_pre("c"))
+        flow = self.pre_flow(a, b, c)
+        refused = yield self.assertFailure(self.chain.run_pre(flow), Refused)
+        self.assertIs(refused.adapter, b)
+        self.assertEqual(refused.response.code, 409)
+        self.assertEqual(refused.response.body, b'{"message":"quota exceeded"}')
+        self.assertEqual(refused.response.content_type, "application/json")
+        self.assertEqual(self.adapters.called, ["a", "b"])
+
+    @defer.inlineCallbacks
+    def test_refusal_without_content_type(self) -> Any:
+        def refuse(request: Request, payload: dict) -> bytes:
+            request.responseHeaders.removeHeader(b"content-type")
+            return send(request, b"go away", code=403, ctype=None)
+
+        refused = yield self.assertFailure(self.chain.run_pre(self.pre_flow(self.adapter("a", refuse))), Refused)
+        self.assertEqual((refused.response.code, refused.response.body), (403, b"go away"))
+
+    @defer.inlineCallbacks
+    def test_post_hook_refusal(self) -> Any:
+        def refuse(request: Request, payload: dict) -> bytes:
+            return send(request, b"not allowed", code=403, ctype=b"text/plain")
+
+        flow = self.post_flow(self.adapter("a", refuse), self.adapter("b", echo_post))
+        refused = yield self.assertFailure(self.chain.run_post(flow), Refused)
+        self.assertEqual(refused.response.code, 403)
+        self.assertEqual(refused.response.body, b"not allowed")
+        self.assertEqual(refused.response.content_type, "text/plain")
+        self.assertEqual(self.adapters.called, ["a"])
+
+    @defer.inlineCallbacks
+    def test_server_error_is_a_refusal(self) -> Any:
+        refused = yield self.assertFailure(
+            self.chain.run_pre(self.pre_flow(self.adapter("a", answer({"message": "boom"}, code=500)))), Refused
+        )
+        self.assertEqual(refused.response.code, 500)
+
+
+# -- faults ----------------------------------------------------------------------
+
+
+class ConnectionFaultTests(HookTestCase):
+    @defer.inlineCallbacks
+    def test_connection_refused(self) -> Any:
+        port = unused_port()
+        gone = Adapter("gone", f"http://127.0.0.1:{port}/hook")
+        flow = self.pre_flow(gone, self.adapter("after", echo_pre))
+        fault = yield self.assertFailure(self.chain.run_pre(flow), AdapterFault)
+        self.assertFault(fault, gone, 502, "cannot connect")
+        self.assertIn(f"powerstrip: adapter 'gone' (http://127.0.0.1:{port}/hook):", str(fault))
+        self.assertEqual(self.adapters.calls, [])
+        response = fault.response()
+        self.assertEqual(response.code, 502)
+        self.assertEqual(response.content_type, "application/json")
+        self.assertEqual(json.loads(response.body), {"message": str(fault)})
+        self.assertEqual([(h.adapter, h.outcome) for h in flow.hooks], [("gone", "AdapterFault")])
+
+    @defer.inlineCallbacks
+    def test_timeout_no_answer(self) -> Any:
+        """An adapter that accepts the call and never answers is a 504."""
+        slow = self.adapter("slow", never_answer, timeout=0.5)
+        flow = self.pre_flow(slow, self.adapter("after", echo_pre))
+        fault = yield self.assertFailure(self.chain.run_pre(flow), AdapterFault)
+        self.assertFault(fault, slow, 504, "no answer within 0.5s")
+        self.assertEqual(fault.response().code, 504)
+        self.assertEqual(self.adapters.called, ["slow"])
+
+    @defer.inlineCallbacks
+    def test_timeout_while_connecting(self) -> Any:
+        """An adapter whose host never completes the TCP handshake is a 504 too."""
+        clock = MemoryReactorClock()
+        client = AdapterClient(clock)
+        self.addCleanup(client.close)
+        slow = Adapter("blackhole", "http://127.0.0.1:9/hook", timeout=0.5)
+        d = HookChain(client).run_pre(self.pre_flow(slow))
+        self.assertEqual(len(clock.tcpClients), 1)
+        clock.advance(0.6)
+        fault = yield self.assertFailure(d, AdapterFault)
+        self.assertFault(fault, slow, 504, "no answer within 0.5s")
+
+    @defer.inlineCallbacks
+    def test_timeout_while_reading_the_reply_closes_the_connection(self) -> Any:
+        """An adapter that stalls mid-reply is a 504, and its connection is dropped."""
+
+        def stall(request: Request, payload: dict) -> Any:
+            request.setHeader(b"content-type", b"application/json")
+            request.setHeader(b"content-length", b"1000")
+            request.write(b'{"PowerstripProtocolVersion": 1,')
+            return NOT_DONE_YET
+
+        slow = self.adapter("stall", stall, timeout=0.5)
+        fault = yield self.assertFailure(self.chain.run_pre(self.pre_flow(slow)), AdapterFault)
+        self.assertFault(fault, slow, 504, "no answer within 0.5s")
+        yield deferLater(reactor, 0.3, lambda: None)
+        self.assertTrue(self.adapters.finished[0],
+                        "the timed-out call's connection is still open: the adapter keeps it, and keeps "
+                        "streaming into a reply nobody will read")
+
+    @defer.inlineCallbacks
+    def test_connection_dropped_before_reply(self) -> Any:
+        def drop(request: Request, payload: dict) -> Any:
+            request.transport.abortConnection()
+            return NOT_DONE_YET
+
+        yield self.pre_fault(drop, "connection lost before a reply")
+
+    @defer.inlineCallbacks
+    def test_reply_too_large(self) -> Any:
+        self.assertEqual(self.client.max_reply, DEFAULT_MAX_REPLY)
+        self.client.max_reply = 64
+        body = json.dumps(pre_reply(Method="POST", Request="/x", Body="y" * 200)).encode()
+        yield self.pre_fault(answer(body), "reply larger than 64 bytes")
+
+    @defer.inlineCallbacks
+    def test_reply_at_max_size_is_fine(self) -> Any:
+        body = json.dumps(pre_reply(Method="POST", Request="/x", Body="y")).encode()
+        self.client.max_reply = len(body)
+        flow = self.pre_flow(self.adapter("a", answer(body)))
+        yield self.chain.run_pre(flow)
+        self.assertEqual(flow.request.body, b"y")
+
+    @defer.inlineCallbacks
+    def test_fault_stops_the_chain(self) -> Any:
+        flow = self.pre_flow(self.adapter("a", echo_pre), self.adapter("bad", answer(b"oops")),
+                             self.adapter("c", echo_pre))
+        yield self.assertFailure(self.chain.run_pre(flow), AdapterFault)
+        self.assertEqual(self.adapters.called, ["a", "bad"])
+
+
+class ProtocolFaultTests(HookTestCase):
+    def test_reply_not_json(self) -> Any:
+        return self.pre_fault(answer(b"<html>hello</html>"), "reply is not JSON", "<html>hello</html>")
+
+    def test_empty_reply(self) -> Any:
+        return self.pre_fault(answer(b""), "reply is not JSON")
+
+    @defer.inlineCallbacks
+    def test_reply_json_but_not_object(self) -> Any:
+        for body in (b"[1, 2]", b'"text"', b"null", b"42"):
+            yield self.pre_fault(answer(body), "reply is not a JSON object")
+
+    @defer.inlineCallbacks
+    def test_wrong_protocol_version(self) -> Any:
+        request = {"Method": "POST", "Request": "/x", "Body": None}
+        for reply, shown in (
+            ({"PowerstripProtocolVersion": 2, "ModifiedClientRequest": request}, "2"),
+            ({"PowerstripProtocolVersion": "1", "ModifiedClientRequest": request}, "'1'"),
+            ({"ModifiedClientRequest": request}, "None"),
+        ):
+            yield self.pre_fault(answer(reply), f"reply has PowerstripProtocolVersion {shown}, expected 1")
+
+    @defer.inlineCallbacks
+    def test_missing_modified_client_request(self) -> Any:
+        yield self.pre_fault(answer({"PowerstripProtocolVersion": 1}), "reply has no 'ModifiedClientRequest' object")
+        # A post-hook's answer is not a pre-hook's.
+        yield self.pre_fault(answer(post_reply(Code=200, ContentType=None, Body=None)),
+                             "reply has no 'ModifiedClientRequest' object")
+        yield self.pre_fault(answer({"PowerstripProtocolVersion": 1, "ModifiedClientRequest": ["POST", "/x"]}),
+                             "reply has no 'ModifiedClientRequest' object")
+
+    @defer.inlineCallbacks
+    def test_missing_modified_server_response(self) -> Any:
+        yield self.post_fault(answer({"PowerstripProtocolVersion": 1}), "reply has no 'ModifiedServerResponse' object")
+        yield self.post_fault(answer(pre_reply(Method="POST", Request="/x", Body=None)),
+                              "reply has no 'ModifiedServerResponse' object")
+
+    @defer.inlineCallbacks
+    def test_pre_body_not_string(self) -> Any:
+        for body in (42, {"Image": "busybox"}, ["a"], True):
+            yield self.pre_fault(answer(pre_reply(Method="POST", Request="/x", Body=body)),
+                                 "ModifiedClientRequest.Body must be a string or null")
+
+    @defer.inlineCallbacks
+    def test_post_body_not_string(self) -> Any:
+        for body in (42, {"Id": "abc"}, ["a"], False):
+            yield self.post_fault(answer(post_reply(Code=200, ContentType="application/json", Body=body)),
+                                  "ModifiedServerResponse.Body must be a string or null")
+
+    @defer.inlineCallbacks
+    def test_bad_method(self) -> Any:
+        for method in (None, "", "GE T", "GET\r\nX: y", "P0ST", 42, ["POST"]):
+            yield self.pre_fault(answer(pre_reply(Method=method, Request="/x", Body=None)),
+                                 "ModifiedClientRequest.Method must be an HTTP method", repr(method))
+        yield self.pre_fault(answer(pre_reply(Request="/x", Body=None)), "ModifiedClientRequest.Method")
+
+    @defer.inlineCallbacks
+    def test_non_ascii_method(self) -> Any:
+        """Methods are ASCII tokens: a letter outside ASCII is no HTTP method."""
+        for method in ("ĞET", "PÖST"):
+            yield self.pre_fault(answer(pre_reply(Method=method, Request="/x", Body=None)),
+                                 "ModifiedClientRequest.Method must be an HTTP method")
+
+    @defer.inlineCallbacks
+    def test_bad_request(self) -> Any:
+        for uri in (None, "", "v1.41/containers/create", "/a b", "/a\r\nX-Injected: 1", "/a\n", 7,
+                    "http://docker/v1.41/info"):
+            yield self.pre_fault(answer(pre_reply(Method="POST", Request=uri, Body=None)),
+                                 "ModifiedClientRequest.Request must be a path like '/v1.41/...'", repr(uri))
+        yield self.pre_fault(answer(pre_reply(Method="POST", Body=None)), "ModifiedClientRequest.Request")
+
+    @defer.inlineCallbacks
+    def test_bad_code(self) -> Any:
+        for code in (None, "200", 200.0, True, 99, 100, 199, 600, -1):
+            yield self.post_fault(answer(post_reply(Code=code, ContentType=None, Body=None)),
+                                  "ModifiedServerResponse.Code must be an HTTP status 200-599", repr(code))
+        yield self.post_fault(answer(post_reply(ContentType=None, Body=None)), "ModifiedServerResponse.Code")
+
+    @defer.inlineCallbacks
+    def test_bad_content_type(self) -> Any:
+        for ctype in (5, ["text/plain"], "text/plain\r\nX-Injected: 1"):
+            yield self.post_fault(answer(post_reply(Code=200, ContentType=ctype, Body=None)),
+                                  "ModifiedServerResponse.ContentType must be a string or null")
+
+    @defer.inlineCallbacks
+    def test_fault_leaves_flow_unchanged(self) -> Any:
+        flow = self.post_flow(self.adapter("bad", answer(post_reply(Code=700, ContentType=None, Body="x"))))
+        before = (flow.request, flow.response)
+        yield self.assertFailure(self.chain.run_post(flow), AdapterFault)
+        self.assertEqual((flow.request, flow.response), before)
+
+
+# -- streamed requests -----------------------------------------------------------
+
+
+class StreamedRequestTests(HookTestCase):
+    @defer.inlineCallbacks
+    def test_non_null_body_is_a_fault(self) -> Any:
+        a = self.adapter("a", answer(pre_reply(Method="POST", Request="/v1.41/build", Body="")))
+        flow = self.pre_flow(a, request=make_request(body=None, streamed=True))
+        fault = yield self.assertFailure(self.chain.run_pre(flow), AdapterFault)
+        self.assertFault(fault, a, 502, "ModifiedClientRequest.Body must be null", "streams to Docker unseen")
+        self.assertIsNone(flow.request.body)
+
+    @defer.inlineCallbacks
+    def test_null_body_stays_none(self) -> Any:
+        a = self.adapter("a", answer(pre_reply(Method="put", Request="/v1.41/build?t=x", Body=None)))
+        flow = self.pre_flow(a, self.adapter("b", echo_pre), request=make_request(body=None, streamed=True))
+        yield self.chain.run_pre(flow)
+        req = flow.request
+        self.assertEqual((req.method, req.uri, req.body, req.streamed), ("PUT", "/v1.41/build?t=x", None, True))
+        self.assertIsNone(self.adapters.calls[1][1]["ClientRequest"]["Body"])
+
+    @defer.inlineCallbacks
+    def test_missing_body_key_stays_none(self) -> Any:
+        a = self.adapter("a", answer(pre_reply(Method="POST", Request="/v1.41/build")))
+        flow = self.pre_flow(a, request=make_request(body=None, streamed=True))
+        yield self.chain.run_pre(flow)
+        self.assertIsNone(flow.request.body)
+        self.assertTrue(flow.request.streamed)

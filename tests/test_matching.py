@@ -1,0 +1,221 @@
+"""Tests for :mod:`powerstrip.matching`: which rules a request line hits."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import TestCase
+
+from powerstrip.config import Adapter, Config, Endpoint, parse_config
+from powerstrip.matching import NO_ROUTE, Route, candidate_paths, match
+
+A, B, C, D = (Adapter(n, f"http://{n}/hook") for n in "abcd")
+
+
+def rule(pattern: str, pre: tuple[Adapter, ...] = (), post: tuple[Adapter, ...] = ()) -> Endpoint:
+    """An endpoint as :func:`powerstrip.config.parse_config` would build it."""
+    method, path = pattern.split()
+    return Endpoint(pattern, method.upper(), path, pre, post)
+
+
+def config(*endpoints: Endpoint) -> Config:
+    return Config(endpoints=endpoints, adapters={a.name: a for a in (A, B, C, D)})
+
+
+class MatchTestCase(TestCase):
+    def assertMatches(self, cfg: Config, method: str, path: str, *patterns: str) -> Route:
+        route = match(cfg, method, path)
+        self.assertEqual(route.patterns, patterns, f"{method} {path}")
+        return route
+
+    def assertNoMatch(self, cfg: Config, method: str, path: str) -> None:
+        route = match(cfg, method, path)
+        self.assertIs(route, NO_ROUTE, f"{method} {path} matched {route.patterns}")
+        self.assertFalse(route.hooked)
+
+
+class GlobTests(MatchTestCase):
+    def test_star(self) -> None:
+        cfg = config(rule("POST /*/containers/*/start", pre=(A,)))
+        route = self.assertMatches(cfg, "POST", "/v1.41/containers/abc123/start", "POST /*/containers/*/start")
+        self.assertEqual(route.pre, (A,))
+        self.assertTrue(route.hooked)
+        self.assertNoMatch(cfg, "POST", "/v1.41/containers/abc123/stop")
+        self.assertNoMatch(cfg, "POST", "/v1.41/containers/abc123/start/more")
+
+    def test_exact_path(self) -> None:
+        cfg = config(rule("GET /v1.41/info", pre=(A,)))
+        self.assertMatches(cfg, "GET", "/v1.41/info", "GET /v1.41/info")
+        self.assertNoMatch(cfg, "GET", "/v1.40/info")
+        self.assertNoMatch(cfg, "GET", "/v1.41/infos")
+
+    def test_question_mark(self) -> None:
+        cfg = config(rule("GET /v1.4?/info", pre=(A,)))
+        self.assertMatches(cfg, "GET", "/v1.41/info", "GET /v1.4?/info")
+        self.assertMatches(cfg, "GET", "/v1.40/info", "GET /v1.4?/info")
+        self.assertNoMatch(cfg, "GET", "/v1.4/info")
+        self.assertNoMatch(cfg, "GET", "/v1.410/info")
+
+    def test_brackets(self) -> None:
+        cfg = config(rule("DELETE /*/containers/[ab]*", pre=(A,)))
+        self.assertMatches(cfg, "DELETE", "/v1.41/containers/abc", "DELETE /*/containers/[ab]*")
+        self.assertMatches(cfg, "DELETE", "/v1.41/containers/b", "DELETE /*/containers/[ab]*")
+        self.assertNoMatch(cfg, "DELETE", "/v1.41/containers/cab")
+
+    def test_negated_brackets(self) -> None:
+        cfg = config(rule("GET /*/containers/[!j]*", pre=(A,)))
+        self.assertMatches(cfg, "GET", "/v1.41/containers/abc", "GET /*/containers/[!j]*")
+        self.assertNoMatch(cfg, "GET", "/v1.41/containers/json")
+
+    def test_path_match_is_case_sensitive(self) -> None:
+        cfg = config(rule("GET /*/containers/json", pre=(A,)))
+        self.assertNoMatch(cfg, "GET", "/v1.41/Containers/json")
+
+
+class MethodTests(MatchTestCase):
+    def test_star_method(self) -> None:
+        cfg = config(rule("* /*/containers/create", pre=(A,)))
+        for method in ("GET", "POST", "DELETE", "put", "HEAD"):
+            self.assertMatches(cfg, method, "/v1.41/containers/create", "* /*/containers/create")
+
+    def test_method_must_match(self) -> None:
+        cfg = config(rule("POST /*/containers/create", pre=(A,)))
+        self.assertNoMatch(cfg, "GET", "/v1.41/containers/create")
+        self.assertNoMatch(cfg, "POSTS", "/v1.41/containers/create")
+
+    def test_method_case_insensitive(self) -> None:
+        cfg = config(rule("post /*/containers/create", pre=(A,)))
+        for method in ("POST", "post", "Post"):
+            self.assertMatches(cfg, method, "/v1.41/containers/create", "post /*/containers/create")
+
+    def test_method_glob(self) -> None:
+        cfg = config(rule("P* /*/containers/create", pre=(A,)))
+        self.assertMatches(cfg, "put", "/v1.41/containers/create", "P* /*/containers/create")
+        self.assertMatches(cfg, "POST", "/v1.41/containers/create", "P* /*/containers/create")
+        self.assertNoMatch(cfg, "GET", "/v1.41/containers/create")
+
+
+class QueryStringTests(MatchTestCase):
+    def test_query_string_is_stripped(self) -> None:
+        cfg = config(rule("POST /*/containers/create", pre=(A,)))
+        self.assertMatches(cfg, "POST", "/v1.41/containers/create?name=web", "POST /*/containers/create")
+        self.assertMatches(cfg, "POST", "/v1.41/containers/create?", "POST /*/containers/create")
+        self.assertMatches(cfg, "POST", "/containers/create?name=web", "POST /*/containers/create")
+
+    def test_query_string_cannot_make_a_match(self) -> None:
+        cfg = config(rule("* /*/containers/create", pre=(A,)), rule("GET /*/info*", pre=(B,)))
+        self.assertNoMatch(cfg, "POST", "/v1.41/images/create?x=/v1/containers/create")
+        self.assertNoMatch(cfg, "GET", "/v1.41/version?q=/v1.41/info")
+
+    def test_candidate_paths_strip_the_query(self) -> None:
+        self.assertEqual(candidate_paths("/v1.41/containers/json?all=1"), ("/v1.41/containers/json",))
+        self.assertEqual(candidate_paths("/_ping?x=1"), ("/_ping", "/v/_ping"))
+
+
+class UnversionedTests(MatchTestCase):
+    def test_candidate_paths(self) -> None:
+        self.assertEqual(candidate_paths("/v1.41/_ping"), ("/v1.41/_ping",))
+        self.assertEqual(candidate_paths("/v1/_ping"), ("/v1/_ping",))
+        self.assertEqual(candidate_paths("/_ping"), ("/_ping", "/v/_ping"))
+        self.assertEqual(candidate_paths("/containers/create"), ("/containers/create", "/v/containers/create"))
+        self.assertEqual(candidate_paths("/version"), ("/version", "/v/version"))
+
+    def test_unversioned_path_hits_star_version_rule(self) -> None:
+        cfg = config(rule("POST /*/containers/create", pre=(A,)))
+        route = self.assertMatches(cfg, "POST", "/containers/create", "POST /*/containers/create")
+        self.assertEqual(route.pre, (A,))
+        self.assertMatches(cfg, "POST", "/v1.41/containers/create", "POST /*/containers/create")
+
+    def test_ping_versioned_and_unversioned(self) -> None:
+        star = config(rule("GET /*/_ping", pre=(A,)))
+        self.assertMatches(star, "GET", "/_ping", "GET /*/_ping")
+        self.assertMatches(star, "GET", "/v1.41/_ping", "GET /*/_ping")
+        bare = config(rule("GET /_ping", pre=(A,)))
+        self.assertMatches(bare, "GET", "/_ping", "GET /_ping")
+        self.assertNoMatch(bare, "GET", "/v1.41/_ping")
+        versioned = config(rule("GET /v1.41/_ping", pre=(A,)))
+        self.assertMatches(versioned, "GET", "/v1.41/_ping", "GET /v1.41/_ping")
+        self.assertNoMatch(versioned, "GET", "/_ping")
+
+    def test_unversioned_version_endpoint(self) -> None:
+        """``/version`` is not mistaken for a version prefix."""
+        cfg = config(rule("GET /*/version", pre=(A,)))
+        self.assertMatches(cfg, "GET", "/version", "GET /*/version")
+        self.assertMatches(cfg, "GET", "/v1.41/version", "GET /*/version")
+
+    def test_unversioned_rule_path_is_not_tried_twice(self) -> None:
+        """An unversioned path matching two ways still yields the rule once."""
+        cfg = config(rule("GET /*", pre=(A,)))
+        route = self.assertMatches(cfg, "GET", "/_ping", "GET /*")
+        self.assertEqual(route.pre, (A,))
+
+
+class MergeTests(MatchTestCase):
+    def test_rules_merge_in_file_order(self) -> None:
+        cfg = config(
+            rule("POST /*/containers/create", pre=(A,), post=(C,)),
+            rule("GET /*/containers/json", pre=(D,)),
+            rule("POST /*/containers/*", pre=(B,), post=(D,)),
+            rule("* /*", post=(A,)),
+        )
+        route = self.assertMatches(cfg, "POST", "/v1.41/containers/create",
+                                   "POST /*/containers/create", "POST /*/containers/*", "* /*")
+        self.assertEqual(route.pre, (A, B))
+        self.assertEqual(route.post, (C, D, A))
+
+    def test_file_order_not_specificity(self) -> None:
+        cfg = config(rule("* /*", pre=(B,)), rule("POST /*/containers/create", pre=(A,)))
+        route = self.assertMatches(cfg, "POST", "/v1.41/containers/create", "* /*", "POST /*/containers/create")
+        self.assertEqual(route.pre, (B, A))
+
+    def test_each_rule_keeps_its_own_order(self) -> None:
+        cfg = config(rule("POST /*/x", pre=(C, A)), rule("POST /*/*", pre=(D, B)))
+        self.assertEqual(match(cfg, "POST", "/v1.41/x").pre, (C, A, D, B))
+
+    def test_adapter_in_two_rules_runs_once_at_first_position(self) -> None:
+        cfg = config(
+            rule("POST /*/containers/create", pre=(A, B), post=(B,)),
+            rule("POST /*/containers/*", pre=(C, A), post=(A, B)),
+        )
+        route = match(cfg, "POST", "/v1.41/containers/create")
+        self.assertEqual(route.pre, (A, B, C))
+        self.assertEqual(route.post, (B, A))
+
+    def test_phases_are_deduplicated_separately(self) -> None:
+        cfg = config(rule("POST /*/x", pre=(A,)), rule("POST /*/*", post=(A,)))
+        route = match(cfg, "POST", "/v1.41/x")
+        self.assertEqual((route.pre, route.post), ((A,), (A,)))
+
+    def test_only_matching_rules_contribute(self) -> None:
+        cfg = config(rule("POST /*/containers/create", pre=(A,)), rule("POST /*/containers/*/start", pre=(B,)))
+        self.assertEqual(match(cfg, "POST", "/v1.41/containers/abc/start").pre, (B,))
+
+
+class NoMatchTests(MatchTestCase):
+    def test_no_rule_matches(self) -> None:
+        cfg = config(rule("POST /*/containers/create", pre=(A,)))
+        self.assertNoMatch(cfg, "GET", "/v1.41/images/json")
+        self.assertEqual(NO_ROUTE, Route())
+        self.assertEqual((NO_ROUTE.patterns, NO_ROUTE.pre, NO_ROUTE.post), ((), (), ()))
+
+    def test_passthrough_config(self) -> None:
+        self.assertNoMatch(Config.passthrough(), "POST", "/v1.41/containers/create")
+
+    def test_post_only_route_is_hooked(self) -> None:
+        cfg = config(rule("POST /*/containers/*/start", post=(B,)))
+        route = match(cfg, "POST", "/v1.41/containers/abc/start")
+        self.assertTrue(route.hooked)
+        self.assertEqual((route.pre, route.post), ((), (B,)))
+
+
+class FromYamlTests(MatchTestCase):
+    def test_parsed_file(self) -> None:
+        cfg = parse_config(
+            'endpoints:\n'
+            '  "post /*/containers/create": {pre: [a, b]}\n'
+            '  "* /*/containers/*": {pre: [b], post: [a]}\n'
+            'adapters: {a: "http://a/", b: "http://b/"}\n'
+        )
+        route = self.assertMatches(cfg, "POST", "/containers/create?name=x",
+                                   "post /*/containers/create", "* /*/containers/*")
+        self.assertEqual([a.name for a in route.pre], ["a", "b"])
+        self.assertEqual([a.name for a in route.post], ["a"])
+        self.assertNoMatch(cfg, "GET", "/v1.41/images/json")
