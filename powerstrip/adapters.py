@@ -20,8 +20,8 @@ from twisted.internet import defer
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.http import PotentialDataLoss
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseNeverReceived
+from twisted.web.http import PotentialDataLoss
 
 from powerstrip.config import Adapter
 from powerstrip.flow import ServerResponse, error_response
