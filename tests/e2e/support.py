@@ -1,0 +1,210 @@
+"""Helpers for end-to-end tests: a real dockerd, a real Powerstrip process, real CLIs.
+
+The tests talk to the daemon at ``unix:///var/run/docker.sock`` (override with
+``POWERSTRIP_TEST_DOCKER``). Without a daemon they are skipped, except under
+CI (``CI`` set), where a missing daemon is a failure: CI must not go green
+having tested nothing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from twisted.trial.unittest import SkipTest
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKER_SOCK = os.environ.get("POWERSTRIP_TEST_DOCKER", "unix:///var/run/docker.sock")
+CLIS = {"docker 28": "/usr/local/bin/docker", "docker 20.10": "/usr/bin/docker"}
+IMAGE = "busybox:latest"
+LABEL = "powerstrip-e2e=1"
+PASSTHROUGH = "version: 1\nendpoints: {}\nadapters: {}\n"
+
+
+def run(cmd: list[str], *, host: str | None = None, input: bytes | None = None, timeout: float = 120,
+        env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``cmd`` with ``DOCKER_HOST=host``; returns the completed process (bytes output)."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("DOCKER_CONTEXT", None)
+    if host is not None:
+        full_env["DOCKER_HOST"] = host
+    return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout, env=full_env)
+
+
+def direct(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The 28.x CLI straight to dockerd (no Powerstrip): for set-up and checks."""
+    return run([CLIS["docker 28"], *args], host=DOCKER_SOCK, timeout=timeout)
+
+
+def require_daemon() -> None:
+    """Skip (or, under CI, fail) unless a real dockerd answers."""
+    missing = [path for path in CLIS.values() if not os.path.exists(path)]
+    problem = None
+    if missing:
+        problem = f"docker CLI(s) missing: {', '.join(missing)}"
+    else:
+        try:
+            if direct("version", "--format", "{{.Server.Version}}", timeout=20).returncode != 0:
+                problem = f"no Docker daemon answers at {DOCKER_SOCK}"
+        except subprocess.TimeoutExpired:
+            problem = f"the Docker daemon at {DOCKER_SOCK} does not answer"
+    if problem is None:
+        ensure_busybox_image()
+        return
+    if os.environ.get("CI"):
+        raise RuntimeError(f"end-to-end tests need a real dockerd under CI: {problem}")
+    raise SkipTest(problem)
+
+
+def ensure_busybox_image() -> None:
+    """Make ``busybox:latest`` offline from busybox-static if the daemon lacks it."""
+    if direct("image", "inspect", IMAGE).returncode == 0:
+        return
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    with tempfile.TemporaryDirectory() as root:
+        bindir = Path(root, "bin")
+        bindir.mkdir()
+        shutil.copy(busybox, bindir / "busybox")
+        applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split()
+        for applet in applets:
+            if applet != "busybox":
+                (bindir / applet).symlink_to("busybox")
+        for d in ("etc", "tmp", "root"):
+            Path(root, d).mkdir()
+        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run([CLIS["docker 28"], "-H", DOCKER_SOCK, "import", "-", IMAGE], stdin=tar.stdout,
+                       check=True, capture_output=True)
+        tar.wait()
+
+
+def free_port() -> int:
+    """A TCP port on loopback nobody listens on (right now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, what: str, log: Path | None = None) -> None:
+    """Wait until something accepts on 127.0.0.1:``port``, or fail with ``proc``'s log."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    detail = log.read_text() if log and log.exists() else ""
+    raise RuntimeError(f"{what} did not start listening on {port}:\n{detail}")
+
+
+class Powerstrip:
+    """A real ``twistd -n powerstrip`` process run from this checkout."""
+
+    def __init__(self, config_text: str = PASSTHROUGH, extra: list[str] | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="powerstrip-e2e-"))
+        self.port = free_port()
+        self.url = f"tcp://127.0.0.1:{self.port}"
+        self.log = self.dir / "powerstrip.log"
+        args = ["--docker", DOCKER_SOCK, "--listen", f"tcp:{self.port}:interface=127.0.0.1"]
+        cfg = self.dir / "adapters.yml"
+        cfg.write_text(config_text)
+        args += ["--config", str(cfg)]
+        cmd = [shutil.which("twistd") or "twistd", "-n", "--pidfile=", f"--logfile={self.log}", "powerstrip",
+               *args, *(extra or [])]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env.pop("DOCKER_HOST", None)
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for_port(self.port, self.proc, "powerstrip", self.log)
+
+    def rss_kib(self, field: str = "VmRSS") -> int:
+        """The process's resident memory (``VmRSS``) or its peak (``VmHWM``), in KiB."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise RuntimeError(f"no {field} for pid {self.proc.pid}")
+
+    def log_text(self) -> str:
+        """What Powerstrip logged so far."""
+        return self.log.read_text() if self.log.exists() else ""
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM, then SIGKILL) and remove its files."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class LabelAdapter:
+    """The example adapter (examples/label_adapter.py) as a real process."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="adapter-e2e-"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/adapter"
+        self.record = self.dir / "payloads.jsonl"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "examples" / "label_adapter.py"), "--port", str(self.port),
+             "--record", str(self.record)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, self.proc, "label adapter")
+
+    def payloads(self) -> list[dict]:
+        """Every payload the adapter received so far, in order."""
+        import json
+
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines() if line]
+
+    def stop(self) -> None:
+        """Stop it and remove its files."""
+        self.proc.terminate()
+        self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_shared: dict[str, Powerstrip] = {}
+
+
+def shared_powerstrip(key: str, config_text: str = PASSTHROUGH) -> Powerstrip:
+    """One Powerstrip process per ``key`` for the whole test run (trial has no
+    setUpClass); all are stopped, and labelled containers removed, at exit."""
+    if key not in _shared:
+        if not _shared:
+            atexit.register(_stop_shared)
+        _shared[key] = Powerstrip(config_text)
+    return _shared[key]
+
+
+def _stop_shared() -> None:
+    for proxy in _shared.values():
+        proxy.stop()
+    _shared.clear()
+    remove_test_containers()
+
+
+def remove_test_containers() -> None:
+    """Remove every container the e2e tests labelled."""
+    ids = direct("ps", "-aq", "--filter", f"label={LABEL}").stdout.split()
+    if ids:
+        direct("rm", "-f", *[i.decode() for i in ids])
