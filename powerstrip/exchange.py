@@ -9,6 +9,7 @@ and bodies stream through unless a post-hook needs them whole.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -51,8 +52,20 @@ class _ReadThrottle:
         pass
 
 
-def _post_hookable(head: ResponseHead, method: str) -> bool:
-    """Whether post-hooks may see this response: empty, JSON or text bodies only."""
+#: Docker calls whose responses are streams or long polls. Post-hooks would
+#: have to hold them until they end: ``docker run`` sends ``start`` only after
+#: the ``wait`` response head arrived, so holding ``wait`` deadlocks it, and
+#: ``events``/``logs -f`` never end. They stream through unhooked.
+_STREAMING = re.compile(
+    r"^(/v[0-9.]+)?/(events|build|session|grpc|images/create|images/load|images/.+/push"
+    r"|containers/[^/]+/(wait|attach|logs|stats)|exec/[^/]+/start)$"
+)
+
+
+def _post_hookable(head: ResponseHead, method: str, path: str) -> bool:
+    """Whether post-hooks may see this response: whole JSON, text or empty bodies."""
+    if _STREAMING.match(path):
+        return False
     if method == "HEAD" or head.code in (204, 304) or head.header(b"content-length") == b"0":
         return True
     ctype = head.header(b"content-type")
@@ -229,11 +242,11 @@ class Exchange:
     def head_received(self, head: ResponseHead) -> None:
         self.status = head.code
         if self.flow.route.post:
-            if _post_hookable(head, self.flow.request.method):
+            if _post_hookable(head, self.flow.request.method, self.flow.request.path):
                 self._resp_head, self._resp_buf = head, []
                 return
             log.info("{flow}: post-hooks skipped: {ctype} response streams unseen",
-                     flow=self._name(), ctype=(head.header(b"content-type") or b"untyped").decode("latin-1"))
+                     flow=self._name(), ctype=(head.header(b"content-type") or b"streaming").decode("latin-1"))
         request = self.request
         request.setResponseCode(head.code, head.reason or None)
         for k, v in end_to_end(head.headers):

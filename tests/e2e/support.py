@@ -29,7 +29,7 @@ LABEL = "powerstrip-e2e=1"
 PASSTHROUGH = "version: 1\nendpoints: {}\nadapters: {}\n"
 
 
-def run(cmd: list[str], *, host: str | None = None, input: bytes | None = None, timeout: float = 120,
+def run(cmd: list[str], *, host: str | None = None, input: bytes | None = None, timeout: float = 60,
         env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``cmd`` with ``DOCKER_HOST=host``; returns the completed process (bytes output)."""
     full_env = {**os.environ, **(env or {})}

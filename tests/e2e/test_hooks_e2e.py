@@ -1,0 +1,202 @@
+"""Hook semantics end to end: a real adapter process, a real Powerstrip, a real dockerd."""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+
+from twisted.trial.unittest import TestCase
+
+from tests.e2e.support import (
+    CLIS,
+    IMAGE,
+    LABEL,
+    LabelAdapter,
+    Powerstrip,
+    direct,
+    free_port,
+    require_daemon,
+    run,
+)
+
+
+def _config(adapter_url: str, down_url: str) -> str:
+    return f"""
+version: 1
+endpoints:
+  "POST /*/containers/create":
+    pre: [label]
+  "* /*/containers/*":
+    post: [label]
+  "POST /*/volumes/create":
+    pre: [down]
+adapters:
+  label: {adapter_url}
+  down: {down_url}
+"""
+
+
+def raw_request(port: int, method: str, path: str, body: bytes = b"", ctype: str = "application/json") -> tuple:
+    """One HTTP/1.1 request on a fresh socket; returns (status, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        head = (f"{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        s.sendall(head + body)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), rest
+
+
+class _Hooks:
+    cli: str
+
+    def setUp(self) -> None:
+        require_daemon()
+        self.adapter = LabelAdapter()
+        self.addCleanup(self.adapter.stop)
+        self.down_url = f"http://127.0.0.1:{free_port()}/nobody-home"
+        self.proxy = Powerstrip(_config(self.adapter.url, self.down_url))
+        self.addCleanup(self.proxy.stop)
+
+    def docker(self, *args: str, input: bytes | None = None):
+        return run([self.cli, *args], host=self.proxy.url, input=input)
+
+    def name(self) -> str:
+        name = f"ps-e2e-{uuid.uuid4().hex[:10]}"
+        self.addCleanup(direct, "rm", "-f", name)
+        return name
+
+    def test_pre_hook_rewrites_create(self) -> None:
+        name = self.name()
+        result = self.docker("run", "--label", LABEL, "--name", name, IMAGE,
+                             "sh", "-c", "echo hooked=$POWERSTRIP_HOOKED")
+        self.assertEqual(result.stdout, b"hooked=1\n", result.stderr)
+        labels = json.loads(direct("inspect", "--format", "{{json .Config.Labels}}", name).stdout)
+        self.assertEqual(labels.get("powerstrip.example"), "hooked")
+        pre = [p for p in self.adapter.payloads() if p["Type"] == "pre-hook"]
+        self.assertEqual(len(pre), 1)
+        self.assertEqual(pre[0]["PowerstripProtocolVersion"], 1)
+        self.assertEqual(pre[0]["ClientRequest"]["Method"], "POST")
+        self.assertTrue(pre[0]["ClientRequest"]["Request"].endswith(f"/containers/create?name={name}"))
+        self.assertEqual(json.loads(pre[0]["ClientRequest"]["Body"])["Image"], IMAGE)
+
+    def test_refusal_never_reaches_docker(self) -> None:
+        name = self.name()
+        result = self.docker("run", "--rm", "--label", "powerstrip.refuse=not today", "--name", name, IMAGE, "true")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(b"refused by label-adapter: not today", result.stderr)
+        self.assertNotEqual(direct("inspect", name).returncode, 0, "the refused container must not exist")
+
+    def test_post_hook_runs_on_docker_errors(self) -> None:
+        result = self.docker("start", "ps-e2e-does-not-exist")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(b"[label-adapter] No such container: ps-e2e-does-not-exist", result.stderr)
+        post = [p for p in self.adapter.payloads() if p["Type"] == "post-hook"]
+        self.assertEqual(post[-1]["ServerResponse"]["Code"], 404)
+
+    def test_adapter_down_is_a_clear_error(self) -> None:
+        result = self.docker("volume", "create", "ps-e2e-vol")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(f"powerstrip: adapter 'down' ({self.down_url}): cannot connect".encode(), result.stderr)
+        self.assertNotEqual(direct("volume", "inspect", "ps-e2e-vol").returncode, 0)
+        # ...and Powerstrip keeps serving.
+        self.assertEqual(self.docker("run", "--rm", IMAGE, "echo", "still").stdout, b"still\n")
+
+    def test_unversioned_paths_hit_versioned_rules(self) -> None:
+        name = self.name()
+        body = json.dumps({"Image": IMAGE, "Cmd": ["true"], "Labels": {"powerstrip-e2e": "1"}}).encode()
+        status, _ = raw_request(self.proxy.port, "POST", f"/containers/create?name={name}", body)
+        self.assertEqual(status, 201)
+        labels = json.loads(direct("inspect", "--format", "{{json .Config.Labels}}", name).stdout)
+        self.assertEqual(labels.get("powerstrip.example"), "hooked")
+        self.assertIn(f"/containers/create?name={name}",
+                      [p["ClientRequest"]["Request"] for p in self.adapter.payloads()])
+
+
+class HooksDocker28(_Hooks, TestCase):
+    cli = CLIS["docker 28"]
+
+
+class HooksDocker2010(_Hooks, TestCase):
+    cli = CLIS["docker 20.10"]
+
+
+class DockerPy(TestCase):
+    """docker-py (7.x) pools connections and upgrades reused ones."""
+
+    def setUp(self) -> None:
+        require_daemon()
+        import docker
+
+        self.proxy = Powerstrip()
+        self.addCleanup(self.proxy.stop)
+        self.client = docker.DockerClient(base_url=self.proxy.url, timeout=60)
+        self.addCleanup(self.client.close)
+
+    def test_run_logs_exec_archive(self) -> None:
+        c = self.client
+        self.assertEqual(c.containers.run(IMAGE, "echo from-docker-py", remove=True), b"from-docker-py\n")
+        ct = c.containers.run(IMAGE, "sh -c 'echo one; sleep 300'", detach=True, labels={"powerstrip-e2e": "1"})
+        self.addCleanup(ct.remove, force=True)
+        stream = ct.logs(stream=True, follow=True)
+        self.assertEqual(next(stream), b"one\n")
+        result = ct.exec_run("sh -c 'echo ex; exit 2'")
+        self.assertEqual((result.exit_code, result.output), (2, b"ex\n"))
+        import io
+        import tarfile
+
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo("hello.txt")
+            info.size = 6
+            tar.addfile(info, io.BytesIO(b"hello\n"))
+        self.assertTrue(ct.put_archive("/tmp", buf.getvalue()))
+        bits, stat = ct.get_archive("/tmp/hello.txt")
+        with tarfile.open(fileobj=io.BytesIO(b"".join(bits))) as tar:
+            self.assertEqual(tar.extractfile("hello.txt").read(), b"hello\n")
+        self.assertEqual(stat["size"], 6)
+
+    def test_attach_upgrade_on_reused_connection(self) -> None:
+        api = self.client.api
+        api.ping()
+        api.version()
+        ct = api.create_container(IMAGE, "sh -c 'read x; echo got-$x'", stdin_open=True,
+                                  labels={"powerstrip-e2e": "1"})
+        self.addCleanup(api.remove_container, ct, force=True)
+        sock = api.attach_socket(ct, params={"stdin": 1, "stdout": 1, "stream": 1})
+        api.start(ct)
+        raw = sock._sock
+        raw.sendall(b"py\n")
+        raw.shutdown(socket.SHUT_WR)
+        raw.settimeout(30)
+        data = b""
+        while chunk := raw.recv(65536):
+            data += chunk
+        sock.close()
+        # Multiplexed frames: 8-byte header (stream, 0, 0, 0, size) + payload.
+        self.assertEqual(data[:1], b"\x01")
+        self.assertEqual(data[8:], b"got-py\n")
+        self.assertEqual(api.wait(ct)["StatusCode"], 0)
+
+    def test_error_response(self) -> None:
+        import docker
+
+        with self.assertRaises(docker.errors.NotFound) as ctx:
+            self.client.containers.get("ps-e2e-missing")
+        self.assertIn("No such container", str(ctx.exception))
+
+
+class DockerDown(TestCase):
+    """dockerd unreachable: a readable 502, and the proxy keeps serving."""
+
+    def test_cannot_reach_docker(self) -> None:
+        missing = "/tmp/powerstrip-e2e-no-docker.sock"
+        proxy = Powerstrip(extra=["--docker", f"unix://{missing}"])
+        self.addCleanup(proxy.stop)
+        for _ in range(2):
+            result = run([CLIS["docker 28"], "version"], host=proxy.url)
+            self.assertIn(f"powerstrip: cannot reach Docker at unix://{missing}".encode(), result.stderr)
+        self.assertTrue(proxy.alive())
