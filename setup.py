@@ -20,6 +20,6 @@ setup(
         "zope.interface>=6.0",
     ],
     extras_require={
-        "test": ["docker>=7.0", "ruff"],
+        "test": ["docker>=7.0", "hypothesis>=6.0", "ruff"],
     },
 )
