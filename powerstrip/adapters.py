@@ -15,13 +15,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from hyperlink import EncodedURL
 from treq.client import HTTPClient
 from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, ResponseNeverReceived
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseDone, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
 
 from powerstrip.config import Adapter
 from powerstrip.flow import ServerResponse, error_response
@@ -91,6 +95,44 @@ class _ReplyReader(Protocol):
             self.finished.errback(reason)
 
 
+@implementer(IBodyProducer)
+class _Payload:
+    """A request body written at once (treq's file producer would wait a reactor turn)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: Any) -> defer.Deferred:
+        consumer.write(self.data)
+        return defer.succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class _Endpoints:
+    """Caches one client endpoint per adapter host, so no call builds its own."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._tls = BrowserLikePolicyForHTTPS()
+        self._cache: dict[tuple, Any] = {}
+
+    def endpointForURI(self, uri: Any) -> Any:
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._cache.get(key)
+        if endpoint is None:
+            endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port, timeout=10)
+            if uri.scheme == b"https":
+                endpoint = wrapClientTLS(self._tls.creatorForNetloc(uri.host, uri.port), endpoint)
+            self._cache[key] = endpoint
+        return endpoint
+
+
 class AdapterClient:
     """Makes hook calls with treq over one persistent connection pool."""
 
@@ -101,8 +143,9 @@ class AdapterClient:
         # connections per adapter that a burst does not pay for set-up.
         self.pool.maxPersistentPerHost = 16
         self.pool.retryAutomatically = False  # a hook call is not idempotent
-        self._http = HTTPClient(Agent(reactor, pool=self.pool))
+        self._http = HTTPClient(Agent.usingEndpointFactory(reactor, _Endpoints(reactor), pool=self.pool))
         self.max_reply = max_reply
+        self._urls: dict[str, EncodedURL] = {}
 
     def close(self) -> defer.Deferred:
         """Close the pooled connections (on shutdown, and at the end of tests)."""
@@ -113,9 +156,15 @@ class AdapterClient:
 
         Errbacks with :class:`Refused` or :class:`AdapterFault`.
         """
+        url = self._urls.get(adapter.url)
+        if url is None:
+            url = self._urls[adapter.url] = EncodedURL.from_text(adapter.url)
         body = json.dumps(payload, separators=(",", ":")).encode()
+        # A redirect is the adapter's answer like any other non-2xx status:
+        # refused, not followed.
         d = self._http.post(
-            adapter.url, data=body, headers={b"Content-Type": [b"application/json"]},
+            url, data=_Payload(body), headers={b"Content-Type": [b"application/json"]},
+            allow_redirects=False, unbuffered=True,
         )
         d.addCallback(self._read, adapter)
         d.addTimeout(adapter.timeout, self._reactor, onTimeoutCancel=_timed_out)

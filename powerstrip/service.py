@@ -76,7 +76,8 @@ class Options(usage.Options):
         try:
             self["config_obj"] = load_config(path or DEFAULT_CONFIG)
         except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+            # Not a usage error: say what is wrong with the file, without the option list.
+            raise SystemExit(f"powerstrip: invalid configuration: {e}") from None
 
 
 def docker_url_for(listen: str) -> str | None:
@@ -93,6 +94,11 @@ def docker_url_for(listen: str) -> str | None:
     if kind == "unix" and (pos or "address" in kw):
         return f"unix://{kw.get('address', pos[0] if pos else '')}"
     return None
+
+
+def _loopback_only(listen: str) -> bool:
+    m = re.search(r":interface=([^:]*)", listen)
+    return bool(m) and (m.group(1).startswith("127.") or m.group(1) in ("localhost", "\\:\\:1", "::1"))
 
 
 def make_service(options: Options, reactor: Any = None) -> service.IService:
@@ -126,6 +132,9 @@ class _Announce(service.Service):
         log.info("powerstrip: proxying to Docker at {docker}; {routes} hooked endpoint rule(s) from {src}",
                  docker=self.options["docker_address"], routes=routes, src=self.config.source)
         for listen in self.options["listen"]:
+            if listen.startswith("tcp:") and not _loopback_only(listen):
+                log.warn("WARNING: {listen} accepts connections from other hosts without TLS. Anyone who "
+                         "can reach it controls Docker, and so this host, as root.", listen=listen)
             url = docker_url_for(listen)
             if url:
                 print(f"export DOCKER_HOST={url}", flush=True)

@@ -88,6 +88,19 @@ class PowerstripChannel(http.HTTPChannel):
         super().__init__()
         self.splice: Splice | None = None
         self.read_eof = False
+        self._host: Any = None
+        self._peer: Any = None
+
+    def getHost(self) -> Any:
+        # twisted.web asks for it on every request: one getsockname() per connection.
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
+
+    def getPeer(self) -> Any:
+        if self._peer is None:
+            self._peer = super().getPeer()
+        return self._peer
 
     def allHeadersReceived(self) -> None:
         self.requests[-1].begin(self._command, self._path, self._version)

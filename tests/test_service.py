@@ -1,0 +1,83 @@
+"""The twistd plugin's options: defaults, environment variables, start-up errors."""
+
+from __future__ import annotations
+
+import os
+from unittest import mock
+
+from twisted.python import usage
+from twisted.trial.unittest import TestCase
+
+from powerstrip.service import DEFAULT_LISTEN, Options, docker_url_for, make_service
+from powerstrip.upstream import DockerAddress
+
+VALID = 'version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [a]\nadapters:\n  a: http://a/x\n'
+
+
+class OptionsTests(TestCase):
+    def parse(self, *argv: str, env: dict | None = None) -> Options:
+        options = Options()
+        with mock.patch.dict(os.environ, env or {}, clear=True), \
+                mock.patch("powerstrip.service.DEFAULT_CONFIG", self.mktemp()):
+            options.parseOptions(list(argv))
+        return options
+
+    def config_file(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_defaults_are_a_loopback_pass_through(self) -> None:
+        options = self.parse()
+        self.assertEqual(options["listen"], [DEFAULT_LISTEN])
+        self.assertEqual(str(options["docker_address"]), "unix:///var/run/docker.sock")
+        self.assertIsNone(options["config_obj"])  # default file missing: pass-through
+        self.assertEqual((options["max-json-body"], options["max-response-body"]), (16 << 20, 64 << 20))
+
+    def test_environment(self) -> None:
+        path = self.config_file(VALID)
+        options = self.parse(env={"POWERSTRIP_CONFIG": path, "DOCKER_HOST": "tcp://10.0.0.1:2376",
+                                   "POWERSTRIP_LISTEN": "tcp:2400 unix:/tmp/ps.sock"})
+        self.assertEqual(options["listen"], ["tcp:2400", "unix:/tmp/ps.sock"])
+        self.assertEqual(options["docker_address"], DockerAddress("tcp", "10.0.0.1", 2376))
+        self.assertEqual(len(options["config_obj"].endpoints), 1)
+
+    def test_options_beat_environment(self) -> None:
+        options = self.parse("--docker", "127.0.0.1:2377", "--listen", "tcp:2401", "--max-json-body", "1k",
+                             env={"DOCKER_HOST": "tcp://10.0.0.1:2376", "POWERSTRIP_LISTEN": "tcp:2400"})
+        self.assertEqual(str(options["docker_address"]), "tcp://127.0.0.1:2377")
+        self.assertEqual(options["listen"], ["tcp:2401"])
+        self.assertEqual(options["max-json-body"], 1024)
+
+    def test_named_config_missing_is_fatal(self) -> None:
+        with self.assertRaises(SystemExit) as ctx:
+            self.parse("--config", "/nonexistent/adapters.yml")
+        self.assertIn("/nonexistent/adapters.yml: cannot read adapters file", str(ctx.exception))
+
+    def test_invalid_config_is_fatal_with_culprit(self) -> None:
+        path = self.config_file(VALID.replace("pre: [a]", "pre: [b]"))
+        with self.assertRaises(SystemExit) as ctx:
+            self.parse("--config", path)
+        self.assertIn("pre-hook adapter 'b' is not defined", str(ctx.exception))
+
+    def test_bad_docker_url(self) -> None:
+        for url in ("unix://relative.sock", "ftp://x:1", "tcp://nohost"):
+            self.assertRaises(usage.UsageError, self.parse, "--docker", url)
+
+    def test_refuses_to_proxy_to_itself(self) -> None:
+        with self.assertRaises(usage.UsageError) as ctx:
+            self.parse(env={"DOCKER_HOST": "tcp://127.0.0.1:2375"})
+        self.assertIn("Powerstrip's own listener", str(ctx.exception))
+
+    def test_docker_url_for_listeners(self) -> None:
+        self.assertEqual(docker_url_for("tcp:2375:interface=127.0.0.1"), "tcp://127.0.0.1:2375")
+        self.assertEqual(docker_url_for("tcp:2375:interface=0.0.0.0"), "tcp://127.0.0.1:2375")
+        self.assertEqual(docker_url_for("tcp:2375"), "tcp://127.0.0.1:2375")
+        self.assertEqual(docker_url_for("unix:/run/ps.sock:mode=660"), "unix:///run/ps.sock")
+        self.assertIsNone(docker_url_for("systemd:domain=INET:index=0"))
+
+    def test_make_service_listens_everywhere_asked(self) -> None:
+        options = self.parse("--listen", "tcp:0:interface=127.0.0.1", "--listen", f"unix:{self.mktemp()}")
+        top = make_service(options)
+        self.assertEqual(len(list(top)), 3)  # two listeners and the announcer
