@@ -10,7 +10,10 @@ The format is the original Powerstrip's version 1::
         post: [weave]
     adapters:
       flocker: http://flocker/flocker-adapter
-      weave: http://weave/extension
+      weave:
+        url: http://weave/extension
+        timeout: 2s          # per call; default 30s
+        failure: ignore      # fail (default) | ignore
 
 Everything wrong with a file is reported as a :class:`ConfigError` whose
 message names the file and the culprit (key, endpoint or adapter), so an
@@ -30,6 +33,7 @@ DEFAULT_ADAPTER_TIMEOUT = 30.0
 
 _TOP_KEYS = {"version", "endpoints", "adapters"}
 _ENDPOINT_KEYS = {"pre", "post"}
+_ADAPTER_KEYS = {"url", "timeout", "failure"}
 _METHOD = re.compile(r"^[A-Za-z*?\[\]!]+$")
 
 
@@ -39,11 +43,13 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Adapter:
-    """One named adapter: where to POST hook calls, and how long to wait."""
+    """One named adapter: where to POST hook calls, how long to wait, what a fault does."""
 
     name: str
     url: str
     timeout: float = DEFAULT_ADAPTER_TIMEOUT
+    #: ``failure: ignore``: on a fault, log a warning and go on with the unmodified input.
+    ignore_faults: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,12 +125,40 @@ def parse_config(text: str, source: str = "<string>") -> Config:
 def _parse_adapter(name: object, spec: object, fail) -> Adapter:
     if not isinstance(name, str) or not name:
         raise fail(f"adapter name {name!r} must be a non-empty string")
-    if not isinstance(spec, str):
-        raise fail(f"adapter '{name}': expected a URL string, not {_kind(spec)}")
-    parts = urlsplit(spec)
+    if isinstance(spec, str):
+        spec = {"url": spec}
+    if not isinstance(spec, dict):
+        raise fail(f"adapter '{name}': expected a URL string or a mapping with 'url', not {_kind(spec)}")
+    unknown = sorted(map(str, set(spec) - _ADAPTER_KEYS))
+    if unknown:
+        raise fail(f"adapter '{name}': unknown key(s) {', '.join(unknown)} "
+                   f"(allowed: {', '.join(sorted(_ADAPTER_KEYS))})")
+    url = spec.get("url")
+    if not isinstance(url, str):
+        raise fail(f"adapter '{name}': 'url' must be an http:// or https:// URL string")
+    parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise fail(f"adapter '{name}': {spec!r} is not an http:// or https:// URL")
-    return Adapter(name=name, url=spec)
+        raise fail(f"adapter '{name}': {url!r} is not an http:// or https:// URL")
+    timeout = _seconds(spec.get("timeout", DEFAULT_ADAPTER_TIMEOUT))
+    if timeout is None:
+        raise fail(f"adapter '{name}': timeout {spec.get('timeout')!r} is not a duration like 2s, 500ms or 30")
+    failure = spec.get("failure", "fail")
+    if failure not in ("fail", "ignore"):
+        raise fail(f"adapter '{name}': failure must be 'fail' or 'ignore', not {failure!r}")
+    return Adapter(name=name, url=url, timeout=timeout, ignore_faults=failure == "ignore")
+
+
+def _seconds(value: object) -> float | None:
+    """``30``, ``2s``, ``500ms``, ``1m`` → seconds (positive), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if value > 0 else None
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m)?\s*", str(value))
+    if not m:
+        return None
+    seconds = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, None: 1}[m.group(2)]
+    return seconds if seconds > 0 else None
 
 
 def _parse_endpoint(pattern: object, spec: object, adapters: dict[str, Adapter], fail) -> Endpoint:

@@ -87,7 +87,17 @@ class HookChain:
         d = self.client.call(adapter, payload, expect)
         d.addCallback(apply, flow, adapter)
         d.addCallbacks(record, lambda f: record(f, f.type.__name__), callbackArgs=("ok",))
+        if adapter.ignore_faults:
+            d.addErrback(self._ignore_fault, flow)
         return d
+
+    @staticmethod
+    def _ignore_fault(failure: Any, flow: Flow) -> Flow:
+        """``failure: ignore``: a fault (never a refusal) leaves the flow as it was."""
+        failure.trap(AdapterFault)
+        log.warn("{flow}: ignoring fault ({adapter} has failure: ignore): {error}",
+                 flow=flow.id, adapter=failure.value.adapter.name, error=str(failure.value))
+        return flow
 
     @staticmethod
     def _apply_request(reply: dict, flow: Flow, adapter: Adapter) -> Flow:

@@ -284,14 +284,50 @@ class InvalidConfigTests(TestCase):
                 pre: [a]
             adapters:
               a: [http://a/]
-            """, "adapter 'a': expected a URL string, not a list")
+            """, "adapter 'a': expected a URL string or a mapping with 'url', not a list")
         self.assertRejected("""\
             endpoints:
               "POST /x":
                 pre: [a]
             adapters:
               a:
-            """, "adapter 'a': expected a URL string, not nothing")
+            """, "adapter 'a': expected a URL string or a mapping with 'url', not nothing")
+
+    def test_adapter_mapping_with_policy(self) -> None:
+        config = parse_config(textwrap.dedent("""\
+            version: 1
+            endpoints:
+              "POST /x":
+                pre: [plain, audit, quick]
+            adapters:
+              plain: http://plain/hook
+              audit:
+                url: http://audit/hook
+                timeout: 2s
+                failure: ignore
+              quick: {url: "http://quick/hook", timeout: 250ms, failure: fail}
+            """))
+        plain, audit, quick = config.endpoints[0].pre
+        self.assertEqual((plain.timeout, plain.ignore_faults), (30.0, False))
+        self.assertEqual((audit.url, audit.timeout, audit.ignore_faults), ("http://audit/hook", 2.0, True))
+        self.assertEqual((quick.timeout, quick.ignore_faults), (0.25, False))
+
+    def test_adapter_mapping_rejections(self) -> None:
+        base = """\
+            endpoints:
+              "POST /x":
+                pre: [a]
+            adapters:
+              a: {SPEC}
+            """
+        for spec, message in (
+            ('{timeout: 2s}', "adapter 'a': 'url' must be an http:// or https:// URL string"),
+            ('{url: "http://a/", timeout: soon}', "adapter 'a': timeout 'soon' is not a duration"),
+            ('{url: "http://a/", timeout: 0}', "adapter 'a': timeout 0 is not a duration"),
+            ('{url: "http://a/", failure: retry}', "failure must be 'fail' or 'ignore', not 'retry'"),
+            ('{url: "http://a/", retries: 3}', "adapter 'a': unknown key(s) retries"),
+        ):
+            self.assertRejected(base.replace("{SPEC}", spec), message)
 
     def test_bad_version(self) -> None:
         for version, shown in (("2", "2"), ('"1"', "'1'"), ("true", "True"), ("null", "None")):

@@ -662,3 +662,33 @@ class StreamedRequestTests(HookTestCase):
         yield self.chain.run_pre(flow)
         self.assertIsNone(flow.request.body)
         self.assertTrue(flow.request.streamed)
+
+
+# -- failure: ignore -------------------------------------------------------------
+
+
+class IgnorePolicyTests(HookTestCase):
+    @defer.inlineCallbacks
+    def test_fault_is_skipped_and_chain_goes_on(self) -> Any:
+        gone = Adapter("gone", f"http://127.0.0.1:{unused_port()}/hook", ignore_faults=True)
+        garbage = self.adapter("garbage", lambda request, payload: send(request, b"not json"))
+        garbage = Adapter(garbage.name, garbage.url, ignore_faults=True)
+        flow = self.pre_flow(self.adapter("a", append_pre("a")), gone, garbage, self.adapter("b", append_pre("b")),
+                             request=make_request(body=b"x"))
+        yield self.chain.run_pre(flow)
+        self.assertEqual(flow.request.body, b"xab")
+        self.assertEqual([h.outcome for h in flow.hooks], ["ok", "AdapterFault", "AdapterFault", "ok"])
+
+    @defer.inlineCallbacks
+    def test_refusal_is_honoured_even_when_faults_are_ignored(self) -> Any:
+        refuser = self.adapter("r", answer({"message": "no"}, code=403))
+        refuser = Adapter(refuser.name, refuser.url, ignore_faults=True)
+        refused = yield self.assertFailure(self.chain.run_pre(self.pre_flow(refuser)), Refused)
+        self.assertEqual(refused.response.code, 403)
+
+    @defer.inlineCallbacks
+    def test_post_hook_fault_ignored_keeps_response(self) -> Any:
+        gone = Adapter("gone", f"http://127.0.0.1:{unused_port()}/hook", ignore_faults=True)
+        flow = self.post_flow(gone, response=ServerResponse(201, list(JSON), b'{"Id":"1"}'))
+        yield self.chain.run_post(flow)
+        self.assertEqual((flow.response.code, flow.response.body), (201, b'{"Id":"1"}'))
