@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from typing import Any
 
 from twisted.application import service, strports
@@ -70,6 +71,7 @@ class Options(usage.Options):
                     f"the Docker URL {docker_url} is Powerstrip's own listener ({listen}): "
                     "unset DOCKER_HOST or pass --docker unix:///var/run/docker.sock")
         path = self["config"] or env.get("POWERSTRIP_CONFIG")
+        self["config_path"] = path or DEFAULT_CONFIG
         if path is None and not os.path.exists(DEFAULT_CONFIG):
             self["config_obj"] = None  # the default is optional: pass-through
             return
@@ -116,15 +118,31 @@ def make_service(options: Options, reactor: Any = None) -> service.IService:
     top = service.MultiService()
     for listen in options["listen"]:
         strports.service(listen, site, reactor=reactor).setServiceParent(top)
-    _Announce(options, config, resource).setServiceParent(top)
+    _Announce(options, config, resource, reactor).setServiceParent(top)
     return top
+
+
+def reload_config(resource: PowerstripResource, path: str) -> bool:
+    """Swap in the adapters file at ``path``; on any error keep the old one.
+
+    Requests already in flight finish with the configuration they started
+    with (each exchange holds its own reference); new requests use the new one.
+    """
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        log.error("powerstrip: reload rejected, keeping the current configuration: {error}", error=str(e))
+        return False
+    resource.config = config
+    log.info("powerstrip: reloaded {src}: {routes} endpoint rule(s)", src=path, routes=len(config.endpoints))
+    return True
 
 
 class _Announce(service.Service):
     """Says where Powerstrip listens (the original printed the line users need)."""
 
-    def __init__(self, options: Options, config: Config, resource: PowerstripResource) -> None:
-        self.options, self.config, self.resource = options, config, resource
+    def __init__(self, options: Options, config: Config, resource: PowerstripResource, reactor: Any) -> None:
+        self.options, self.config, self.resource, self.reactor = options, config, resource, reactor
 
     def startService(self) -> None:
         super().startService()
@@ -138,6 +156,10 @@ class _Announce(service.Service):
             url = docker_url_for(listen)
             if url:
                 print(f"export DOCKER_HOST={url}", flush=True)
+        # SIGHUP re-reads the adapters file (the handler runs between reactor
+        # iterations, never in the middle of a request's processing).
+        signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(
+            reload_config, self.resource, self.options["config_path"]))
 
     def stopService(self) -> Any:
         super().stopService()

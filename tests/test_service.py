@@ -81,3 +81,29 @@ class OptionsTests(TestCase):
         options = self.parse("--listen", "tcp:0:interface=127.0.0.1", "--listen", f"unix:{self.mktemp()}")
         top = make_service(options)
         self.assertEqual(len(list(top)), 3)  # two listeners and the announcer
+
+
+class ReloadTests(TestCase):
+    def test_reload_swaps_config_and_keeps_old_on_error(self) -> None:
+        from twisted.internet import reactor
+
+        from powerstrip.config import load_config
+        from powerstrip.resource import PowerstripResource
+        from powerstrip.service import reload_config
+
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(VALID)
+        resource = PowerstripResource(reactor, load_config(path), DockerAddress.parse("unix:///nonexistent"))
+        self.addCleanup(resource.close)
+        first = resource.config
+        with open(path, "w") as f:
+            f.write(VALID.replace("POST /*/containers/create", "POST /*/volumes/create"))
+        self.assertTrue(reload_config(resource, path))
+        self.assertEqual(resource.config.endpoints[0].pattern, "POST /*/volumes/create")
+        self.assertIsNot(resource.config, first)
+        second = resource.config
+        with open(path, "w") as f:
+            f.write("version: 1\nendpoints: nope\n")
+        self.assertFalse(reload_config(resource, path))
+        self.assertIs(resource.config, second)

@@ -200,3 +200,39 @@ class DockerDown(TestCase):
             result = run([CLIS["docker 28"], "version"], host=proxy.url)
             self.assertIn(f"powerstrip: cannot reach Docker at unix://{missing}".encode(), result.stderr)
         self.assertTrue(proxy.alive())
+
+
+class Reload(TestCase):
+    """SIGHUP re-reads adapters.yml; an invalid new file leaves the old one in force."""
+
+    def test_sighup(self) -> None:
+        import signal
+        import time
+
+        require_daemon()
+        down = f"http://127.0.0.1:{free_port()}/nobody-home"
+        guarded = f'version: 1\nendpoints:\n  "POST /*/volumes/create":\n    pre: [down]\nadapters:\n  down: {down}\n'
+        proxy = Powerstrip(guarded)
+        self.addCleanup(proxy.stop)
+        self.addCleanup(direct, "volume", "rm", "-f", "ps-e2e-reload")
+        docker = CLIS["docker 28"]
+
+        def create() -> bytes:
+            return run([docker, "volume", "create", "ps-e2e-reload"], host=proxy.url).stderr
+
+        def reload_with(text: str, expect_log: str) -> None:
+            (proxy.dir / "adapters.yml").write_text(text)
+            proxy.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while expect_log not in proxy.log_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertIn(expect_log, proxy.log_text())
+
+        self.assertIn(b"powerstrip: adapter 'down'", create())
+        reload_with("version: 1\nendpoints: {}\nadapters: {}\n", "reloaded")
+        self.assertEqual(create(), b"")
+        direct("volume", "rm", "-f", "ps-e2e-reload")
+        reload_with("version: 1\nendpoints: [oops]\n", "reload rejected")
+        self.assertIn("'endpoints' must be a mapping", proxy.log_text())
+        self.assertEqual(create(), b"", "the old (pass-through) config stays in force")
+        self.assertTrue(proxy.alive())
