@@ -342,7 +342,11 @@ class Exchange:
         for k, v in resp.headers:
             if k.lower() not in _FRAMING:
                 request.responseHeaders.addRawHeader(k, v)
-        request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % len(resp.body)])
+        length = b"%d" % len(resp.body)
+        if self.flow.request.method == "HEAD" and not resp.body:
+            # A HEAD answer describes the body a GET would get: keep dockerd's length.
+            length = header_value(resp.headers, b"content-length") or length
+        request.responseHeaders.setRawHeaders(b"Content-Length", [length])
         request.write(resp.body)
         self.bytes_out = len(resp.body)
         self._finish()
