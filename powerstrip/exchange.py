@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPullProducer, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -62,6 +62,35 @@ _STREAMING = re.compile(
 )
 
 
+@implementer(IPullProducer)
+class _FlushWatcher:
+    """Calls back once a transport has written out everything it holds."""
+
+    def __init__(self, transport: Any, then: Any) -> None:
+        self.transport, self.then = transport, then
+        self.registering = True
+
+    def resumeProducing(self) -> None:
+        # A pull producer is asked for data at registration (ignored) and then
+        # whenever the transport's buffer has drained: the moment we wait for.
+        if self.registering:
+            return
+        self.transport.unregisterProducer()
+        self.then()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def _when_flushed(transport: Any, then: Any) -> None:
+    """Run ``then`` when ``transport`` has flushed its write buffer."""
+    if transport.producer is not None:
+        transport.unregisterProducer()
+    watcher = _FlushWatcher(transport, then)
+    transport.registerProducer(watcher, False)
+    watcher.registering = False
+
+
 def _post_hookable(head: ResponseHead, method: str, path: str) -> bool:
     """Whether post-hooks may see this response: whole JSON, text or empty bodies."""
     if _STREAMING.match(path):
@@ -103,6 +132,7 @@ class Exchange:
         self._attempts = 0
         request.notifyFinish().addErrback(self._client_gone)
         request.on_error = self.crash
+        request.on_client_eof = self._client_eof
 
     # -- stage 1: the request body -------------------------------------------
 
@@ -132,9 +162,11 @@ class Exchange:
             nonlocal size
             size += len(data)
             if size > limit:
+                # Answer once the body has been read (and dropped): answering from
+                # inside the parser's body callback would end the request under it.
+                chunks.clear()
                 self.request.body_sink = lambda data: None
-                self.request.body_end = None
-                self._respond(error_response(
+                self.request.body_end = lambda: self._respond(error_response(
                     413, f"powerstrip: JSON request body larger than {limit} bytes cannot be "
                          "handed to adapters (see --max-json-body)"))
             else:
@@ -208,6 +240,8 @@ class Exchange:
             if req.body:
                 conn.transport.write(req.body)
             conn.request_finished()
+            if self.channel.read_eof:
+                self._client_eof()
             return
         for piece in self._stream_buf:
             self._write_body(piece)
@@ -218,6 +252,14 @@ class Exchange:
         self.request.body_sink = self._write_body
         conn.transport.registerProducer(_ReadThrottle(self.channel.transport), True)
         self.channel.transport.resumeProducing()
+
+    def _client_eof(self) -> None:
+        # Not for a connection that may still become a stream (an upgrade, or
+        # stream bytes already sent): the splice passes the EOF on after them.
+        if self.upgrade or self.channel.has_buffered_input():
+            return
+        if self.conn is not None and not self.done and self._stream_buf is None:
+            self.conn.end_after_response()
 
     def _write_body(self, data: bytes) -> None:
         if self.conn is None:
@@ -288,20 +330,29 @@ class Exchange:
 
     def hijacked(self, conn: UpstreamConnection, head: ResponseHead, leftover: bytes) -> None:
         self.status = head.code
+        self.done = self.head_sent = True
         if self.flow.route.post:
             log.info("{flow}: post-hooks skipped: connection hijacked ({code})",
                      flow=self._name(), code=head.code)
-        transport = self.channel.transport
         # The 101 head goes out verbatim and on its own: docker-py reads it with
         # a buffered reader and can lose stream bytes that share its segment.
-        transport.write(head.raw)
-        self.head_sent = True
-        splice = Splice(transport, conn.transport, on_close=self._splice_closed)
+        # So dockerd is not read again until the head has left.
+        conn.transport.pauseProducing()
+        self.channel.transport.write(head.raw)
+        _when_flushed(self.channel.transport, lambda: self._splice(conn, leftover))
+
+    def _splice(self, conn: UpstreamConnection, leftover: bytes) -> None:
+        client = self.channel.transport
+        if not conn.connected:
+            client.loseConnection()  # dockerd went away before the stream began
+            self._log_line()
+            return
+        splice = Splice(client, conn.transport, on_close=self._splice_closed)
         conn.raw_sink = splice
         if leftover:
             splice.upstream_data(leftover)
+        conn.transport.resumeProducing()
         self.channel.hijack(splice)
-        self.done = True
 
     def failed(self, reason: Failure) -> None:
         conn, self.conn = self.conn, None

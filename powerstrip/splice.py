@@ -60,6 +60,8 @@ class Splice:
 
     def client_eof(self) -> None:
         """The client shut its write side (stdin EOF): pass the EOF to dockerd."""
+        if self._client_eof:
+            return
         self._client_eof = True
         # A transport that cannot half-close (TLS) keeps the stream open
         # instead; dockerd ends it when the program exits.
@@ -68,6 +70,8 @@ class Splice:
 
     def upstream_eof(self) -> None:
         """dockerd shut its write side: the output is complete."""
+        if self._upstream_eof:
+            return
         self._upstream_eof = True
         if not half_close(self.client):
             self.close()

@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from powerstrip.http11 import ChunkedDecoder, Headers, ProtocolError, ResponseHead, parse_response_head
+from powerstrip.splice import half_close
 
 DEFAULT_DOCKER = "unix:///var/run/docker.sock"
 MAX_HEAD = 256 * 1024
@@ -132,6 +133,12 @@ class UpstreamConnection(Protocol):
         self.got_bytes = False
         self._no_body_expected = head_only
         self.transport.write(head)
+
+    def end_after_response(self) -> None:
+        """The client shut its write side: pass the EOF on; no reuse after this."""
+        self._close_after = True
+        self.reusable = False
+        half_close(self.transport)
 
     def request_finished(self) -> None:
         """The caller wrote the whole request body."""

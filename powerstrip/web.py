@@ -38,6 +38,7 @@ class StreamingRequest(server.Request):
         self._early: list[bytes] = []
         #: Called with a Failure when a body callback raised (a bug, not bad input).
         self.on_error: Callable[[Failure], None] = self.processingFailed
+        self.on_client_eof: Callable[[], None] | None = None
 
     def begin(self, command: bytes, uri: bytes, version: bytes) -> None:
         """The head is parsed: set the request line (body may still be coming)."""
@@ -64,6 +65,11 @@ class StreamingRequest(server.Request):
             self.body_sink(data)
         except Exception:
             self.on_error(Failure())
+
+    def client_eof(self) -> None:
+        """The client shut its write side after sending this whole request."""
+        if self.on_client_eof is not None:
+            self.on_client_eof()
 
     def take_early(self) -> list[bytes]:
         """Body pieces that arrived before a sink was attached."""
@@ -110,6 +116,10 @@ class PowerstripChannel(http.HTTPChannel):
         """Whether the current request's body is still being received."""
         return self._transferDecoder is not None and not self._handlingRequest
 
+    def has_buffered_input(self) -> bool:
+        """Whether the client sent bytes past the current request (held back)."""
+        return any(self._dataBuffer)
+
     def hijack(self, splice: Splice) -> None:
         """From now on, every byte from the client goes to ``splice``."""
         self.splice = splice
@@ -120,10 +130,10 @@ class PowerstripChannel(http.HTTPChannel):
         # Pipelined bytes the parser held back are stream bytes (e.g. stdin).
         if buffered:
             splice.client_data(buffered)
-        if self._networkProducer is not None:
-            self._networkProducer.resumeProducing()
         if self.read_eof:
-            splice.client_eof()
+            splice.client_eof()  # the client finished sending before the stream began
+        elif self._networkProducer is not None:
+            self._networkProducer.resumeProducing()
 
     def dataReceived(self, data: bytes) -> None:
         if self.splice is not None:
@@ -140,8 +150,12 @@ class PowerstripChannel(http.HTTPChannel):
             # Idle, or a body cut short: nothing more can be answered usefully.
             self.transport.loseConnection()
         else:
-            # A request is being answered: finish it, then close.
+            # A request is being answered: finish it, then close. dockerd gets
+            # the same EOF (as a client talking to it directly would give it),
+            # so a call the client abandoned (`events`, `logs -f`) ends there too.
             self.persistent = False
+            for request in self.requests:
+                request.client_eof()
 
     def writeConnectionLost(self) -> None:
         pass
