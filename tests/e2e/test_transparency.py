@@ -186,6 +186,24 @@ class _Transparency:
         self.assertGreater(len(through), 3000000)
         self.assertEqual(hashlib.sha256(through).hexdigest(), hashlib.sha256(straight).hexdigest())
 
+    def test_save_and_load(self) -> None:
+        tag = f"ps-e2e-load-{uuid.uuid4().hex[:8]}"
+        self.assertEqual(direct("tag", IMAGE, tag).returncode, 0)
+        self.addCleanup(direct, "rmi", "-f", tag)
+        saved = self.ok("save", tag)
+        self.assertEqual(hashlib.sha256(saved).digest(), hashlib.sha256(direct("save", tag).stdout).digest())
+        direct("rmi", tag)
+        self.assertIn(f"Loaded image: {tag}".encode(), self.ok("load", input=saved))
+        self.assertEqual(direct("image", "inspect", tag).returncode, 0)
+
+    def test_stats_stream(self) -> None:
+        name = self.background("sleep", "300")
+        proc = self._popen("stats", "--format", "{{.Name}}", name)
+        lines = self._timed_lines(proc, 2, timeout=30)
+        self.assertGreaterEqual(len(lines), 2, "docker stats printed fewer than two updates")
+        self.assertIn(name.encode(), lines[-1][1])
+        self.assertIsNone(proc.poll(), "the stats stream must still be open")
+
     def test_classic_build(self) -> None:
         tag = f"ps-e2e-build-{uuid.uuid4().hex[:8]}"
         with tempfile.TemporaryDirectory() as ctx:
