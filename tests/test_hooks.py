@@ -8,7 +8,6 @@ hook chain talks HTTP through treq exactly as it does in production.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ from powerstrip.config import Adapter
 from powerstrip.flow import ClientRequest, Flow, ServerResponse
 from powerstrip.hooks import HookChain
 from powerstrip.matching import Route
+from tests.fakes import Tracker, unused_port
 
 Handler = Callable[[Request, dict], Any]
 
@@ -58,32 +58,6 @@ class FakeAdapters(Resource):
     @property
     def called(self) -> list[str]:
         return [name for name, _ in self.calls]
-
-
-class TrackingSite(Site):
-    """A Site that knows its connections (transports), so tests can wait until all are gone."""
-
-    def __init__(self, resource: Resource) -> None:
-        super().__init__(resource)
-        self.connections: list[tuple[Any, defer.Deferred]] = []
-
-    def buildProtocol(self, addr: Any) -> Any:
-        proto = super().buildProtocol(addr)
-        lost: defer.Deferred = defer.Deferred()
-        make_connection, connection_lost = proto.makeConnection, proto.connectionLost
-
-        def connected(transport: Any) -> None:
-            self.connections.append((transport, lost))
-            make_connection(transport)
-
-        def disconnected(reason: Any) -> None:
-            try:
-                connection_lost(reason)
-            finally:
-                lost.callback(None)
-
-        proto.makeConnection, proto.connectionLost = connected, disconnected
-        return proto
 
 
 def send(request: Request, body: bytes, code: int = 200, ctype: bytes | None = b"application/json") -> bytes:
@@ -143,16 +117,6 @@ def never_answer(request: Request, payload: dict) -> Any:
     return NOT_DONE_YET
 
 
-def unused_port() -> int:
-    """A local port nobody listens on (bound, then released)."""
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
-
-
 def make_request(body: bytes | None = b'{"Image":"busybox"}', streamed: bool = False,
                  method: str = "POST", uri: str = "/v1.41/containers/create?name=web") -> ClientRequest:
     headers = [(b"Host", b"docker"), (b"Content-Type", b"application/json"), (b"X-Extra", b"1")]
@@ -169,8 +133,8 @@ class HookTestCase(TestCase):
 
     def setUp(self) -> None:
         self.adapters = FakeAdapters()
-        self.site = TrackingSite(self.adapters)
-        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.tracker = Tracker()
+        self.port = reactor.listenTCP(0, self.tracker.track_factory(Site(self.adapters)), interface="127.0.0.1")
         self.client = AdapterClient(reactor)
         self.chain = HookChain(self.client)
         self.addCleanup(self._shutdown)
@@ -181,10 +145,7 @@ class HookTestCase(TestCase):
         # reactor turn after the call's result: let it, then close the pool.
         yield deferLater(reactor, 0, lambda: None)
         yield self.client.close()
-        for transport, lost in self.site.connections:
-            if not lost.called:
-                transport.abortConnection()
-        yield defer.gatherResults([lost for _, lost in self.site.connections])
+        yield self.tracker.close_all()
         yield self.port.stopListening()
 
     def adapter(self, name: str, handler: Handler | None = None, timeout: float = 5.0) -> Adapter:
