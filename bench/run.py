@@ -385,13 +385,28 @@ def start_haproxy(procs: Procs, tmp: Path) -> Relay:
     return r
 
 
+def python_impl(python: str) -> tuple[str, str]:
+    """(implementation, full version line) of the interpreter at ``python``, e.g. ("pypy", "...")."""
+    code = ("import platform, sys; print(platform.python_implementation().lower()); "
+            "print(sys.version.replace(chr(10), ' '))")
+    try:
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30)
+    except OSError as e:
+        raise BenchError(f"--powerstrip-python {python}: {e}") from None
+    if out.returncode != 0:
+        raise BenchError(f"--powerstrip-python {python} failed: {out.stderr.strip()}")
+    impl, version = out.stdout.strip().split("\n", 1)
+    return impl, version.strip()
+
+
 def start_powerstrip(procs: Procs, config: Path, tag: str = "nohook", quiet_log: bool = False,
-                     explicit_limits: bool = True) -> Relay:
+                     explicit_limits: bool = True, python: str | None = None,
+                     name: str | None = None) -> Relay:
     port = free_port()
     path = [str(REPO)] + ([str(HERE)] if quiet_log else []) + [os.environ.get("PYTHONPATH", "")]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p))
     env.pop("DOCKER_HOST", None)
-    argv = [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; run()",
+    argv = [python or sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; run()",
             "-n", "--pidfile="] + (["--logger", "quiet_log.observer"] if quiet_log else []) + [
             "powerstrip", "--config", str(config),
             "--docker", f"unix://{DOCKER_SOCK}", "--listen", f"tcp:{port}:interface=127.0.0.1",
@@ -399,7 +414,7 @@ def start_powerstrip(procs: Procs, config: Path, tag: str = "nohook", quiet_log:
             # (twisted.python.usage), which breaks every post-hooked response;
             # section_hooks checks the defaults separately.
             ] + (["--max-json-body", "16M", "--max-response-body", "64M"] if explicit_limits else [])
-    name = "powerstrip-quietlog" if quiet_log else "powerstrip"
+    name = name or ("powerstrip-quietlog" if quiet_log else "powerstrip")
     r = Relay(name, procs.start(argv, f"powerstrip-{tag}.log", env=env, cwd=str(REPO)), port)
     wait_ready(r)
     return r
@@ -481,6 +496,9 @@ class Bench:
         self.results: dict = {}
         self.notes: list[str] = []
         self.dockerd = dockerd_pid()
+        #: socat, haproxy, powerstrip, plus "powerstrip-<impl>" with --powerstrip-python.
+        self.relay_names: tuple[str, ...] = RELAYS
+        self.alt_python: tuple[str, str, str] | None = None  # (path, implementation, version)
 
     # setup / teardown
 
@@ -498,15 +516,46 @@ class Bench:
         if code != 200:
             raise BenchError(f"image {IMAGE} is missing (this benchmark never pulls)")
         remove_stale()
+        if self.args.powerstrip_python:
+            path = shutil.which(self.args.powerstrip_python) or self.args.powerstrip_python
+            impl, version = python_impl(path)
+            self.alt_python = (path, impl, version)
+            self.relay_names = RELAYS + (f"powerstrip-{impl if impl != 'cpython' else 'alt'}",)
+            log(f"extra relay {self.relay_names[-1]}: Powerstrip under {path} ({version})")
 
     def start_relays(self) -> None:
         cfg = write_config(self.tmp / "nohook.yml")
         self.relays["socat"] = start_socat(self.procs)
         self.relays["haproxy"] = start_haproxy(self.procs, self.tmp)
         self.relays["powerstrip"] = start_powerstrip(self.procs, cfg)
+        if self.alt_python:
+            alt = self.relay_names[-1]
+            self.relays[alt] = start_powerstrip(self.procs, cfg, tag=alt.split("-", 1)[1],
+                                                python=self.alt_python[0], name=alt)
+            self._jit_warmup(self.relays[alt])
         if "ping" in self.args.sections:
             self.relays[QUIET] = start_powerstrip(self.procs, cfg, tag="quietlog", quiet_log=True)
         log("relays up: " + ", ".join(f"{r.name} :{r.port} pid {r.pid}" for r in self.relays.values()))
+
+    def _jit_warmup(self, relay: Relay) -> None:
+        """One-off load on a freshly started relay (a JIT compiles its hot loops), before any measurement."""
+        secs = self.args.jit_warmup
+        if secs is None:
+            secs = 10.0 if self.alt_python and self.alt_python[1] == "pypy" else 0.0
+        if secs <= 0:
+            return
+        t = time.monotonic()
+        for conns, path in ((1, "/_ping"), (8, "/_ping"), (8, "/containers/json?all=1")):
+            r = wrk(self.procs, relay.url + path, conns, max(1.0, round(secs / 3)))
+            log(f"JIT warm-up {relay.name} {path} c={conns}: {r['rps']:.0f} req/s")
+        if "bulk" in self.args.sections or "hijack" in self.args.sections:
+            # A streamed body too: the relay's copy loop gets compiled as well.
+            cid = create_container(["sh", "-c", "dd if=/dev/zero of=/w bs=1M count=64 2>/dev/null"], self.run_label)
+            docker("POST", f"/containers/{cid}/wait", timeout=120)
+            for _ in range(3):
+                self.procs.run(["curl", "-sS", "-o", "/dev/null", relay.url + f"/containers/{cid}/export"], 120)
+            docker("DELETE", f"/containers/{cid}?force=1&v=1")
+        log(f"JIT warm-up of {relay.name} done in {time.monotonic() - t:.0f}s")
 
     def close(self) -> None:
         self.procs.stop_all()
@@ -533,19 +582,22 @@ class Bench:
             runs: dict[str, list[dict]] = collections.defaultdict(list)
             for rep in range(a.reps):
                 # Interleaved, so that drift (other dockerd users) hits all relays alike.
-                for name in RELAYS + (QUIET,):
+                for name in self.relay_names + (QUIET,):
                     relay = self.relays[name]
                     wrk(self.procs, relay.url + path, conns, a.warmup)
                     r = wrk(self.procs, relay.url + path, conns, a.duration, watch=self.watch(relay))
+                    r["rss"] = rss_mib(relay.pid)
+                    r["hwm"] = sum(status_kb(p, "VmHWM") for p in tree(relay.pid)) / 1024
                     runs[name].append(r)
                     log(f"{label} c={conns} {name} rep{rep + 1}: {r['rps']:.0f} req/s p50 {r['p50']:.3f} ms "
                         f"p99 {r['p99']:.3f} ms cpu relay {r['cpu'].get('relay', 0):.0f}% "
                         f"dockerd {r['cpu'].get('dockerd', 0):.0f}% wrk {r['cpu'].get('wrk', 0):.0f}% "
-                        f"machine {r['cpu'].get('machine', 0):.0f}%")
-            for name in RELAYS + (QUIET,):
+                        f"machine {r['cpu'].get('machine', 0):.0f}% RSS {r['rss']:.1f} MiB")
+            for name in self.relay_names + (QUIET,):
                 best = max(runs[name], key=lambda r: r["rps"])
                 rows.append({"test": label, "conns": conns, "relay": name, **{k: best[k] for k in (
                     "rps", "p50", "p99", "errors", "requests", "cpu")},
+                    "rss": max(r["rss"] for r in runs[name]), "hwm": max(r["hwm"] for r in runs[name]),
                     "all_rps": [r["rps"] for r in runs[name]]})
         self.results["ping"] = rows
 
@@ -616,7 +668,7 @@ class Bench:
         expected = direct["bytes"]
         log(f"export direct: {expected} bytes, {direct['mibps']:.0f} MiB/s")
         down = [{"relay": "direct (unix)", **direct, "bytes_ok": True}]
-        for name in RELAYS:
+        for name in self.relay_names:
             relay = self.relays[name]
             runs = []
             for rep in range(reps):
@@ -633,7 +685,7 @@ class Bench:
         up_direct = self._upload(cid, None, None)
         log(f"archive upload direct: {up_direct['mibps']:.0f} MiB/s ({up_direct.get('code')})")
         up = [{"relay": "direct (unix)", **up_direct, "bytes_ok": up_direct["landed"] == a.size}]
-        for name in RELAYS:
+        for name in self.relay_names:
             relay = self.relays[name]
             runs = []
             for rep in range(reps):
@@ -738,7 +790,7 @@ class Bench:
         with concurrent.futures.ThreadPoolExecutor(4) as ex:
             cids = list(ex.map(lambda i: create_container(["cat"], self.run_label, stdin=True), range(k)))
         rows = []
-        for name in RELAYS:
+        for name in self.relay_names:
             relay = self.relays[name]
             base_rss, base_pss = rss_mib(relay.pid), pss_mib(relay.pid)
             d_base = rss_mib(self.dockerd) if self.dockerd else 0.0
@@ -941,6 +993,11 @@ def report(bench: Bench, elapsed: float) -> str:
           f"{a.warmup:g}s warm-up, best of {a.reps} interleaved run(s) "
           f"(bulk: best of {a.bulk_reps}); bulk {a.size // MiB} MiB; "
           f"{a.sessions} hijacked sessions over {a.containers} containers; total run time {elapsed:.0f}s",
+          *([f"- extra relay `{bench.relay_names[-1]}`: the same Powerstrip work tree and config run by "
+             f"`{bench.alt_python[0]}` ({bench.alt_python[2]}), given a one-off "
+             f"{a.jit_warmup if a.jit_warmup is not None else (10 if bench.alt_python[1] == 'pypy' else 0):g}s "
+             "warm-up right after start (JIT); hooks and profile sections use CPython only"]
+            if bench.alt_python else []),
           "- all three relays front the same dockerd unix socket and listen on **TCP loopback 127.0.0.1** "
           "(socat `TCP-LISTEN,fork,nodelay` → `UNIX-CONNECT`; HAProxy `mode http`, keep-alive, "
           "`timeout tunnel 1h`, backend server on the unix socket; Powerstrip `twistd -n powerstrip` "
@@ -955,8 +1012,8 @@ def report(bench: Bench, elapsed: float) -> str:
     if "ping" in res:
         L += ["## 1. Request rate (keep-alive, wrk -t1)", "",
               "| request | conns | relay | req/s | × socat | p50 ms | p99 ms | relay CPU µs/req | CPU relay "
-              "| CPU dockerd | CPU wrk | machine busy | errors |",
-              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| CPU dockerd | CPU wrk | machine busy | errors | RSS MiB (peak) |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         socat = {(r["test"], r["conns"]): r for r in res["ping"] if r["relay"] == "socat"}
         for r in res["ping"]:
             s = socat[(r["test"], r["conns"])]
@@ -964,11 +1021,14 @@ def report(bench: Bench, elapsed: float) -> str:
                      f"| {r['p50']:.3f} | {r['p99']:.3f} | {r['cpu'].get('relay', 0) * 1e4 / max(r['rps'], 1):.0f} "
                      f"| {r['cpu'].get('relay', 0):.0f}% "
                      f"| {r['cpu'].get('dockerd', 0):.0f}% | {r['cpu'].get('wrk', 0):.0f}% "
-                     f"| {r['cpu'].get('machine', 0):.0f}% | {r['errors']} |")
+                     f"| {r['cpu'].get('machine', 0):.0f}% | {r['errors']} "
+                     f"| {r.get('rss', 0):.1f} ({r.get('hwm', 0):.1f}) |")
             if r["relay"] == "powerstrip" and r["test"] == "GET /_ping":
                 ratio = r["rps"] / s["rps"] if s["rps"] else 0
                 targets.append((f"no-hook passthrough ≥ 0.8× socat req/s, /_ping, {r['conns']} conn",
                                 f"{ratio:.2f}×", ratio >= 0.8))
+        L += ["", "RSS = VmRSS of the relay's process tree after the measurement (largest over the reps); "
+                  "peak = VmHWM, the process's high-water mark since it started.", ""]
         L += ["", f"`{QUIET}` is an experiment, not a relay: the same Powerstrip with twistd's log observer "
                   "replaced by bench/quiet_log.py, which drops info events (the per-request access line) "
                   "before formatting; the gap to `powerstrip` is what the text access log costs.", ""]
@@ -1100,6 +1160,11 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, help="hijacked sessions [1000; quick: 200]")
     ap.add_argument("--containers", type=int, help="containers the sessions attach to [10; quick: 4]")
     ap.add_argument("--hijack-timeout", type=float, default=120.0)
+    ap.add_argument("--powerstrip-python", metavar="PATH",
+                    help="also run Powerstrip under this interpreter (e.g. /opt/pypy-venv/bin/python, which "
+                         "needs Twisted, treq, PyYAML installed) as an extra relay row 'powerstrip-<impl>'")
+    ap.add_argument("--jit-warmup", type=float, metavar="SECONDS",
+                    help="one-off load on the --powerstrip-python relay before any measurement [10 for PyPy, else 0]")
     ap.add_argument("--results", help="where to write the markdown report "
                                       "[bench/RESULTS.md for a full run, else bench/out/RESULTS-partial.md]")
     a = ap.parse_args()
