@@ -442,6 +442,8 @@ class Exchange:
         return f"#{self.flow.id} {self.flow.request.method} {self.flow.request.uri}"
 
     def _log_line(self, extra: str = "") -> None:
+        if not self.resource.access_log:
+            return
         ms = (time.monotonic() - self.flow.started) * 1000
         hooks = "".join(f" {h.phase}:{h.adapter}={h.seconds * 1000:.1f}ms({h.outcome})"
                         for h in self.flow.hooks)

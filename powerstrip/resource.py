@@ -38,8 +38,10 @@ class PowerstripResource(Resource):
     isLeaf = True
 
     def __init__(self, reactor: Any, config: Config, docker: DockerAddress,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, access_log: bool = True) -> None:
         super().__init__()
+        #: One log line per request (method, path, status, bytes, duration, hooks).
+        self.access_log = access_log
         self.config = config
         self.limits = limits or Limits()
         self.upstream = UpstreamPool(reactor, docker)

@@ -107,3 +107,15 @@ class ReloadTests(TestCase):
             f.write("version: 1\nendpoints: nope\n")
         self.assertFalse(reload_config(resource, path))
         self.assertIs(resource.config, second)
+
+
+class AccessLogOptionTests(TestCase):
+    def test_access_log_on_by_default_and_can_be_turned_off(self) -> None:
+        for argv, expected in (([], True), (["--no-access-log"], False)):
+            options = Options()
+            with mock.patch.dict(os.environ, {}, clear=True), \
+                    mock.patch("powerstrip.service.DEFAULT_CONFIG", self.mktemp()):
+                options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", *argv])
+            top = make_service(options)
+            site = next(s for s in top if hasattr(s, "factory")).factory
+            self.assertIs(site.resource.access_log, expected)
