@@ -413,7 +413,7 @@ def connect(reactor: Any, port: int, tracker: Tracker) -> defer.Deferred:
 # -- the fake adapters -----------------------------------------------------------
 
 
-Handler = Callable[[Request, dict], bytes]
+Handler = Callable[[Request, dict], Any]
 
 
 def reply(request: Request, obj: Any, code: int = 200, ctype: bytes | None = b"application/json") -> bytes:
@@ -434,7 +434,7 @@ def echo_post(request: Request, payload: dict) -> bytes:
 
 
 class FakeAdapters(Resource):
-    """Serves ``POST /NAME`` with ``handlers[NAME]``; records ``(name, payload)`` per call."""
+    """Serves ``POST /NAME`` with ``handlers[NAME]``; records every call."""
 
     isLeaf = True
 
@@ -442,12 +442,22 @@ class FakeAdapters(Resource):
         super().__init__()
         self.handlers: dict[str, Handler] = {}
         self.calls: list[tuple[str, dict]] = []
+        self.content_types: list[bytes | None] = []
+        self.finished: list[list] = []  # per call: what notifyFinish fired with, once it has
 
-    def render_POST(self, request: Request) -> bytes:
+    def render_POST(self, request: Request) -> Any:
         name = request.path.decode().strip("/")
         payload = json.loads(request.content.read())
         self.calls.append((name, payload))
+        self.content_types.append(request.getHeader(b"content-type"))
+        outcome: list = []
+        request.notifyFinish().addBoth(outcome.append)
+        self.finished.append(outcome)
         return self.handlers[name](request, payload)
+
+    @property
+    def called(self) -> list[str]:
+        return [name for name, _ in self.calls]
 
 
 # -- clean-up -------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from powerstrip.adapters import DEFAULT_MAX_REPLY, AdapterClient, AdapterFault, Refused
@@ -23,41 +22,11 @@ from powerstrip.config import Adapter
 from powerstrip.flow import ClientRequest, Flow, ServerResponse
 from powerstrip.hooks import HookChain
 from powerstrip.matching import Route
-from tests.fakes import Tracker, unused_port
+from tests.fakes import FakeAdapters, Tracker, echo_post, echo_pre, unused_port
 
 Handler = Callable[[Request, dict], Any]
 
 JSON = [(b"Content-Type", b"application/json")]
-
-
-# -- the fake adapters ---------------------------------------------------------
-
-
-class FakeAdapters(Resource):
-    """Serves ``POST /NAME`` with ``handlers[NAME]``; records every call."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.handlers: dict[str, Handler] = {}
-        self.calls: list[tuple[str, dict]] = []
-        self.content_types: list[bytes | None] = []
-        self.finished: list[list] = []  # per call: what notifyFinish fired with, once it has
-
-    def render_POST(self, request: Request) -> Any:
-        name = request.path.decode().strip("/")
-        payload = json.loads(request.content.read())
-        self.calls.append((name, payload))
-        self.content_types.append(request.getHeader(b"content-type"))
-        outcome: list = []
-        request.notifyFinish().addBoth(outcome.append)
-        self.finished.append(outcome)
-        return self.handlers[name](request, payload)
-
-    @property
-    def called(self) -> list[str]:
-        return [name for name, _ in self.calls]
 
 
 def send(request: Request, body: bytes, code: int = 200, ctype: bytes | None = b"application/json") -> bytes:
@@ -79,16 +48,6 @@ def pre_reply(**request: Any) -> dict:
 
 def post_reply(**response: Any) -> dict:
     return {"PowerstripProtocolVersion": 1, "ModifiedServerResponse": response}
-
-
-def echo_pre(request: Request, payload: dict) -> bytes:
-    """A pre-hook that changes nothing."""
-    return send(request, json.dumps(pre_reply(**payload["ClientRequest"])).encode())
-
-
-def echo_post(request: Request, payload: dict) -> bytes:
-    """A post-hook that changes nothing."""
-    return send(request, json.dumps(post_reply(**payload["ServerResponse"])).encode())
 
 
 def append_pre(tag: str) -> Handler:
