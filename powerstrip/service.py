@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import stat
 from typing import Any
 
 from twisted.application import service, strports
@@ -101,6 +103,29 @@ def docker_url_for(listen: str) -> str | None:
     return None
 
 
+def clear_stale_socket(path: str) -> None:
+    """Remove a unix socket left behind by a process that is gone.
+
+    A socket something still accepts on is left alone (the listen then fails
+    with "address already in use"), and so is anything that is not a socket.
+    """
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return
+    except OSError:
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+            return  # alive
+        except ConnectionRefusedError:
+            pass
+        except OSError:
+            return
+    log.info("removing stale socket {path}", path=path)
+    os.unlink(path)
+
+
 def _loopback_only(listen: str) -> bool:
     m = re.search(r":interface=([^:]*)", listen)
     return bool(m) and (m.group(1).startswith("127.") or m.group(1) in ("localhost", "\\:\\:1", "::1"))
@@ -121,6 +146,9 @@ def make_service(options: Options, reactor: Any = None) -> service.IService:
     site = PowerstripSite(resource)
     top = service.MultiService()
     for listen in options["listen"]:
+        url = docker_url_for(listen)
+        if url and url.startswith("unix://"):
+            clear_stale_socket(url[len("unix://"):])
         strports.service(listen, site, reactor=reactor).setServiceParent(top)
     _Announce(options, config, resource, reactor).setServiceParent(top)
     return top

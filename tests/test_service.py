@@ -119,3 +119,28 @@ class AccessLogOptionTests(TestCase):
             top = make_service(options)
             site = next(s for s in top if hasattr(s, "factory")).factory
             self.assertIs(site.resource.access_log, expected)
+
+
+class StaleSocketTests(TestCase):
+    def test_stale_socket_removed_live_one_kept(self) -> None:
+        import socket
+
+        from powerstrip.service import clear_stale_socket
+
+        path = self.mktemp()
+        stale = socket.socket(socket.AF_UNIX)
+        stale.bind(path)
+        stale.close()  # the file stays, nobody accepts on it
+        clear_stale_socket(path)
+        self.assertFalse(os.path.exists(path))
+        live = socket.socket(socket.AF_UNIX)
+        live.bind(path)
+        live.listen(1)
+        self.addCleanup(live.close)
+        clear_stale_socket(path)
+        self.assertTrue(os.path.exists(path))
+        regular = self.mktemp()
+        with open(regular, "w") as f:
+            f.write("not a socket")
+        clear_stale_socket(regular)
+        self.assertTrue(os.path.exists(regular))

@@ -236,3 +236,28 @@ class Reload(TestCase):
         self.assertIn("'endpoints' must be a mapping", proxy.log_text())
         self.assertEqual(create(), b"", "the old (pass-through) config stays in force")
         self.assertTrue(proxy.alive())
+
+
+class UnixListener(TestCase):
+    """A drop-in Docker socket: `--listen unix:PATH:mode=660`, stale socket cleaned up."""
+
+    def test_docker_over_powerstrip_socket(self) -> None:
+        import os
+        import socket as socketlib
+        import stat
+        import tempfile
+
+        require_daemon()
+        tmp = tempfile.mkdtemp(prefix="ps-e2e-unix-")
+        path = os.path.join(tmp, "powerstrip.sock")
+        stale = socketlib.socket(socketlib.AF_UNIX)
+        stale.bind(path)  # left behind: nobody accepts on it
+        stale.close()
+        proxy = Powerstrip(extra=["--listen", f"unix:{path}:mode=660"])
+        self.addCleanup(proxy.stop)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o660)
+        for cli in CLIS.values():
+            result = run([cli, "run", "--rm", "-i", IMAGE, "sh", "-c", "cat; echo unix-ok"], host=f"unix://{path}",
+                         input=b"in-")
+            self.assertEqual(result.stdout, b"in-unix-ok\n", result.stderr)
+        self.assertIn("removing stale socket", proxy.log_text())
