@@ -343,11 +343,14 @@ class Exchange:
 
     def _splice(self, conn: UpstreamConnection, leftover: bytes) -> None:
         client = self.channel.transport
+        # A stream never finishes as a request: from here on it is drained as a stream.
+        self.resource.inflight.discard(self.request)
         if not conn.connected:
             client.loseConnection()  # dockerd went away before the stream began
             self._log_line()
             return
         splice = Splice(client, conn.transport, on_close=self._splice_closed)
+        self.resource.streams.add(splice)
         conn.raw_sink = splice
         if leftover:
             splice.upstream_data(leftover)
@@ -436,6 +439,7 @@ class Exchange:
         log.info("{flow}: client went away", flow=self._name())
 
     def _splice_closed(self, splice: Splice) -> None:
+        self.resource.streams.discard(splice)
         self._log_line(f" stream in={splice.bytes_in}B out={splice.bytes_out}B")
 
     def _name(self) -> str:

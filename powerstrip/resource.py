@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -13,7 +15,10 @@ from powerstrip.adapters import AdapterClient
 from powerstrip.config import Config
 from powerstrip.exchange import Exchange
 from powerstrip.hooks import HookChain
+from powerstrip.splice import Splice
 from powerstrip.upstream import DockerAddress, UpstreamPool
+
+log = Logger()
 
 MiB = 1024 * 1024
 
@@ -47,14 +52,42 @@ class PowerstripResource(Resource):
         self.upstream = UpstreamPool(reactor, docker)
         self.adapters = AdapterClient(reactor)
         self.chain = HookChain(self.adapters)
+        self._reactor = reactor
+        #: Requests being answered, and hijacked streams: what a shutdown drains.
+        self.inflight: set[Any] = set()
+        self.streams: set[Splice] = set()
 
     def render(self, request: Any) -> Any:
+        self.inflight.add(request)
+        request.notifyFinish().addBoth(lambda _: self.inflight.discard(request))
         exchange = Exchange(request, self)
         try:
             exchange.start()
         except Exception:
             exchange.crash(Failure())
         return NOT_DONE_YET
+
+    def drain(self, timeout: float) -> defer.Deferred:
+        """Let requests in flight finish (for at most ``timeout`` seconds), then
+        end hijacked streams and whatever is still open. Fires when done."""
+        deadline = self._reactor.seconds() + timeout
+        done: defer.Deferred = defer.Deferred()
+
+        def check() -> None:
+            if self.inflight and self._reactor.seconds() < deadline:
+                self._reactor.callLater(0.05, check)
+                return
+            if self.inflight or self.streams:
+                log.info("shutdown: closing {n} unfinished request(s) and {s} stream(s)",
+                         n=len(self.inflight), s=len(self.streams))
+            for request in list(self.inflight):
+                request.channel.transport.loseConnection()
+            for splice in list(self.streams):
+                splice.close()
+            done.callback(None)
+
+        check()
+        return done
 
     def close(self) -> Any:
         """Drop pooled connections to dockerd and adapters."""

@@ -45,6 +45,8 @@ class Options(usage.Options):
         ["docker", "d", None, f"Docker daemon URL [default: $DOCKER_HOST, else {DEFAULT_DOCKER}]"],
         ["max-json-body", None, "16M", "Largest JSON request body handed to pre-hooks (413 above)", _size],
         ["max-response-body", None, "64M", "Largest response handed to post-hooks (502 above)", _size],
+        ["drain-timeout", None, 10.0, "On SIGTERM, seconds to let requests in flight finish before "
+                                      "streams are closed", float],
     ]
 
     def __init__(self) -> None:
@@ -192,10 +194,23 @@ class _Announce(service.Service):
         # iterations, never in the middle of a request's processing).
         signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(
             reload_config, self.resource, self.options["config_path"]))
+        # SIGTERM is the ordinary way to stop a service: drain (stopService),
+        # then exit 0, rather than Twisted's default of re-raising the signal.
+        # (Installed once the reactor runs, after its own handlers.)
+        self.reactor.callWhenRunning(
+            signal.signal, signal.SIGTERM, lambda *_: self.reactor.callFromThread(self._stop))
+
+    def _stop(self) -> None:
+        if self.reactor.running:  # a second SIGTERM while draining changes nothing
+            self.reactor.stop()
 
     def stopService(self) -> Any:
+        # The listeners stop accepting at the same time (MultiService stops
+        # all children); requests in flight get up to --drain-timeout.
         super().stopService()
-        return self.resource.close()
+        d = self.resource.drain(self.options["drain-timeout"])
+        d.addCallback(lambda _: self.resource.close())
+        return d
 
 
 def makeService(options: Options) -> service.IService:

@@ -146,7 +146,7 @@ class Powerstrip:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(10)
+                self.proc.wait(30)  # more than the default --drain-timeout
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -261,3 +261,49 @@ class UnixListener(TestCase):
                          input=b"in-")
             self.assertEqual(result.stdout, b"in-unix-ok\n", result.stderr)
         self.assertIn("removing stale socket", proxy.log_text())
+
+
+class GracefulShutdown(TestCase):
+    """SIGTERM: stop accepting, let requests in flight finish, close streams, exit 0."""
+
+    def test_in_flight_run_completes(self) -> None:
+        import os
+        import signal
+        import subprocess
+        import time
+
+        require_daemon()
+        proxy = Powerstrip()
+        self.addCleanup(proxy.stop)
+        env = {**os.environ, "DOCKER_HOST": proxy.url}
+        run_proc = subprocess.Popen([CLIS["docker 28"], "run", "--rm", IMAGE, "sh", "-c", "sleep 3; echo finished"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        self.addCleanup(lambda: (run_proc.kill(), run_proc.wait()))
+        time.sleep(1.5)  # created, attached, started: now waiting on `wait`
+        proxy.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", proxy.port), timeout=2).close()
+        out, err = run_proc.communicate(timeout=30)
+        self.assertEqual((run_proc.returncode, out), (0, b"finished\n"), err)
+        self.assertEqual(proxy.proc.wait(30), 0)
+
+    def test_endless_stream_is_cut_after_drain_timeout(self) -> None:
+        import os
+        import signal
+        import subprocess
+        import time
+
+        require_daemon()
+        proxy = Powerstrip(extra=["--drain-timeout", "1"])
+        self.addCleanup(proxy.stop)
+        env = {**os.environ, "DOCKER_HOST": proxy.url}
+        events = subprocess.Popen([CLIS["docker 28"], "events"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env=env)
+        self.addCleanup(lambda: (events.kill(), events.wait()))
+        time.sleep(1)
+        started = time.monotonic()
+        proxy.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proxy.proc.wait(20), 0)
+        events.wait(20)  # the client's stream ended too
+        self.assertLess(time.monotonic() - started, 15)
