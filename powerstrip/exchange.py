@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = Logger()
 
 _FRAMING = (b"content-length", b"transfer-encoding")
+#: A request target in origin form: a path (and query) of visible ASCII.
+_ORIGIN_FORM = re.compile(r"^/[\x21-\x7e]*$")
 
 
 @implementer(IPushProducer)
@@ -139,6 +141,11 @@ class Exchange:
     def start(self) -> None:
         """Begin: gather what the pre-hooks need, then run them."""
         req, route, request = self.flow.request, self.flow.route, self.request
+        if not _ORIGIN_FORM.match(req.uri):
+            # Docker's API only has paths; anything else is not forwarded.
+            self.channel.persistent = False
+            self._respond(error_response(400, f"powerstrip: bad request target {req.uri[:80]!r}"))
+            return
         if self.has_body and route.pre and is_json(header_value(req.headers, b"content-type")):
             self._buffer_body()
             return
@@ -419,15 +426,22 @@ class Exchange:
 
     def _finish(self) -> None:
         self.done = True
-        if self.channel.body_pending() or self.channel.read_eof:
-            # The body was not read to its end (or the client is done sending):
-            # the connection cannot carry another request.
-            self.request.body_sink = lambda data: None
-            self.channel.persistent = False
-            self.channel.transport.resumeProducing()
-        if not self.request._disconnected:
-            self.request.finish()
         self._log_line()
+        if self.request._disconnected:
+            return
+        if not self.request.body_complete:
+            # Answered before the body was all read (refused, failed): the
+            # answer is out, the rest of the body is read and dropped, and the
+            # request ends with it -- ending it under the parser would break
+            # the parser. The connection cannot carry another request.
+            self.channel.persistent = False
+            self.request.body_sink = lambda data: None
+            self.request.body_end = self.request.finish
+            self.channel.transport.resumeProducing()
+            return
+        if self.channel.read_eof:
+            self.channel.persistent = False
+        self.request.finish()
 
     def _client_gone(self, failure: Failure) -> None:
         if self.done:
