@@ -21,7 +21,15 @@ from zope.interface import implementer
 
 from powerstrip.adapters import AdapterFault, Refused
 from powerstrip.flow import ClientRequest, Flow, ServerResponse, error_response
-from powerstrip.http11 import ResponseHead, end_to_end, header_value, is_json, is_upgrade, media_type
+from powerstrip.http11 import (
+    ResponseHead,
+    end_to_end,
+    header_value,
+    is_json,
+    is_origin_form,
+    is_upgrade,
+    media_type,
+)
 from powerstrip.matching import match
 from powerstrip.splice import Splice
 from powerstrip.upstream import UpstreamConnection, request_head
@@ -33,8 +41,6 @@ if TYPE_CHECKING:
 log = Logger()
 
 _FRAMING = (b"content-length", b"transfer-encoding")
-#: A request target in origin form: a path (and query) of visible ASCII.
-_ORIGIN_FORM = re.compile(r"^/[\x21-\x7e]*$")
 
 
 @implementer(IPushProducer)
@@ -132,7 +138,8 @@ class Exchange:
         self._resp_buf: list[bytes] | None = None
         self._resp_size = 0
         self._attempts = 0
-        request.notifyFinish().addErrback(self._client_gone)
+        resource.inflight.add(request)
+        request.notifyFinish().addBoth(self._request_ended)
         request.on_error = self.crash
         request.on_client_eof = self._client_eof
 
@@ -141,7 +148,7 @@ class Exchange:
     def start(self) -> None:
         """Begin: gather what the pre-hooks need, then run them."""
         req, route, request = self.flow.request, self.flow.route, self.request
-        if not _ORIGIN_FORM.match(req.uri):
+        if not is_origin_form(req.uri):
             # Docker's API only has paths; anything else is not forwarded.
             self.channel.persistent = False
             self._respond(error_response(400, f"powerstrip: bad request target {req.uri[:80]!r}"))
@@ -442,6 +449,11 @@ class Exchange:
         if self.channel.read_eof:
             self.channel.persistent = False
         self.request.finish()
+
+    def _request_ended(self, result: Failure | None) -> None:
+        self.resource.inflight.discard(self.request)
+        if isinstance(result, Failure):
+            self._client_gone(result)
 
     def _client_gone(self, failure: Failure) -> None:
         if self.done:

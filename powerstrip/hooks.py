@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from powerstrip.adapters import PROTOCOL_VERSION, AdapterClient, AdapterFault
 from powerstrip.config import Adapter
 from powerstrip.flow import ClientRequest, Flow, HookRecord, ServerResponse
+from powerstrip.http11 import is_origin_form
 
 log = Logger()
 
@@ -105,8 +106,7 @@ class HookChain:
         method, uri, body = reply.get("Method"), reply.get("Request"), reply.get("Body", None)
         if not isinstance(method, str) or not (method.isascii() and method.isalpha()):
             raise AdapterFault(adapter, f"ModifiedClientRequest.Method must be an HTTP method, got {method!r}")
-        if not isinstance(uri, str) or not uri.startswith("/") or not uri.isascii() \
-                or any(c <= " " or c == "\x7f" for c in uri):
+        if not isinstance(uri, str) or not is_origin_form(uri):
             raise AdapterFault(adapter, f"ModifiedClientRequest.Request must be a path like '/v1.41/...', got {uri!r}")
         if body is not None and not isinstance(body, str):
             raise AdapterFault(adapter, "ModifiedClientRequest.Body must be a string or null")

@@ -7,6 +7,7 @@ of RFC 9110 section 7.6.1.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 #: Headers that describe one connection, not the message: never forwarded,
@@ -69,6 +70,15 @@ def end_to_end(headers: Headers, keep_upgrade: bool = False) -> Headers:
     if keep_upgrade:
         out.append((b"Connection", b"Upgrade"))
     return out
+
+
+_ORIGIN_FORM = re.compile(r"/[\x21-\x7e]*")
+
+
+def is_origin_form(uri: str) -> bool:
+    """Whether ``uri`` is a request target Docker's API can have: a path (and
+    query) of visible ASCII, starting with ``/``."""
+    return _ORIGIN_FORM.fullmatch(uri) is not None  # fullmatch: "$" would let a final "\n" through
 
 
 def media_type(content_type: bytes | str | None) -> str:

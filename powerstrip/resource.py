@@ -58,8 +58,6 @@ class PowerstripResource(Resource):
         self.streams: set[Splice] = set()
 
     def render(self, request: Any) -> Any:
-        self.inflight.add(request)
-        request.notifyFinish().addBoth(lambda _: self.inflight.discard(request))
         exchange = Exchange(request, self)
         try:
             exchange.start()
