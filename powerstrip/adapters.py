@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import unquote
 
 from hyperlink import EncodedURL
 from treq.client import HTTPClient
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -115,20 +116,42 @@ class _Payload:
 
 
 class _Endpoints:
-    """Caches one client endpoint per adapter host, so no call builds its own."""
+    """Caches one client endpoint per adapter host, so no call builds its own.
+
+    An ``http+unix://%2Frun%2Fa.sock/hook`` URL is handed to treq with a
+    stand-in host name (treq would refuse ``%`` in a host), which maps back
+    to the socket path here.
+    """
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
         self._tls = BrowserLikePolicyForHTTPS()
         self._cache: dict[tuple, Any] = {}
+        self._sockets: dict[bytes, str] = {}  # stand-in host -> socket path
+
+    def url_for(self, text: str) -> EncodedURL:
+        """The URL treq is given for an adapter URL."""
+        url = EncodedURL.from_text(text)
+        if url.scheme != "http+unix":
+            return url
+        path = unquote(url.host)
+        host = f"unix-socket-{len(self._sockets)}"
+        for known, known_path in self._sockets.items():
+            if known_path == path:
+                host = known.decode()
+        self._sockets[host.encode()] = path
+        return url.replace(host=host)
 
     def endpointForURI(self, uri: Any) -> Any:
         key = (uri.scheme, uri.host, uri.port)
         endpoint = self._cache.get(key)
         if endpoint is None:
-            endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port, timeout=10)
-            if uri.scheme == b"https":
-                endpoint = wrapClientTLS(self._tls.creatorForNetloc(uri.host, uri.port), endpoint)
+            if uri.scheme == b"http+unix":
+                endpoint = UNIXClientEndpoint(self._reactor, self._sockets[uri.host], timeout=10)
+            else:
+                endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port, timeout=10)
+                if uri.scheme == b"https":
+                    endpoint = wrapClientTLS(self._tls.creatorForNetloc(uri.host, uri.port), endpoint)
             self._cache[key] = endpoint
         return endpoint
 
@@ -143,7 +166,8 @@ class AdapterClient:
         # connections per adapter that a burst does not pay for set-up.
         self.pool.maxPersistentPerHost = 16
         self.pool.retryAutomatically = False  # a hook call is not idempotent
-        self._http = HTTPClient(Agent.usingEndpointFactory(reactor, _Endpoints(reactor), pool=self.pool))
+        self._endpoints = _Endpoints(reactor)
+        self._http = HTTPClient(Agent.usingEndpointFactory(reactor, self._endpoints, pool=self.pool))
         self.max_reply = max_reply
         self._urls: dict[str, EncodedURL] = {}
 
@@ -158,7 +182,7 @@ class AdapterClient:
         """
         url = self._urls.get(adapter.url)
         if url is None:
-            url = self._urls[adapter.url] = EncodedURL.from_text(adapter.url)
+            url = self._urls[adapter.url] = self._endpoints.url_for(adapter.url)
         body = json.dumps(payload, separators=(",", ":")).encode()
         # A redirect is the adapter's answer like any other non-2xx status:
         # refused, not followed.

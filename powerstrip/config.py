@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 
@@ -34,6 +34,7 @@ DEFAULT_ADAPTER_TIMEOUT = 30.0
 _TOP_KEYS = {"version", "endpoints", "adapters"}
 _ENDPOINT_KEYS = {"pre", "post"}
 _ADAPTER_KEYS = {"url", "timeout", "failure"}
+_MAX_SOCKET_PATH = 107  # sun_path on Linux, less its terminating NUL
 _METHOD = re.compile(r"^[A-Za-z*?\[\]!]+$")
 
 
@@ -135,10 +136,18 @@ def _parse_adapter(name: object, spec: object, fail) -> Adapter:
                    f"(allowed: {', '.join(sorted(_ADAPTER_KEYS))})")
     url = spec.get("url")
     if not isinstance(url, str):
-        raise fail(f"adapter '{name}': 'url' must be an http:// or https:// URL string")
+        raise fail(f"adapter '{name}': 'url' must be an http://, https:// or http+unix:// URL string")
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise fail(f"adapter '{name}': {url!r} is not an http:// or https:// URL")
+    if parts.scheme not in ("http", "https", "http+unix") or not parts.netloc:
+        raise fail(f"adapter '{name}': {url!r} is not an http://, https:// or http+unix:// URL")
+    if parts.scheme == "http+unix":
+        path = unquote(parts.netloc)
+        if not path.startswith("/"):
+            raise fail(f"adapter '{name}': {url!r}: the host of an http+unix:// URL is the socket's absolute "
+                       "path with each / written %2F (http+unix://%2Frun%2Fadapter.sock/hook)")
+        if len(path.encode()) > _MAX_SOCKET_PATH:
+            raise fail(f"adapter '{name}': socket path {path!r} is longer than the {_MAX_SOCKET_PATH} bytes "
+                       "a unix socket address can hold")
     timeout = _seconds(spec.get("timeout", DEFAULT_ADAPTER_TIMEOUT))
     if timeout is None:
         raise fail(f"adapter '{name}': timeout {spec.get('timeout')!r} is not a duration like 2s, 500ms or 30")

@@ -32,6 +32,7 @@ from powerstrip.http11 import (
 )
 from powerstrip.matching import match
 from powerstrip.splice import Splice
+from powerstrip.tls import describe
 from powerstrip.upstream import UpstreamConnection, request_head
 
 if TYPE_CHECKING:
@@ -47,14 +48,14 @@ _FRAMING = (b"content-length", b"transfer-encoding")
 class _ReadThrottle:
     """Lets dockerd's connection pause reading from the client (body upload)."""
 
-    def __init__(self, transport: Any) -> None:
-        self.transport = transport
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
 
     def pauseProducing(self) -> None:
-        self.transport.pauseProducing()
+        self.channel.pause_reading()
 
     def resumeProducing(self) -> None:
-        self.transport.resumeProducing()
+        self.channel.resume_reading()
 
     def stopProducing(self) -> None:
         pass
@@ -164,7 +165,7 @@ class Exchange:
             request.body_sink = self._stream_buf.append
             request.body_end = self._body_end
             if not request.body_complete:
-                self.channel.transport.pauseProducing()
+                self.channel.pause_reading()
         self._run_pre()
 
     def _buffer_body(self) -> None:
@@ -229,7 +230,7 @@ class Exchange:
             return
         self._respond(error_response(
             502, f"powerstrip: cannot reach Docker at {self.resource.upstream.address}: "
-                 f"{failure.getErrorMessage()}"))
+                 f"{describe(failure)}"))
 
     def _send(self, conn: UpstreamConnection) -> None:
         self._pending = None
@@ -264,8 +265,8 @@ class Exchange:
             self._body_end()
             return
         self.request.body_sink = self._write_body
-        conn.transport.registerProducer(_ReadThrottle(self.channel.transport), True)
-        self.channel.transport.resumeProducing()
+        conn.transport.registerProducer(_ReadThrottle(self.channel), True)
+        self.channel.resume_reading()
 
     def _client_eof(self) -> None:
         # Not for a connection that may still become a stream (an upgrade, or
@@ -383,14 +384,14 @@ class Exchange:
             return
         if self.head_sent:
             log.warn("{flow}: Docker connection lost mid-response: {why}",
-                     flow=self._name(), why=reason.getErrorMessage())
+                     flow=self._name(), why=describe(reason))
             self.done = True
             self.channel.transport.loseConnection()
             self._log_line()
             return
         self._respond(error_response(
             502, f"powerstrip: lost the connection to Docker at {self.resource.upstream.address}: "
-                 f"{reason.getErrorMessage()}"))
+                 f"{describe(reason)}"))
 
     # -- the end ----------------------------------------------------------------
 
@@ -444,7 +445,7 @@ class Exchange:
             self.channel.persistent = False
             self.request.body_sink = lambda data: None
             self.request.body_end = self.request.finish
-            self.channel.transport.resumeProducing()
+            self.channel.resume_reading()
             return
         if self.channel.read_eof:
             self.channel.persistent = False

@@ -10,13 +10,14 @@ response, a refusal, or a fault.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from powerstrip.adapters import PROTOCOL_VERSION, AdapterClient, AdapterFault
+from powerstrip.adapters import PROTOCOL_VERSION, AdapterClient, AdapterFault, Refused
 from powerstrip.config import Adapter
 from powerstrip.flow import ClientRequest, Flow, HookRecord, ServerResponse
 from powerstrip.http11 import is_origin_form
@@ -42,11 +43,26 @@ def _with_header(headers: list, name: bytes, value: bytes | None) -> list:
     return out
 
 
-class HookChain:
-    """Runs a flow's pre-hooks and post-hooks through an :class:`AdapterClient`."""
+#: ``--verbose`` logs hook payloads up to this many characters each.
+VERBOSE_LIMIT = 64 * 1024
 
-    def __init__(self, client: AdapterClient) -> None:
+
+def _shown(obj: Any) -> str:
+    text = json.dumps(obj, separators=(",", ":"))
+    if len(text) > VERBOSE_LIMIT:
+        return f"{text[:VERBOSE_LIMIT]}... ({len(text)} characters)"
+    return text
+
+
+class HookChain:
+    """Runs a flow's pre-hooks and post-hooks through an :class:`AdapterClient`.
+
+    With ``verbose``, every payload sent and every reply (or refusal) is logged.
+    """
+
+    def __init__(self, client: AdapterClient, verbose: bool = False) -> None:
         self.client = client
+        self.verbose = verbose
 
     def run_pre(self, flow: Flow) -> defer.Deferred:
         """Fire with ``flow`` once every pre-hook has had its turn at ``flow.request``."""
@@ -86,11 +102,31 @@ class HookChain:
             return result
 
         d = self.client.call(adapter, payload, expect)
+        if self.verbose:
+            self._log_call(flow, adapter, phase, payload, d)
         d.addCallback(apply, flow, adapter)
         d.addCallbacks(record, lambda f: record(f, f.type.__name__), callbackArgs=("ok",))
         if adapter.ignore_faults:
             d.addErrback(self._ignore_fault, flow)
         return d
+
+    @staticmethod
+    def _log_call(flow: Flow, adapter: Adapter, phase: str, payload: dict, d: defer.Deferred) -> None:
+        where = f"#{flow.id} {phase} {adapter.name}"
+        log.info("{where} sent {payload}", where=where, payload=_shown(payload))
+
+        def replied(reply: dict) -> dict:
+            log.info("{where} replied {reply}", where=where, reply=_shown(reply))
+            return reply
+
+        def refused(failure: Any) -> Any:
+            if failure.check(Refused):
+                resp = failure.value.response
+                log.info("{where} refused {code} {body}", where=where, code=resp.code,
+                         body=_shown(resp.body.decode("utf-8", "replace")))
+            return failure
+
+        d.addCallbacks(replied, refused)
 
     @staticmethod
     def _ignore_fault(failure: Any, flow: Flow) -> Flow:

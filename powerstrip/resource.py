@@ -16,6 +16,7 @@ from powerstrip.config import Config
 from powerstrip.exchange import Exchange
 from powerstrip.hooks import HookChain
 from powerstrip.splice import Splice
+from powerstrip.tls import DockerTLS
 from powerstrip.upstream import DockerAddress, UpstreamPool
 
 log = Logger()
@@ -43,15 +44,16 @@ class PowerstripResource(Resource):
     isLeaf = True
 
     def __init__(self, reactor: Any, config: Config, docker: DockerAddress,
-                 limits: Limits | None = None, access_log: bool = True) -> None:
+                 limits: Limits | None = None, access_log: bool = True,
+                 docker_tls: DockerTLS | None = None, verbose: bool = False) -> None:
         super().__init__()
         #: One log line per request (method, path, status, bytes, duration, hooks).
         self.access_log = access_log
         self.config = config
         self.limits = limits or Limits()
-        self.upstream = UpstreamPool(reactor, docker)
+        self.upstream = UpstreamPool(reactor, docker, tls=docker_tls)
         self.adapters = AdapterClient(reactor)
-        self.chain = HookChain(self.adapters)
+        self.chain = HookChain(self.adapters, verbose=verbose)
         self._reactor = reactor
         #: Requests being answered, and hijacked streams: what a shutdown drains.
         self.inflight: set[Any] = set()

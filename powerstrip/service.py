@@ -14,9 +14,11 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from powerstrip.config import Config, ConfigError, load_config
+from powerstrip.reload import ConfigWatcher, reload_config
 from powerstrip.resource import Limits, PowerstripResource
+from powerstrip.tls import DockerTLS, ListenerTLS, TLSConfigError, default_cert_path
 from powerstrip.upstream import DEFAULT_DOCKER, DockerAddress
-from powerstrip.web import PowerstripSite
+from powerstrip.web import DEFAULT_CLIENT_TIMEOUT, PowerstripSite
 
 DEFAULT_CONFIG = "/etc/powerstrip/adapters.yml"
 DEFAULT_LISTEN = "tcp:2375:interface=127.0.0.1"
@@ -38,8 +40,24 @@ class Options(usage.Options):
     synopsis = "[--config adapters.yml] [--docker URL] [--listen ENDPOINT ...]"
     optFlags = [
         ["no-access-log", None, "Log no line per request (about 20% more small requests/s)"],
+        ["verbose", "v", "Also log every hook payload and adapter reply"],
+        ["watch-config", None, "Reload the adapters file when it changes (as on SIGHUP)"],
+        ["tls", None, "Serve TLS on tcp: listeners (--tlscert, --tlskey)"],
+        ["tlsverify", None, "Serve TLS and require client certificates signed by --tlscacert"],
+        ["docker-tlsverify", None, "Talk TLS to Docker, verifying it, with certificates from "
+                                   "--docker-cert-path [default: on if $DOCKER_TLS_VERIFY is set]"],
     ]
     optParameters = [
+        ["tlscacert", None, None, "CA certificate clients must be signed by (PEM)"],
+        ["tlscert", None, None, "Powerstrip's server certificate (PEM; a chain may follow it)"],
+        ["tlskey", None, None, "The key of --tlscert (PEM)"],
+        ["docker-cert-path", None, None, "Directory with ca.pem, cert.pem, key.pem for TLS to Docker "
+                                         "[default: $DOCKER_CERT_PATH, else ~/.docker]"],
+        ["client-timeout", None, DEFAULT_CLIENT_TIMEOUT,
+         "Seconds a client may keep Powerstrip waiting: idle between requests, or sending a request "
+         "head/body (0: never). Answers in progress and streams are never cut off", float],
+        ["max-header-size", None, "1M", "Largest request head (request line + headers) accepted (413 above)",
+         _size],
         ["config", "c", None, "Adapters file [default: $POWERSTRIP_CONFIG, else "
                               f"{DEFAULT_CONFIG}; pass-through if that is missing]"],
         ["docker", "d", None, f"Docker daemon URL [default: $DOCKER_HOST, else {DEFAULT_DOCKER}]"],
@@ -62,7 +80,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         env = os.environ
-        for key in ("max-json-body", "max-response-body"):
+        for key in ("max-json-body", "max-response-body", "max-header-size"):
             if isinstance(self[key], str):  # twisted.python.usage leaves defaults uncoerced
                 self[key] = _size(self[key])
         if not self["listen"]:
@@ -77,6 +95,8 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     f"the Docker URL {docker_url} is Powerstrip's own listener ({listen}): "
                     "unset DOCKER_HOST or pass --docker unix:///var/run/docker.sock")
+        self["listener_tls"] = self._listener_tls()
+        self["docker_tls"] = self._docker_tls(env)
         path = self["config"] or env.get("POWERSTRIP_CONFIG")
         self["config_path"] = path or DEFAULT_CONFIG
         if path is None and not os.path.exists(DEFAULT_CONFIG):
@@ -87,6 +107,47 @@ class Options(usage.Options):
         except ConfigError as e:
             # Not a usage error: say what is wrong with the file, without the option list.
             raise SystemExit(f"powerstrip: invalid configuration: {e}") from None
+
+
+    def _listener_tls(self) -> ListenerTLS | None:
+        if not (self["tls"] or self["tlsverify"]):
+            for name in ("tlscacert", "tlscert", "tlskey"):
+                if self[name]:
+                    raise usage.UsageError(f"--{name} needs --tls or --tlsverify")
+            return None
+        missing = [f"--{n}" for n in ("tlscert", "tlskey") + (("tlscacert",) if self["tlsverify"] else ())
+                   if not self[n]]
+        if missing:
+            raise usage.UsageError(f"{'--tlsverify' if self['tlsverify'] else '--tls'} needs {', '.join(missing)}")
+        if not any(_is_tcp(listen) for listen in self["listen"]):
+            raise usage.UsageError("--tls/--tlsverify apply to tcp: listeners, and none is given")
+        tls = ListenerTLS(self["tlscert"], self["tlskey"], self["tlscacert"] if self["tlsverify"] else None)
+        _check_tls(tls.options)
+        return tls
+
+    def _docker_tls(self, env: Any) -> DockerTLS | None:
+        explicit = self["docker-tlsverify"]
+        if not (explicit or env.get("DOCKER_TLS_VERIFY")):
+            return None
+        if self["docker_address"].scheme != "tcp":
+            if explicit:
+                raise usage.UsageError("--docker-tlsverify needs a tcp:// Docker address")
+            return None  # like the docker CLI: DOCKER_TLS_VERIFY means nothing for a unix socket
+        tls = DockerTLS(self["docker-cert-path"] or env.get("DOCKER_CERT_PATH") or default_cert_path())
+        _check_tls(lambda: tls.creator(self["docker_address"].location))
+        return tls
+
+
+def _check_tls(make: Any) -> None:
+    # Read the certificates now, so a wrong path stops the start with its reason.
+    try:
+        make()
+    except TLSConfigError as e:
+        raise SystemExit(f"powerstrip: TLS: {e}") from None
+
+
+def _is_tcp(listen: str) -> bool:
+    return listen.startswith(("tcp:", "tcp6:"))
 
 
 def docker_url_for(listen: str) -> str | None:
@@ -144,32 +205,22 @@ def make_service(options: Options, reactor: Any = None) -> service.IService:
         config = Config.passthrough()
     limits = Limits(max_json_body=options["max-json-body"], max_response_body=options["max-response-body"])
     resource = PowerstripResource(reactor, config, options["docker_address"], limits,
-                                  access_log=not options["no-access-log"])
-    site = PowerstripSite(resource)
+                                  access_log=not options["no-access-log"], docker_tls=options["docker_tls"],
+                                  verbose=options["verbose"])
+    site = PowerstripSite(resource, timeout=options["client-timeout"] or None,
+                          max_head=options["max-header-size"])
+    tls: ListenerTLS | None = options["listener_tls"]
     top = service.MultiService()
     for listen in options["listen"]:
         url = docker_url_for(listen)
         if url and url.startswith("unix://"):
             clear_stale_socket(url[len("unix://"):])
-        strports.service(listen, site, reactor=reactor).setServiceParent(top)
+        factory = tls.wrap(site) if tls is not None and _is_tcp(listen) else site
+        strports.service(listen, factory, reactor=reactor).setServiceParent(top)
+    if options["watch-config"]:
+        ConfigWatcher(resource, options["config_path"], reactor).setServiceParent(top)
     _Announce(options, config, resource, reactor).setServiceParent(top)
     return top
-
-
-def reload_config(resource: PowerstripResource, path: str) -> bool:
-    """Swap in the adapters file at ``path``; on any error keep the old one.
-
-    Requests already in flight finish with the configuration they started
-    with (each exchange holds its own reference); new requests use the new one.
-    """
-    try:
-        config = load_config(path)
-    except ConfigError as e:
-        log.error("powerstrip: reload rejected, keeping the current configuration: {error}", error=str(e))
-        return False
-    resource.config = config
-    log.info("powerstrip: reloaded {src}: {routes} endpoint rule(s)", src=path, routes=len(config.endpoints))
-    return True
 
 
 class _Announce(service.Service):
@@ -181,15 +232,20 @@ class _Announce(service.Service):
     def startService(self) -> None:
         super().startService()
         routes = len(self.config.endpoints)
-        log.info("powerstrip: proxying to Docker at {docker}; {routes} hooked endpoint rule(s) from {src}",
-                 docker=self.options["docker_address"], routes=routes, src=self.config.source)
+        log.info("powerstrip: proxying to Docker at {docker}{tls}; {routes} hooked endpoint rule(s) from {src}",
+                 docker=self.options["docker_address"], routes=routes, src=self.config.source,
+                 tls=" (TLS)" if self.options["docker_tls"] else "")
+        tls: ListenerTLS | None = self.options["listener_tls"]
         for listen in self.options["listen"]:
-            if listen.startswith("tcp:") and not _loopback_only(listen):
-                log.warn("WARNING: {listen} accepts connections from other hosts without TLS. Anyone who "
-                         "can reach it controls Docker, and so this host, as root.", listen=listen)
+            verified = _is_tcp(listen) and tls is not None and tls.ca is not None
+            if _is_tcp(listen) and not _loopback_only(listen) and not verified:
+                how = "with TLS but no client certificates (--tlsverify)" if tls else "without TLS"
+                log.warn("WARNING: {listen} accepts connections from other hosts {how}. Anyone who "
+                         "can reach it controls Docker, and so this host, as root.", listen=listen, how=how)
             url = docker_url_for(listen)
             if url:
-                print(f"export DOCKER_HOST={url}", flush=True)
+                suffix = " DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=<client certificates>" if verified else ""
+                print(f"export DOCKER_HOST={url}{suffix}", flush=True)
         # SIGHUP re-reads the adapters file (the handler runs between reactor
         # iterations, never in the middle of a request's processing).
         signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(

@@ -16,7 +16,14 @@ from twisted.internet.interfaces import IHalfCloseableDescriptor
 
 
 def half_close(transport: Any) -> bool:
-    """Shut ``transport``'s write side, if it can; returns whether it did."""
+    """Shut ``transport``'s write side, if it can; returns whether it did.
+
+    The producer feeding it is unregistered first: it has nothing more to
+    send, and a transport whose producer is paused when its buffer drains
+    resumes the producer instead of shutting its write side.
+    """
+    if getattr(transport, "producer", None) is not None:
+        transport.unregisterProducer()
     if IHalfCloseableDescriptor.providedBy(transport) or hasattr(transport, "loseWriteConnection"):
         try:
             transport.loseWriteConnection()

@@ -23,6 +23,7 @@ from zope.interface import implementer
 
 from powerstrip.http11 import ChunkedDecoder, Headers, ProtocolError, ResponseHead, parse_response_head
 from powerstrip.splice import half_close
+from powerstrip.tls import DockerTLS, TLSClientEndpoint
 
 DEFAULT_DOCKER = "unix:///var/run/docker.sock"
 MAX_HEAD = 256 * 1024
@@ -61,11 +62,13 @@ class DockerAddress:
     def __str__(self) -> str:
         return f"unix://{self.location}" if self.scheme == "unix" else f"tcp://{self.location}:{self.port}"
 
-    def endpoint(self, reactor: Any) -> Any:
-        """A Twisted client endpoint that connects to this address."""
+    def endpoint(self, reactor: Any, tls: DockerTLS | None = None) -> Any:
+        """A Twisted client endpoint that connects to this address (over
+        ``tls`` if given; only for tcp)."""
         if self.scheme == "unix":
             return endpoints.UNIXClientEndpoint(reactor, self.location, timeout=10)
-        return endpoints.HostnameEndpoint(reactor, self.location, self.port, timeout=10)
+        tcp = endpoints.HostnameEndpoint(reactor, self.location, self.port, timeout=10)
+        return tcp if tls is None else TLSClientEndpoint(tls.creator(self.location), tcp)
 
 
 class ResponseListener(TypingProtocol):
@@ -286,14 +289,14 @@ class UpstreamPool:
     """
 
     def __init__(self, reactor: Any, address: DockerAddress, max_idle: int = 32,
-                 idle_timeout: float = 30.0) -> None:
+                 idle_timeout: float = 30.0, tls: DockerTLS | None = None) -> None:
         self.reactor = reactor
         self.address = address
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self._idle: list[UpstreamConnection] = []
         self._timers: dict[UpstreamConnection, Any] = {}
-        self._endpoint = address.endpoint(reactor)
+        self._endpoint = address.endpoint(reactor, tls)
         self._factory = Factory.forProtocol(UpstreamConnection)
 
     def acquire(self) -> defer.Deferred:

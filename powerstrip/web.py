@@ -9,10 +9,16 @@ Docker needs all three, so:
 - :class:`PowerstripChannel` provides ``IHalfCloseableProtocol`` and can be
   :meth:`~PowerstripChannel.hijack`-ed: from then on its bytes go to a
   :class:`~powerstrip.splice.Splice` instead of the HTTP parser.
+
+The channel also owns the client-side limits: the size of a request head
+(413), and the time a client may keep Powerstrip waiting (idle, or dribbling
+a head or body: 408 or a close). Time spent answering is never held against
+the client, so a quiet ``logs -f``, ``events`` or hijacked stream stays open.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +28,12 @@ from twisted.web import http, server
 from zope.interface import implementer
 
 from powerstrip.splice import Splice
+
+#: dockerd (Go's net/http) accepts request heads up to 1 MiB; registry
+#: credentials in ``X-Registry-Config`` can be far larger than twisted.web's 16 KiB.
+DEFAULT_MAX_HEAD = 1024 * 1024
+#: How long a client may keep Powerstrip waiting for a request (or the next one).
+DEFAULT_CLIENT_TIMEOUT = 120.0
 
 
 class StreamingRequest(server.Request):
@@ -90,10 +102,17 @@ class StreamingRequest(server.Request):
 class PowerstripChannel(http.HTTPChannel):
     """An HTTP channel that honours half-close and can turn into a raw splice."""
 
+    #: Set per connection by the site (``--max-header-size``): the largest
+    #: request line plus headers, and so also the longest single line.
+    totalHeadersSize = MAX_LENGTH = DEFAULT_MAX_HEAD
+
     def __init__(self) -> None:
         super().__init__()
         self.splice: Splice | None = None
         self.read_eof = False
+        #: Powerstrip stopped reading this client (waiting for an adapter or dockerd).
+        self.reading_paused = False
+        self._head_deadline: Any = None
         self._host: Any = None
         self._peer: Any = None
 
@@ -109,8 +128,85 @@ class PowerstripChannel(http.HTTPChannel):
         return self._peer
 
     def allHeadersReceived(self) -> None:
+        self._cancel_head_deadline()
         self.requests[-1].begin(self._command, self._path, self._version)
         super().allHeadersReceived()
+
+    # -- reading, and the client's limits -------------------------------------------
+
+    def pause_reading(self) -> None:
+        """Stop reading from the client (its time does not count meanwhile)."""
+        self.reading_paused = True
+        self.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        """Read from the client again."""
+        self.reading_paused = False
+        self.transport.resumeProducing()
+
+    def _reading_head(self) -> bool:
+        return self._transferDecoder is None and not self._handlingRequest and self.splice is None
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self._head_too_large()
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._head_too_large()
+
+    def _head_too_large(self) -> None:
+        self.reject(413, f"powerstrip: request head larger than {self.totalHeadersSize} bytes "
+                         "(see --max-header-size)")
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # twisted.web's answer to a malformed request line or header, or to
+        # ambiguous framing (Content-Length with Transfer-Encoding, ...).
+        self.reject(400, "powerstrip: malformed or ambiguous HTTP request (not forwarded)")
+
+    def reject(self, code: int, message: str) -> None:
+        """Answer ``code`` with a Docker-style JSON error and close; nothing
+        of this request was or will be forwarded."""
+        self._cancel_head_deadline()
+        if any(r.startedWriting for r in self.requests):
+            self.transport.abortConnection()  # mid-answer: a clean error is impossible
+            return
+        body = json.dumps({"message": message}).encode() + b"\n"
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s" % (code, http.RESPONSES.get(code, b"Error"), len(body), body))
+        self.persistent = False
+        self.dataReceived = self.lineReceived = lambda *args: None  # type: ignore[method-assign]
+        self.loseConnection()
+
+    def timeoutConnection(self) -> None:
+        """``--client-timeout`` passed with nothing from the client."""
+        if self.reading_paused or any(r.startedWriting for r in self.requests):
+            # Powerstrip is the one waiting (adapter, dockerd) or answering.
+            self.resetTimeout()
+            return
+        if self.requests or self._head_deadline is not None:
+            self.reject(408, "powerstrip: the request did not arrive in time (see --client-timeout)")
+            return
+        super().timeoutConnection()  # an idle keep-alive connection: close quietly
+
+    def _start_head_deadline(self) -> None:
+        # The idle timer restarts with every byte, so a client that sends one
+        # every few seconds would hold the connection for ever: the whole head
+        # must arrive within one timeout (slowloris).
+        if self.timeOut and self._head_deadline is None:
+            self._head_deadline = self.callLater(self.timeOut, self._head_overdue)
+
+    def _head_overdue(self) -> None:
+        self._head_deadline = None
+        self.reject(408, "powerstrip: the request head did not arrive in time (see --client-timeout)")
+
+    def _cancel_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            if self._head_deadline.active():
+                self._head_deadline.cancel()
+            self._head_deadline = None
 
     def body_pending(self) -> bool:
         """Whether the current request's body is still being received."""
@@ -138,8 +234,10 @@ class PowerstripChannel(http.HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self.splice is not None:
             self.splice.client_data(data)
-        else:
-            super().dataReceived(data)
+            return
+        if self._reading_head():
+            self._start_head_deadline()
+        super().dataReceived(data)
 
     def readConnectionLost(self) -> None:
         """The client shut its write side: EOF for a splice, else end politely."""
@@ -161,6 +259,7 @@ class PowerstripChannel(http.HTTPChannel):
         pass
 
     def connectionLost(self, reason: Any) -> None:
+        self._cancel_head_deadline()
         if self.splice is not None:
             self.setTimeout(None)
             self.splice.client_lost()
@@ -171,10 +270,24 @@ class PowerstripChannel(http.HTTPChannel):
 
 
 class PowerstripSite(server.Site):
-    """A Site of :class:`PowerstripChannel` and :class:`StreamingRequest`."""
+    """A Site of :class:`PowerstripChannel` and :class:`StreamingRequest`.
+
+    ``timeout`` is ``--client-timeout`` (seconds; ``None``: never);
+    ``max_head``, the largest request head accepted.
+    """
 
     protocol = PowerstripChannel
     requestFactory = StreamingRequest
+
+    def __init__(self, resource: Any, timeout: float | None = DEFAULT_CLIENT_TIMEOUT,
+                 max_head: int = DEFAULT_MAX_HEAD, **kw: Any) -> None:
+        super().__init__(resource, timeout=timeout, **kw)
+        self.max_head = max_head
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        channel.totalHeadersSize = channel.MAX_LENGTH = self.max_head
+        return channel
 
     def log(self, request: Any) -> None:
         # The exchange writes its own access-log line (with hooks and timings).

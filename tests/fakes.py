@@ -30,6 +30,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from powerstrip.tls import TLSClientEndpoint
+
 Headers = list[tuple[bytes, bytes]]
 
 
@@ -404,10 +406,14 @@ class RawClient(Recorder):
         return self.data[self.cursor:]
 
 
-def connect(reactor: Any, port: int, tracker: Tracker) -> defer.Deferred:
-    """Fire with a connected :class:`RawClient`."""
+def connect(reactor: Any, port: int, tracker: Tracker, tls: Any = None) -> defer.Deferred:
+    """Fire with a connected :class:`RawClient` (over TLS with the client
+    connection creator ``tls``: half-closeable like a plain one)."""
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5)
-    return endpoints.connectProtocol(endpoint, tracker.track(RawClient()))
+    client = tracker.track(RawClient())
+    if tls is None:
+        return endpoints.connectProtocol(endpoint, client)
+    return TLSClientEndpoint(tls, endpoint).connect(Factory.forProtocol(lambda: client))
 
 
 # -- the fake adapters -----------------------------------------------------------

@@ -275,7 +275,7 @@ class InvalidConfigTests(TestCase):
                     pre: [a]
                 adapters:
                   a: "{url}"
-                """, f"adapter 'a': {url!r} is not an http:// or https:// URL")
+                """, f"adapter 'a': {url!r} is not an http://, https:// or http+unix:// URL")
 
     def test_adapter_url_not_a_string(self) -> None:
         self.assertRejected("""\
@@ -312,6 +312,16 @@ class InvalidConfigTests(TestCase):
         self.assertEqual((audit.url, audit.timeout, audit.ignore_faults), ("http://audit/hook", 2.0, True))
         self.assertEqual((quick.timeout, quick.ignore_faults), (0.25, False))
 
+    def test_unix_socket_adapter(self) -> None:
+        config = parse_config(textwrap.dedent("""\
+            version: 1
+            endpoints:
+              "POST /x": {pre: [local]}
+            adapters:
+              local: http+unix://%2Frun%2Fpowerstrip%2Fa.sock/hook
+            """))
+        self.assertEqual(config.endpoints[0].pre[0].url, "http+unix://%2Frun%2Fpowerstrip%2Fa.sock/hook")
+
     def test_adapter_mapping_rejections(self) -> None:
         base = """\
             endpoints:
@@ -321,11 +331,13 @@ class InvalidConfigTests(TestCase):
               a: {SPEC}
             """
         for spec, message in (
-            ('{timeout: 2s}', "adapter 'a': 'url' must be an http:// or https:// URL string"),
+            ('{timeout: 2s}', "adapter 'a': 'url' must be an http://, https:// or http+unix:// URL string"),
             ('{url: "http://a/", timeout: soon}', "adapter 'a': timeout 'soon' is not a duration"),
             ('{url: "http://a/", timeout: 0}', "adapter 'a': timeout 0 is not a duration"),
             ('{url: "http://a/", failure: retry}', "failure must be 'fail' or 'ignore', not 'retry'"),
             ('{url: "http://a/", retries: 3}', "adapter 'a': unknown key(s) retries"),
+            ('{url: "http+unix://run%2Fa.sock/hook"}', "the host of an http+unix:// URL is the socket's absolute path"),
+            ('{url: "http+unix://%2F' + 'x' * 120 + '/hook"}', "is longer than the 107 bytes"),
         ):
             self.assertRejected(base.replace("{SPEC}", spec), message)
 

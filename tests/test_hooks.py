@@ -8,12 +8,17 @@ hook chain talks HTTP through treq exactly as it does in production.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -612,3 +617,64 @@ class IgnorePolicyTests(HookTestCase):
         flow = self.post_flow(gone, response=ServerResponse(201, list(JSON), b'{"Id":"1"}'))
         yield self.chain.run_post(flow)
         self.assertEqual((flow.response.code, flow.response.body), (201, b'{"Id":"1"}'))
+
+
+# -- where adapters live, and what --verbose shows ------------------------------------------
+
+
+class UnixSocketAdapterTests(HookTestCase):
+    """``http+unix://%2Fpath%2Fto.sock/hook``: an adapter with no network port."""
+
+    @defer.inlineCallbacks
+    def test_pre_hook_over_unix_socket(self) -> Any:
+        path = os.path.join(tempfile.mkdtemp(prefix="ps-"), "a.sock")  # short: AF_UNIX paths are
+        self.addCleanup(shutil.rmtree, os.path.dirname(path))           # limited to 107 bytes
+        port = reactor.listenUNIX(path, self.tracker.track_factory(Site(self.adapters)))
+        self.addCleanup(port.stopListening)
+        self.adapters.handlers["hook"] = echo_pre
+        adapter = Adapter("local", f"http+unix://{quote(path, safe='')}/hook", 5.0)
+        flow = yield self.chain.run_pre(self.pre_flow(adapter))
+        self.assertEqual(self.adapters.called, ["hook"])
+        self.assertEqual(flow.request.body, b'{"Image":"busybox"}')
+
+    @defer.inlineCallbacks
+    def test_missing_socket_is_a_fault(self) -> Any:
+        path = os.path.join(tempfile.mkdtemp(prefix="ps-"), "missing.sock")
+        self.addCleanup(shutil.rmtree, os.path.dirname(path))
+        adapter = Adapter("local", f"http+unix://{quote(path, safe='')}/hook", 5.0)
+        fault = yield self.assertFailure(self.chain.run_pre(self.pre_flow(adapter)), AdapterFault)
+        self.assertFault(fault, adapter, 502, "cannot connect")
+
+
+class VerboseTests(HookTestCase):
+    @defer.inlineCallbacks
+    def test_payloads_and_replies_are_logged(self) -> Any:
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.chain.verbose = True
+        yield self.chain.run_pre(self.pre_flow(self.adapter("hook", echo_pre)))
+        lines = [formatEvent(e) for e in events if e.get("log_namespace") == "powerstrip.hooks"]
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("pre-hook hook sent ", lines[0])
+        self.assertIn('"ClientRequest"', lines[0])
+        self.assertIn('\\"Image\\":\\"busybox\\"', lines[0])
+        self.assertIn("pre-hook hook replied ", lines[1])
+        self.assertIn('"Method":"POST"', lines[1])
+
+    @defer.inlineCallbacks
+    def test_refusals_are_logged_and_quiet_by_default(self) -> Any:
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        def deny(request: Request, payload: dict) -> bytes:
+            request.setResponseCode(403)
+            return b'{"message": "no"}'
+
+        yield self.assertFailure(self.chain.run_pre(self.pre_flow(self.adapter("deny", deny))), Refused)
+        self.assertEqual([e for e in events if e.get("log_namespace") == "powerstrip.hooks"], [])
+        self.chain.verbose = True
+        yield self.assertFailure(self.chain.run_pre(self.pre_flow(self.adapter("deny", deny))), Refused)
+        lines = [formatEvent(e) for e in events if e.get("log_namespace") == "powerstrip.hooks"]
+        self.assertIn('pre-hook deny refused 403 "{\\"message\\": \\"no\\"}"', lines[-1])

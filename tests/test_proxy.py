@@ -27,6 +27,7 @@ from twisted.web.server import Request, Site
 
 from powerstrip.config import parse_config
 from powerstrip.resource import Limits, PowerstripResource
+from powerstrip.tls import DockerTLS, ListenerTLS
 from powerstrip.upstream import DockerAddress
 from powerstrip.web import PowerstripSite
 from tests.fakes import (
@@ -123,17 +124,23 @@ class ProxyTestCase(TestCase):
         return port.getHost().port
 
     def start(self, config: str = PASSTHROUGH, limits: Limits | None = None, docker: str | None = None,
-              **handlers: Any) -> PowerstripResource:
-        """Run Powerstrip with ``config`` (``$BASE`` is the fake adapters' URL) and adapter ``handlers``."""
+              tls: ListenerTLS | None = None, docker_tls: DockerTLS | None = None, verbose: bool = False,
+              site_options: dict | None = None, **handlers: Any) -> PowerstripResource:
+        """Run Powerstrip with ``config`` (``$BASE`` is the fake adapters' URL) and adapter ``handlers``.
+
+        ``tls`` puts its listener behind TLS; ``docker_tls`` talks TLS to the
+        fake dockerd; ``site_options`` go to :class:`PowerstripSite`.
+        """
         self.adapters.handlers.update(handlers)
         cfg = parse_config(config.replace("$BASE", self.adapter_base), "test")
         address = DockerAddress.parse(docker or f"tcp://127.0.0.1:{self.dockerd_port}")
-        resource = PowerstripResource(reactor, cfg, address, limits or Limits())
+        resource = PowerstripResource(reactor, cfg, address, limits or Limits(), docker_tls=docker_tls,
+                                      verbose=verbose)
         # The pool's connections to dockerd are ended at clean-up like every other.
         self.tracker.track_factory(resource.upstream._factory)
         self.resources.append(resource)
-        site = PowerstripSite(resource)
-        self.proxy_port = self.listen(site)
+        site = PowerstripSite(resource, **(site_options or {}))
+        self.proxy_port = self.listen(site if tls is None else tls.wrap(site))
         build = site.buildProtocol
 
         def build_and_record(addr: Any) -> Any:
@@ -150,9 +157,10 @@ class ProxyTestCase(TestCase):
         site.buildProtocol = build_and_record
         return resource
 
-    def connect(self) -> defer.Deferred:
-        """Fire with a new :class:`RawClient` connected to Powerstrip."""
-        return connect(reactor, self.proxy_port, self.tracker)
+    def connect(self, tls: Any = None) -> defer.Deferred:
+        """Fire with a new :class:`RawClient` connected to Powerstrip (over
+        TLS with the client connection creator ``tls``)."""
+        return connect(reactor, self.proxy_port, self.tracker, tls)
 
     @defer.inlineCallbacks
     def _shutdown(self) -> Any:

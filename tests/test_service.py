@@ -88,8 +88,8 @@ class ReloadTests(TestCase):
         from twisted.internet import reactor
 
         from powerstrip.config import load_config
+        from powerstrip.reload import reload_config
         from powerstrip.resource import PowerstripResource
-        from powerstrip.service import reload_config
 
         path = self.mktemp()
         with open(path, "w") as f:
@@ -144,3 +144,120 @@ class StaleSocketTests(TestCase):
             f.write("not a socket")
         clear_stale_socket(regular)
         self.assertTrue(os.path.exists(regular))
+
+
+class TLSOptionTests(TestCase):
+    """``--tls``/``--tlsverify`` for listeners, ``DOCKER_TLS_VERIFY`` for dockerd."""
+
+    parse = OptionsTests.parse
+
+    def setUp(self) -> None:
+        from pathlib import Path
+
+        from tests.certs import CA
+
+        ca = CA()
+        self.server = ca.write(Path(self.mktemp()), "localhost", server=True)
+        self.client = ca.write(Path(self.mktemp()), "alice", server=False)
+
+    def tls_args(self, *names: str) -> list[str]:
+        files = {"tlscacert": "ca.pem", "tlscert": "cert.pem", "tlskey": "key.pem"}
+        return [arg for n in names for arg in (f"--{n}", str(self.server / files[n]))]
+
+    def test_tlsverify_wraps_tcp_listeners_only(self) -> None:
+        from powerstrip.tls import HalfCloseableTLSFactory
+
+        options = self.parse("--tlsverify", *self.tls_args("tlscacert", "tlscert", "tlskey"),
+                             "--listen", "tcp:0:interface=127.0.0.1", "--listen", f"unix:{self.mktemp()}")
+        self.assertEqual(options["listener_tls"].ca, str(self.server / "ca.pem"))
+        factories = [s.factory for s in make_service(options) if hasattr(s, "factory")]
+        self.assertEqual([type(f).__name__ for f in factories], ["HalfCloseableTLSFactory", "PowerstripSite"])
+        self.assertIsInstance(factories[0], HalfCloseableTLSFactory)
+
+    def test_tls_option_errors(self) -> None:
+        cases = [
+            (["--tlsverify", *self.tls_args("tlscert", "tlskey")], "--tlsverify needs --tlscacert"),
+            (["--tls", *self.tls_args("tlscert")], "--tls needs --tlskey"),
+            (self.tls_args("tlscert", "tlskey"), "--tlscert needs --tls or --tlsverify"),
+            (["--tls", *self.tls_args("tlscert", "tlskey"), "--listen", "unix:/tmp/x.sock"],
+             "apply to tcp: listeners"),
+            (["--docker-tlsverify"], "--docker-tlsverify needs a tcp:// Docker address"),
+        ]
+        for argv, message in cases:
+            with self.assertRaises(usage.UsageError) as ctx:
+                self.parse(*argv)
+            self.assertIn(message, str(ctx.exception))
+
+    def test_unreadable_certificate_stops_the_start(self) -> None:
+        with self.assertRaises(SystemExit) as ctx:
+            self.parse("--tls", "--tlscert", "/nonexistent/cert.pem", "--tlskey", str(self.server / "key.pem"))
+        self.assertIn("powerstrip: TLS: certificate /nonexistent/cert.pem", str(ctx.exception))
+
+    def test_docker_tls_from_environment_like_the_cli(self) -> None:
+        from powerstrip.tls import DockerTLS
+
+        env = {"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(self.client)}
+        options = self.parse("--docker", "tcp://127.0.0.1:2376", env=env)
+        self.assertEqual(options["docker_tls"], DockerTLS(str(self.client)))
+        # Meaningless for a unix socket, as for the docker CLI:
+        self.assertIsNone(self.parse(env=env)["docker_tls"])
+        self.assertIsNone(self.parse("--docker", "tcp://127.0.0.1:2376")["docker_tls"])
+        options = self.parse("--docker", "tcp://127.0.0.1:2376", "--docker-tlsverify",
+                             "--docker-cert-path", str(self.client))
+        self.assertEqual(options["docker_tls"], DockerTLS(str(self.client)))
+
+    def test_docker_cert_path_without_certificates_stops_the_start(self) -> None:
+        with self.assertRaises(SystemExit) as ctx:
+            self.parse("--docker", "tcp://127.0.0.1:2376",
+                       env={"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": "/nonexistent"})
+        self.assertIn("/nonexistent/ca.pem", str(ctx.exception))
+
+
+class ConfigWatcherTests(TestCase):
+    """``--watch-config``: a changed file is reloaded once it has settled."""
+
+    def setUp(self) -> None:
+        from twisted.internet.task import Clock
+
+        from powerstrip.config import load_config
+        from powerstrip.reload import ConfigWatcher
+
+        self.path = self.mktemp()
+        self.write(VALID)
+        self.resource = mock.Mock(config=load_config(self.path))
+        self.clock = Clock()
+        self.watcher = ConfigWatcher(self.resource, self.path, self.clock, interval=1.0)
+        self.watcher.startService()
+        self.addCleanup(self.watcher.stopService)
+
+    def write(self, text: str) -> None:
+        tmp = self.path + ".new"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.path)  # as editors and config managers do
+
+    def test_change_is_reloaded_after_settling(self) -> None:
+        first = self.resource.config
+        self.write(VALID.replace("POST /*/containers/create", "POST /*/volumes/create"))
+        self.clock.advance(1)
+        self.assertIs(self.resource.config, first)  # seen once: maybe still being written
+        self.clock.advance(1)
+        self.assertEqual(self.resource.config.endpoints[0].pattern, "POST /*/volumes/create")
+        second = self.resource.config
+        self.clock.advance(5)
+        self.assertIs(self.resource.config, second)  # no change, no reload
+
+    def test_invalid_file_keeps_the_old_config_then_a_fix_is_taken(self) -> None:
+        first = self.resource.config
+        self.write("version: 1\nendpoints: nope\n")
+        self.clock.pump([1, 1])
+        self.assertIs(self.resource.config, first)
+        self.write(VALID.replace("pre: [a]", "post: [a]"))
+        self.clock.pump([1, 1])
+        self.assertEqual(self.resource.config.endpoints[0].post[0].name, "a")
+
+    def test_removed_file_keeps_the_config(self) -> None:
+        first = self.resource.config
+        os.unlink(self.path)
+        self.clock.pump([1, 1, 1])
+        self.assertIs(self.resource.config, first)

@@ -110,7 +110,8 @@ def wait_for_port(port: int, proc: subprocess.Popen, what: str, log: Path | None
 class Powerstrip:
     """A real ``twistd -n powerstrip`` process run from this checkout."""
 
-    def __init__(self, config_text: str = PASSTHROUGH, extra: list[str] | None = None) -> None:
+    def __init__(self, config_text: str = PASSTHROUGH, extra: list[str] | None = None,
+                 env: dict | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="powerstrip-e2e-"))
         self.port = free_port()
         self.url = f"tcp://127.0.0.1:{self.port}"
@@ -121,9 +122,10 @@ class Powerstrip:
         args += ["--config", str(cfg)]
         cmd = [shutil.which("twistd") or "twistd", "-n", "--pidfile=", f"--logfile={self.log}", "powerstrip",
                *args, *(extra or [])]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        env.pop("DOCKER_HOST", None)
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        full_env = {**os.environ, "PYTHONPATH": str(REPO)}
+        full_env.pop("DOCKER_HOST", None)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_for_port(self.port, self.proc, "powerstrip", self.log)
 
     def rss_kib(self, field: str = "VmRSS") -> int:

@@ -237,6 +237,38 @@ class Reload(TestCase):
         self.assertEqual(create(), b"", "the old (pass-through) config stays in force")
         self.assertTrue(proxy.alive())
 
+    def test_watch_config(self) -> None:
+        """``--watch-config``: saving the file is enough; a broken save is rejected, the fix taken."""
+        import time
+
+        require_daemon()
+        proxy = Powerstrip(extra=["--watch-config"])
+        self.addCleanup(proxy.stop)
+        self.addCleanup(direct, "volume", "rm", "-f", "ps-e2e-watch")
+        docker = CLIS["docker 20.10"]
+        down = f"http://127.0.0.1:{free_port()}/nobody-home"
+        guarded = f'version: 1\nendpoints:\n  "POST /*/volumes/create":\n    pre: [down]\nadapters:\n  down: {down}\n'
+
+        def save_and_wait(text: str, expect_log: str, count: int) -> None:
+            (proxy.dir / "adapters.yml.tmp").write_text(text)
+            (proxy.dir / "adapters.yml.tmp").replace(proxy.dir / "adapters.yml")
+            deadline = time.monotonic() + 10
+            while proxy.log_text().count(expect_log) < count and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertEqual(proxy.log_text().count(expect_log), count)
+
+        def create() -> bytes:
+            return run([docker, "volume", "create", "ps-e2e-watch"], host=proxy.url).stderr
+
+        self.assertEqual(create(), b"")
+        save_and_wait(guarded, "reloaded", 1)
+        self.assertIn(b"powerstrip: adapter 'down'", create())
+        save_and_wait("version: 1\nendpoints: [oops]\n", "reload rejected", 1)
+        self.assertIn(b"powerstrip: adapter 'down'", create())
+        save_and_wait("version: 1\nendpoints: {}\nadapters: {}\n", "reloaded", 2)
+        self.assertEqual(create(), b"")
+        self.assertTrue(proxy.alive())
+
 
 class UnixListener(TestCase):
     """A drop-in Docker socket: `--listen unix:PATH:mode=660`, stale socket cleaned up."""
