@@ -308,6 +308,7 @@ class Exchange:
         request.setResponseCode(head.code, head.reason or None)
         for k, v in end_to_end(head.headers):
             request.responseHeaders.addRawHeader(k, v)
+        self._say_if_closing()
         # Relay the head now: `docker run` sends `start` only once the `wait`
         # response head has arrived, and its body comes much later.
         request.write(b"")
@@ -411,6 +412,7 @@ class Exchange:
         for k, v in resp.headers:
             if k.lower() not in _FRAMING:
                 request.responseHeaders.addRawHeader(k, v)
+        self._say_if_closing()
         length = b"%d" % len(resp.body)
         if self.flow.request.method == "HEAD" and not resp.body:
             # A HEAD answer describes the body a GET would get: keep dockerd's length.
@@ -419,6 +421,19 @@ class Exchange:
         request.write(resp.body)
         self.bytes_out = len(resp.body)
         self._finish()
+
+    def _say_if_closing(self) -> None:
+        """Add ``Connection: close`` to a response after which the connection ends.
+
+        An answer that comes before the request body was all read (refused,
+        failed, or dockerd answering early) ends the connection once the rest
+        is read (see :meth:`_finish`); a keep-alive client not told so sends its
+        next request into a closing connection.
+        """
+        if not self.request.body_complete:
+            self.channel.persistent = False
+        if not self.channel.persistent:
+            self.request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
 
     def crash(self, failure: Failure) -> None:
         """A bug surfaced while handling this request: log it, answer 500, keep serving."""

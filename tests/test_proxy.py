@@ -842,6 +842,35 @@ class HookTests(ProxyTestCase):
         self.assertNothingReachedDocker()
 
     @defer.inlineCallbacks
+    def test_answer_before_the_body_is_read_says_connection_close(self) -> Any:
+        """A refusal while the upload is still coming: the rest is read and dropped, then the connection
+        ends -- and the answer says so, or a keep-alive client would send its next request into it."""
+        def refuse(call: Request, payload: dict) -> bytes:
+            return reply(call, {"message": "no copying"}, code=403)
+
+        self.start('version: 1\nendpoints:\n  "PUT /*/containers/*/archive":\n    pre: [hook]\n'
+                   "adapters:\n  hook: $BASE/hook\n", hook=refuse)
+        client = yield self.connect()
+        client.send(request(b"PUT", b"/v1.41/containers/abc/archive?path=/", (b"Content-Type", b"application/x-tar"),
+                            (b"Content-Length", b"%d" % (1 << 20)), body=b"\x00" * 1000))
+        resp = yield client.response()
+        self.assertEqual(resp.code, 403)
+        self.assertEqual(resp.values(b"connection"), [b"close"])
+        self.assertFalse(client.eof)
+        client.send(b"\x00" * ((1 << 20) - 1000))  # the rest of the upload is still read
+        yield client.wait_eof()
+        self.assertEqual(client.rest, b"")
+        self.assertNothingReachedDocker()
+
+    @defer.inlineCallbacks
+    def test_keep_alive_answers_do_not_say_close(self) -> Any:
+        self.start()
+        client = yield self.connect()
+        _, _, resp = yield self.roundtrip(client, request(b"GET", b"/_ping"),
+                                          response(b"200 OK", (b"Content-Length", b"2"), body=b"OK"))
+        self.assertEqual(resp.values(b"connection"), [])
+
+    @defer.inlineCallbacks
     def test_adapter_down_502_and_proxy_keeps_serving(self) -> Any:
         port = unused_port()
         self.start(f'version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [gone]\n'
