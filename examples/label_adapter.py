@@ -9,14 +9,17 @@ messages with ``[label-adapter]`` so you can see it ran; other responses pass
 through unchanged.
 
 Run it with ``python3 examples/label_adapter.py --port 8080`` and point an
-adapter at ``http://127.0.0.1:8080/adapter``. ``--record FILE`` appends every
-payload it receives as one JSON line (the tests read it).
+adapter at ``http://127.0.0.1:8080/adapter``, or with ``--unix /run/label.sock``
+and point it at ``http+unix://%2Frun%2Flabel.sock/adapter``. ``--record FILE``
+appends every payload it receives as one JSON line (the tests read it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import socketserver
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -72,16 +75,33 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt: str, *args: object) -> None:
         sys.stderr.write("label-adapter: " + fmt % args + "\n")
 
+    def address_string(self) -> str:
+        return self.client_address[0] if self.client_address else "unix"
+
+
+class UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
+    """The same handler on a unix socket: no network port at all."""
+
+    daemon_threads = True
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--unix", help="listen on this unix socket path instead of a port")
     parser.add_argument("--record", help="append each payload received to this file as a JSON line")
     args = parser.parse_args()
     Handler.record = args.record
-    server = ThreadingHTTPServer((args.host, args.port), Handler)
-    print(f"label-adapter listening on http://{args.host}:{server.server_port}/adapter", flush=True)
+    if args.unix:
+        if os.path.exists(args.unix):
+            os.unlink(args.unix)
+        server: socketserver.BaseServer = UnixHTTPServer(args.unix, Handler)
+        where = "http+unix://" + args.unix.replace("/", "%2F") + "/adapter"
+    else:
+        server = ThreadingHTTPServer((args.host, args.port), Handler)
+        where = f"http://{args.host}:{server.server_port}/adapter"
+    print(f"label-adapter listening on {where}", flush=True)
     server.serve_forever()
 
 

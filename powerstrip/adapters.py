@@ -135,12 +135,9 @@ class _Endpoints:
         if url.scheme != "http+unix":
             return url
         path = unquote(url.host)
-        host = f"unix-socket-{len(self._sockets)}"
-        for known, known_path in self._sockets.items():
-            if known_path == path:
-                host = known.decode()
-        self._sockets[host.encode()] = path
-        return url.replace(host=host)
+        host = next((h for h, p in self._sockets.items() if p == path), b"unix-socket-%d" % len(self._sockets))
+        self._sockets[host] = path
+        return url.replace(host=host.decode())
 
     def endpointForURI(self, uri: Any) -> Any:
         key = (uri.scheme, uri.host, uri.port)

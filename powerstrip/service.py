@@ -108,7 +108,6 @@ class Options(usage.Options):
             # Not a usage error: say what is wrong with the file, without the option list.
             raise SystemExit(f"powerstrip: invalid configuration: {e}") from None
 
-
     def _listener_tls(self) -> ListenerTLS | None:
         if not (self["tls"] or self["tlsverify"]):
             for name in ("tlscacert", "tlscert", "tlskey"):

@@ -159,15 +159,26 @@ class Powerstrip:
 class LabelAdapter:
     """The example adapter (examples/label_adapter.py) as a real process."""
 
-    def __init__(self) -> None:
+    def __init__(self, unix: bool = False) -> None:
+        """On a free loopback port, or (``unix``) on a unix socket in its own directory."""
         self.dir = Path(tempfile.mkdtemp(prefix="adapter-e2e-"))
+        self.record = self.dir / "payloads.jsonl"
+        cmd = [sys.executable, str(REPO / "examples" / "label_adapter.py"), "--record", str(self.record)]
+        if unix:
+            sock = self.dir / "label.sock"
+            self.url = "http+unix://" + str(sock).replace("/", "%2F") + "/adapter"
+            self.proc = subprocess.Popen([*cmd, "--unix", str(sock)], stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 20
+            while not sock.exists() and self.proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not sock.exists():
+                raise RuntimeError("the label adapter did not create its unix socket")
+            return
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/adapter"
-        self.record = self.dir / "payloads.jsonl"
-        self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "examples" / "label_adapter.py"), "--port", str(self.port),
-             "--record", str(self.record)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([*cmd, "--port", str(self.port)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
         wait_for_port(self.port, self.proc, "label adapter")
 
     def payloads(self) -> list[dict]:

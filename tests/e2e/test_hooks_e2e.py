@@ -52,10 +52,11 @@ def raw_request(port: int, method: str, path: str, body: bytes = b"", ctype: str
 
 class _Hooks:
     cli: str
+    unix_adapter = False
 
     def setUp(self) -> None:
         require_daemon()
-        self.adapter = LabelAdapter()
+        self.adapter = LabelAdapter(unix=self.unix_adapter)
         self.addCleanup(self.adapter.stop)
         self.down_url = f"http://127.0.0.1:{free_port()}/nobody-home"
         self.proxy = Powerstrip(_config(self.adapter.url, self.down_url))
@@ -122,6 +123,13 @@ class HooksDocker28(_Hooks, TestCase):
 
 class HooksDocker2010(_Hooks, TestCase):
     cli = CLIS["docker 20.10"]
+
+
+class HooksUnixSocketAdapter(_Hooks, TestCase):
+    """The same, with the adapter on a unix socket (``http+unix://``) instead of a port."""
+
+    cli = CLIS["docker 28"]
+    unix_adapter = True
 
 
 class DockerPy(TestCase):
