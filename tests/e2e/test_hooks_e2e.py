@@ -319,7 +319,12 @@ class GracefulShutdown(TestCase):
         run_proc = subprocess.Popen([CLIS["docker 28"], "run", "--rm", IMAGE, "sh", "-c", "sleep 3; echo finished"],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         self.addCleanup(lambda: (run_proc.kill(), run_proc.wait()))
-        time.sleep(1.5)  # created, attached, started: now waiting on `wait`
+        # Created, attached, started: now waiting on `wait` (a fixed sleep is
+        # not enough on a loaded machine, where `create` alone can take seconds).
+        deadline = time.monotonic() + 30
+        while "/start -> 204" not in proxy.log_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertIn("/start -> 204", proxy.log_text())
         proxy.proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         with self.assertRaises(ConnectionRefusedError):
