@@ -19,6 +19,7 @@ setup(
         "PyYAML>=6.0",
         "zope.interface>=6.0",
     ],
+    entry_points={"console_scripts": ["powerstrip = powerstrip.cli:main"]},
     extras_require={
         "test": ["docker>=7.0", "hypothesis>=6.0", "ruff"],
     },

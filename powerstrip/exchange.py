@@ -100,9 +100,14 @@ def _when_flushed(transport: Any, then: Any) -> None:
     watcher.registering = False
 
 
+def streams_unhooked(path: str) -> bool:
+    """Whether ``path`` is one of Docker's streaming calls, whose responses post-hooks never see."""
+    return _STREAMING.match(path) is not None
+
+
 def _post_hookable(head: ResponseHead, method: str, path: str) -> bool:
     """Whether post-hooks may see this response: whole JSON, text or empty bodies."""
-    if _STREAMING.match(path):
+    if streams_unhooked(path):
         return False
     if method == "HEAD" or head.code in (204, 304) or head.header(b"content-length") == b"0":
         return True
