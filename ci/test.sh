@@ -18,6 +18,7 @@ command -v dockerd >/dev/null || missing+=(docker.io)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v script >/dev/null || missing+=(bsdutils)
 command -v ip >/dev/null || missing+=(iproute2)   # the TLS end-to-end test gives its second dockerd a bridge
+command -v socat >/dev/null || missing+=(socat)      # the shell adapter end-to-end test runs behind it
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null

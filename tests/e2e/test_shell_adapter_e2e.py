@@ -1,0 +1,77 @@
+"""An adapter in POSIX shell behind socat (examples/policy_adapter.sh): no SDK, no Python.
+
+It refuses ``--privileged`` and ``--network host`` on container create and lets
+everything else through unchanged; both docker CLIs, a real dockerd.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+
+from twisted.trial.unittest import TestCase
+
+from tests.e2e.support import (
+    CLIS,
+    IMAGE,
+    LABEL,
+    REPO,
+    Powerstrip,
+    direct,
+    free_port,
+    require_daemon,
+    run,
+    wait_for_port,
+)
+
+
+class _ShellPolicy:
+    cli: str
+
+    def setUp(self) -> None:
+        require_daemon()
+        socat = shutil.which("socat")
+        if socat is None:
+            raise RuntimeError("socat is needed for the shell adapter test (apt-get install socat)")
+        port = free_port()
+        self.adapter = subprocess.Popen(
+            [socat, f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
+             f"SYSTEM:sh {REPO / 'examples' / 'policy_adapter.sh'}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (self.adapter.terminate(), self.adapter.wait(10)))
+        wait_for_port(port, self.adapter, "socat")
+        self.proxy = Powerstrip('version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [policy]\n'
+                                f"adapters:\n  policy: http://127.0.0.1:{port}/policy\n")
+        self.addCleanup(self.proxy.stop)
+
+    def docker_run(self, *args: str) -> subprocess.CompletedProcess:
+        name = f"ps-policy-{uuid.uuid4().hex[:8]}"
+        self.addCleanup(direct, "rm", "-f", name)
+        self.name = name
+        return run([self.cli, "run", "--rm", "--name", name, "--label", LABEL, *args], host=self.proxy.url)
+
+    def assertRefused(self, result: subprocess.CompletedProcess, message: bytes) -> None:
+        self.assertEqual(result.returncode, 125, result.stderr)
+        self.assertIn(b"Error response from daemon: " + message, result.stderr)
+        self.assertNotEqual(direct("inspect", self.name).returncode, 0, "a refused container was created")
+
+    def test_ordinary_container_runs(self) -> None:
+        result = self.docker_run(IMAGE, "echo", "allowed")
+        self.assertEqual((result.returncode, result.stdout), (0, b"allowed\n"), result.stderr)
+
+    def test_privileged_is_refused(self) -> None:
+        self.assertRefused(self.docker_run("--privileged", IMAGE, "true"),
+                           b"policy: privileged containers are not allowed here")
+
+    def test_host_network_is_refused(self) -> None:
+        self.assertRefused(self.docker_run("--network", "host", IMAGE, "true"),
+                           b"policy: the host network is not allowed here")
+
+
+class ShellPolicyDocker28(_ShellPolicy, TestCase):
+    cli = CLIS["docker 28"]
+
+
+class ShellPolicyDocker2010(_ShellPolicy, TestCase):
+    cli = CLIS["docker 20.10"]
