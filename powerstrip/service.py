@@ -13,6 +13,7 @@ from twisted.application import service, strports
 from twisted.logger import Logger
 from twisted.python import usage
 
+from powerstrip.admin import admin_site
 from powerstrip.config import Config, ConfigError, load_config
 from powerstrip.reload import ConfigWatcher, reload_config
 from powerstrip.resource import Limits, PowerstripResource
@@ -58,6 +59,8 @@ class Options(usage.Options):
          "head/body (0: never). Answers in progress and streams are never cut off", float],
         ["max-header-size", None, "1M", "Largest request head (request line + headers) accepted (413 above)",
          _size],
+        ["admin", None, None, "Twisted endpoint for the admin listener: GET /healthz, GET /readyz "
+                              "(e.g. tcp:9375:interface=127.0.0.1) [default: none]"],
         ["config", "c", None, "Adapters file [default: $POWERSTRIP_CONFIG, else "
                               f"{DEFAULT_CONFIG}; pass-through if that is missing]"],
         ["docker", "d", None, f"Docker daemon URL [default: $DOCKER_HOST, else {DEFAULT_DOCKER}]"],
@@ -218,6 +221,10 @@ def make_service(options: Options, reactor: Any = None) -> service.IService:
         strports.service(listen, factory, reactor=reactor).setServiceParent(top)
     if options["watch-config"]:
         ConfigWatcher(resource, options["config_path"], reactor).setServiceParent(top)
+    if options["admin"]:
+        endpoint = options["docker_address"].endpoint(reactor, options["docker_tls"])
+        strports.service(options["admin"], admin_site(reactor, resource, endpoint),
+                         reactor=reactor).setServiceParent(top)
     _Announce(options, config, resource, reactor).setServiceParent(top)
     return top
 

@@ -352,3 +352,34 @@ class GracefulShutdown(TestCase):
         self.assertEqual(proxy.proc.wait(20), 0)
         events.wait(20)  # the client's stream ended too
         self.assertLess(time.monotonic() - started, 15)
+
+
+class Admin(TestCase):
+    """``--admin``: liveness and readiness, with the real dockerd up and with none there."""
+
+    def probe(self, port: int, path: str) -> tuple[int, dict]:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def test_ready_with_docker_and_not_without(self) -> None:
+        require_daemon()
+        admin = free_port()
+        proxy = Powerstrip(extra=["--admin", f"tcp:{admin}:interface=127.0.0.1"])
+        self.addCleanup(proxy.stop)
+        self.assertEqual(self.probe(admin, "/healthz"), (200, {"status": "alive"}))
+        code, body = self.probe(admin, "/readyz")
+        self.assertEqual((code, body["docker"]), (200, "ok"))
+        admin2 = free_port()
+        down = Powerstrip(extra=["--docker", "unix:///nonexistent/docker.sock",
+                                 "--admin", f"tcp:{admin2}:interface=127.0.0.1"])
+        self.addCleanup(down.stop)
+        self.assertEqual(self.probe(admin2, "/healthz")[0], 200)
+        code, body = self.probe(admin2, "/readyz")
+        self.assertEqual(code, 503)
+        self.assertTrue(body["docker"].startswith("cannot reach Docker at unix:///nonexistent/docker.sock"), body)
