@@ -6,7 +6,7 @@ back unchanged, so the bytes a client gets stay comparable with Docker's), plus:
 - ``--delay-prob P --delay S``: a fraction P of the replies is sent only after
   S seconds (the soak sets S past the adapter's ``timeout`` in adapters.yml, so
   Powerstrip gives up first and answers 504);
-- ``GET /stats`` -> ``{"calls": N, "delayed": N, "connections": N, "errors": N}``.
+- ``GET /stats`` also counts ``"delayed"`` replies.
 
 Being killed (SIGKILL) and restarted on the same ``--port`` is the soak's other
 fault; nothing here needs to survive it. Prints ``LISTENING <port>`` once it
@@ -17,40 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import signal
 import socket
 
-STATS = {"calls": 0, "delayed": 0, "connections": 0, "errors": 0}
+# The echo logic and the reply framing are fast_adapter's (same directory).
+from fast_adapter import STATS, _reply, handle
 
-
-def _reply(code: int, body: bytes, keep_alive: bool) -> bytes:
-    reason = {200: b"OK", 400: b"Bad Request", 404: b"Not Found"}.get(code, b"X")
-    conn = b"keep-alive" if keep_alive else b"close"
-    return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-            b"Connection: %s\r\n\r\n" % (code, reason, len(body), conn)) + body
-
-
-def handle(method: bytes, path: bytes, body: bytes) -> tuple[int, bytes]:
-    if method == b"GET" and path.startswith(b"/stats"):
-        return 200, json.dumps(STATS).encode()
-    if method != b"POST":
-        return 404, b'{"error":"POST hook payloads here"}'
-    try:
-        payload = json.loads(body)
-        kind = payload["Type"]
-        if kind == "pre-hook":
-            out = {"PowerstripProtocolVersion": 1, "ModifiedClientRequest": payload["ClientRequest"]}
-        elif kind == "post-hook":
-            out = {"PowerstripProtocolVersion": 1, "ModifiedServerResponse": payload["ServerResponse"]}
-        else:
-            raise ValueError(kind)
-    except (ValueError, KeyError, TypeError) as e:
-        STATS["errors"] += 1
-        return 400, json.dumps({"error": f"bad hook payload: {e!r}"}).encode()
-    STATS["calls"] += 1
-    return 200, json.dumps(out, separators=(",", ":")).encode()
+STATS["delayed"] = 0
 
 
 class HookServer(asyncio.Protocol):

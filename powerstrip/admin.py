@@ -49,13 +49,13 @@ class _OneEndpoint:
 class _Readyz(Resource):
     isLeaf = True
 
-    def __init__(self, reactor: Any, proxy: Any, endpoint: Any) -> None:
+    def __init__(self, reactor: Any, proxy: Any) -> None:
         super().__init__()
         self._reactor = reactor
         self._proxy = proxy
         # Its own short-lived connection, not the proxy's pool: a probe must
         # not take (or leave) a connection a client is waiting for.
-        self._agent = Agent.usingEndpointFactory(reactor, _OneEndpoint(endpoint))
+        self._agent = Agent.usingEndpointFactory(reactor, _OneEndpoint(proxy.upstream.endpoint))
 
     def render_GET(self, request: Any) -> Any:
         config = self._proxy.config
@@ -80,11 +80,11 @@ class _Readyz(Resource):
         return NOT_DONE_YET
 
 
-def admin_site(reactor: Any, proxy: Any, docker_endpoint: Any) -> Site:
-    """The admin Site for ``proxy`` (a PowerstripResource); ``docker_endpoint`` dials dockerd."""
+def admin_site(reactor: Any, proxy: Any) -> Site:
+    """The admin Site for ``proxy`` (a PowerstripResource)."""
     root = Resource()
     root.putChild(b"healthz", _Healthz())
-    root.putChild(b"readyz", _Readyz(reactor, proxy, docker_endpoint))
+    root.putChild(b"readyz", _Readyz(reactor, proxy))
     site = Site(root)
     site.noisy = False
     return site

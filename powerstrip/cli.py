@@ -15,11 +15,9 @@ import argparse
 import os
 import sys
 
-from powerstrip.config import Adapter, Config, ConfigError, load_config
+from powerstrip.config import DEFAULT_CONFIG, Adapter, Config, ConfigError, load_config
 from powerstrip.exchange import streams_unhooked
 from powerstrip.matching import match
-
-DEFAULT_CONFIG = "/etc/powerstrip/adapters.yml"
 
 
 def _names(adapters: tuple[Adapter, ...]) -> str:

@@ -30,6 +30,8 @@ import yaml
 
 #: What an adapter call may take before it counts as a timeout fault.
 DEFAULT_ADAPTER_TIMEOUT = 30.0
+#: Where Powerstrip and the ``powerstrip`` command look without --config or $POWERSTRIP_CONFIG.
+DEFAULT_CONFIG = "/etc/powerstrip/adapters.yml"
 
 _TOP_KEYS = {"version", "endpoints", "adapters"}
 _ENDPOINT_KEYS = {"pre", "post"}

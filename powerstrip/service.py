@@ -14,14 +14,13 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from powerstrip.admin import admin_site
-from powerstrip.config import Config, ConfigError, load_config
+from powerstrip.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from powerstrip.reload import ConfigWatcher, reload_config
 from powerstrip.resource import Limits, PowerstripResource
 from powerstrip.tls import DockerTLS, ListenerTLS, TLSConfigError, default_cert_path
 from powerstrip.upstream import DEFAULT_DOCKER, DockerAddress
 from powerstrip.web import DEFAULT_CLIENT_TIMEOUT, PowerstripSite
 
-DEFAULT_CONFIG = "/etc/powerstrip/adapters.yml"
 DEFAULT_LISTEN = "tcp:2375:interface=127.0.0.1"
 
 log = Logger()
@@ -222,9 +221,7 @@ def make_service(options: Options, reactor: Any = None) -> service.IService:
     if options["watch-config"]:
         ConfigWatcher(resource, options["config_path"], reactor).setServiceParent(top)
     if options["admin"]:
-        endpoint = options["docker_address"].endpoint(reactor, options["docker_tls"])
-        strports.service(options["admin"], admin_site(reactor, resource, endpoint),
-                         reactor=reactor).setServiceParent(top)
+        strports.service(options["admin"], admin_site(reactor, resource), reactor=reactor).setServiceParent(top)
     _Announce(options, config, resource, reactor).setServiceParent(top)
     return top
 

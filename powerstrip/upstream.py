@@ -296,7 +296,8 @@ class UpstreamPool:
         self.idle_timeout = idle_timeout
         self._idle: list[UpstreamConnection] = []
         self._timers: dict[UpstreamConnection, Any] = {}
-        self._endpoint = address.endpoint(reactor, tls)
+        #: How to dial dockerd (TLS included); the admin listener's probe uses it too.
+        self.endpoint = address.endpoint(reactor, tls)
         self._factory = Factory.forProtocol(UpstreamConnection)
 
     def acquire(self) -> defer.Deferred:
@@ -307,7 +308,7 @@ class UpstreamPool:
             if conn.transport is not None and conn.connected:
                 conn.reused = True
                 return defer.succeed(conn)
-        d = self._endpoint.connect(self._factory)
+        d = self.endpoint.connect(self._factory)
         d.addCallback(self._adopt)
         return d
 

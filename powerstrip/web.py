@@ -18,7 +18,6 @@ the client, so a quiet ``logs -f``, ``events`` or hijacked stream stays open.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from zope.interface import implementer
 
+from powerstrip.flow import error_response
 from powerstrip.splice import Splice
 
 #: dockerd (Go's net/http) accepts request heads up to 1 MiB; registry
@@ -172,7 +172,7 @@ class PowerstripChannel(http.HTTPChannel):
         if any(r.startedWriting for r in self.requests):
             self.transport.abortConnection()  # mid-answer: a clean error is impossible
             return
-        body = json.dumps({"message": message}).encode() + b"\n"
+        body = error_response(code, message).body
         self.transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
             b"Connection: close\r\n\r\n%s" % (code, http.RESPONSES.get(code, b"Error"), len(body), body))

@@ -34,7 +34,7 @@ class AdminTests(TestCase):
         address = DockerAddress.parse(f"tcp://127.0.0.1:{docker_port}")
         proxy = PowerstripResource(reactor, parse_config(CONFIG, "adapters.yml"), address)
         self.addCleanup(proxy.close)
-        port = reactor.listenTCP(0, admin_site(reactor, proxy, address.endpoint(reactor)), interface="127.0.0.1")
+        port = reactor.listenTCP(0, admin_site(reactor, proxy), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         return f"http://127.0.0.1:{port.getHost().port}"
 
