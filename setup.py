@@ -12,12 +12,16 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(include=["powerstrip", "powerstrip.*"]) + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/powerstrip_plugin.py"]},
+    package_data={
+        "powerstrip": ["schemas/*/*.json"],  # the adapter protocol's JSON Schemas and samples
+        "twisted": ["plugins/powerstrip_plugin.py", "plugins/powerstrip_adapter_plugin.py"],
+    },
     install_requires=[
         "Twisted[tls]>=23.10",
         "treq>=23.11",
         "PyYAML>=6.0",
         "zope.interface>=6.0",
+        "prometheus_client>=0.17",  # disable_created_metrics()
     ],
     entry_points={"console_scripts": ["powerstrip = powerstrip.cli:main"]},
     extras_require={

@@ -177,6 +177,30 @@ class AdapterClient:
 
         Errbacks with :class:`Refused` or :class:`AdapterFault`.
         """
+        if adapter.in_process is not None:
+            # No HTTP hop, no JSON round trip: the reply object is used as is.
+            d = self._in_process(adapter, payload)
+            d.addCallback(self._check_object, adapter, expect)
+        else:
+            d = self.post(adapter, payload)
+            d.addCallback(self._check, adapter, expect)
+        return d
+
+    def _in_process(self, adapter: Adapter, payload: dict) -> defer.Deferred:
+        d = adapter.in_process.handle(payload)
+        d.addTimeout(adapter.timeout, self._reactor, onTimeoutCancel=_timed_out)
+        return d.addErrback(self._fault, adapter)
+
+    def post(self, adapter: Adapter, payload: dict) -> defer.Deferred:
+        """POST ``payload`` to ``adapter``, bounded by its timeout and the reply size limit.
+
+        Fires with ``(status, content_type, body)`` whatever the status; errbacks
+        with :class:`AdapterFault` when there is no usable answer. For tools
+        that judge replies themselves (``powerstrip adapter-test``).
+        """
+        if adapter.in_process is not None:
+            d = self._in_process(adapter, payload)
+            return d.addCallback(lambda r: (r[0], "application/json", json.dumps(r[1]).encode()))
         url = self._urls.get(adapter.url)
         if url is None:
             url = self._urls[adapter.url] = self._endpoints.url_for(adapter.url)
@@ -189,13 +213,15 @@ class AdapterClient:
         )
         d.addCallback(self._read, adapter)
         d.addTimeout(adapter.timeout, self._reactor, onTimeoutCancel=_timed_out)
-        d.addCallbacks(self._check, self._fault, callbackArgs=(adapter, expect), errbackArgs=(adapter,))
+        d.addErrback(self._fault, adapter)
         return d
 
     def _read(self, response: Any, adapter: Adapter) -> defer.Deferred:
         reader = _ReplyReader(self.max_reply)
         response.deliverBody(reader)
-        return reader.finished.addCallback(lambda body: (response, body))
+        ctype = response.headers.getRawHeaders(b"content-type", [None])[-1]
+        return reader.finished.addCallback(
+            lambda body: (response.code, ctype.decode("latin-1") if ctype else None, body))
 
     def _fault(self, failure: Any, adapter: Adapter) -> None:
         if failure.check(Refused, AdapterFault):
@@ -211,16 +237,26 @@ class AdapterClient:
             raise AdapterFault(adapter, f"connection lost before a reply ({reasons})")
         raise AdapterFault(adapter, f"call failed: {failure.type.__name__}: {failure.getErrorMessage()}")
 
-    def _check(self, result: tuple[Any, bytes], adapter: Adapter, expect: str) -> dict:
-        response, body = result
-        if not 200 <= response.code < 300:
-            ctype = response.headers.getRawHeaders(b"content-type", [None])[-1]
-            headers = [(b"Content-Type", ctype)] if ctype else []
-            raise Refused(adapter, ServerResponse(response.code, headers, body))
+    def _check(self, result: tuple[int, str | None, bytes], adapter: Adapter, expect: str) -> dict:
+        code, ctype, body = result
+        if not 200 <= code < 300:
+            headers = [(b"Content-Type", ctype.encode("latin-1"))] if ctype else []
+            raise Refused(adapter, ServerResponse(code, headers, body))
         try:
             reply = json.loads(body)
         except ValueError:
             raise AdapterFault(adapter, f"reply is not JSON: {body[:200]!r}") from None
+        return self._unwrap(reply, adapter, expect)
+
+    def _check_object(self, result: tuple[int, Any], adapter: Adapter, expect: str) -> dict:
+        code, reply = result
+        if not 200 <= code < 300:
+            body = json.dumps(reply).encode() + b"\n"
+            raise Refused(adapter, ServerResponse(code, [(b"Content-Type", b"application/json")], body))
+        return self._unwrap(reply, adapter, expect)
+
+    @staticmethod
+    def _unwrap(reply: Any, adapter: Adapter, expect: str) -> dict:
         if not isinstance(reply, dict):
             raise AdapterFault(adapter, "reply is not a JSON object")
         version = reply.get("PowerstripProtocolVersion")

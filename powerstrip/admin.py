@@ -1,11 +1,13 @@
-"""The admin listener (``--admin``): liveness and readiness for orchestrators.
+"""The admin listener (``--admin``): liveness, readiness and metrics.
 
-Kept off the Docker API port, so a health probe needs no Docker access and
-cannot be confused with a Docker call.
+Kept off the Docker API port, so a health probe or a scrape needs no Docker
+access and cannot be confused with a Docker call.
 
 - ``GET /healthz``: 200 while the process serves at all.
 - ``GET /readyz``: 200 when a configuration is loaded and dockerd answers
   ``/_ping`` within two seconds, else 503; the JSON body says which part fails.
+- ``GET /metrics``: Prometheus metrics (see :mod:`powerstrip.metrics`), in
+  the text format, or OpenMetrics when the scraper asks for it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from prometheus_client.exposition import choose_encoder
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, readBody
 from twisted.web.resource import Resource
@@ -80,11 +83,27 @@ class _Readyz(Resource):
         return NOT_DONE_YET
 
 
+class _Metrics(Resource):
+    isLeaf = True
+
+    def __init__(self, registry: Any) -> None:
+        super().__init__()
+        self._registry = registry
+
+    def render_GET(self, request: Any) -> bytes:
+        # Prometheus says in Accept whether it wants OpenMetrics; the rest get text.
+        accept = request.getHeader(b"accept")
+        encode, content_type = choose_encoder(accept.decode("latin-1") if accept else "")
+        request.setHeader(b"Content-Type", content_type.encode("latin-1"))
+        return encode(self._registry)
+
+
 def admin_site(reactor: Any, proxy: Any) -> Site:
     """The admin Site for ``proxy`` (a PowerstripResource)."""
     root = Resource()
     root.putChild(b"healthz", _Healthz())
     root.putChild(b"readyz", _Readyz(reactor, proxy))
+    root.putChild(b"metrics", _Metrics(proxy.metrics.registry))
     site = Site(root)
     site.noisy = False
     return site

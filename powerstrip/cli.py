@@ -5,19 +5,31 @@
   they run, and each adapter's URL and policy.
 - ``powerstrip explain "POST /v1.41/containers/create" [--config FILE]``
   shows which rules match that call and which hooks would run, in order.
+- ``powerstrip adapter-test URL [--timeout 5s] [--protocol 1] [--only pre-hook|post-hook]``
+  sends an adapter real sample hook calls (:mod:`powerstrip.samples`) and
+  checks each answer against the protocol's schemas (:mod:`powerstrip.schema`).
 
-Exit status: 0, or 1 for an invalid file (its error on stderr), 2 for a usage error.
+Exit status: 0, or 1 for an invalid file (its error on stderr) or an adapter
+that does not speak the protocol, 2 for a usage error.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
+from typing import Any, TextIO
 
-from powerstrip.config import DEFAULT_CONFIG, Adapter, Config, ConfigError, load_config
+from twisted.internet import defer, task
+
+from powerstrip.adapters import AdapterClient, AdapterFault
+from powerstrip.config import DEFAULT_CONFIG, Adapter, Config, ConfigError, load_config, parse_adapter
 from powerstrip.exchange import streams_unhooked
 from powerstrip.matching import match
+from powerstrip.samples import samples
+from powerstrip.schema import protocols, validate
 
 
 def _names(adapters: tuple[Adapter, ...]) -> str:
@@ -61,6 +73,64 @@ def explain(config: Config, call: str) -> str:
     return "\n".join(lines)
 
 
+def judge(answer: tuple[int, str | None, bytes], reply_schema: str) -> tuple[str, str]:
+    """The verdict on an adapter's ``(status, content_type, body)`` answer:
+    ``(kind, text)``, kind ``valid``, ``refused`` or ``INVALID``.
+
+    A non-2xx answer is a refusal, valid protocol whatever its body; a 2xx
+    answer must be a JSON reply that ``reply_schema`` accepts.
+    """
+    code, _, body = answer
+    if not 200 <= code < 300:
+        try:
+            message = json.loads(body)["message"]
+        except (ValueError, TypeError, KeyError):
+            message = body.decode("utf-8", "replace")
+        message = " ".join(str(message).split()) or "(empty body)"
+        return "refused", f"refused {code}: {message[:100]}"
+    try:
+        reply = json.loads(body)
+    except ValueError:
+        return "INVALID", f"INVALID: reply is not JSON: {body[:60]!r}"
+    errors = validate(reply, reply_schema)
+    return ("INVALID", "INVALID: " + "; ".join(errors)) if errors else ("valid", "valid")
+
+
+async def adapter_test(reactor: Any, adapter: Adapter, protocol: int = 1, only: str | None = None,
+                       out: TextIO | None = None) -> int:
+    """Send ``adapter`` each sample call (of hook type ``only``, if given) and print a table of
+    verdicts and times to ``out`` (stdout); return the exit status: 0 when every answer is
+    valid protocol, else 1."""
+    out = out or sys.stdout
+    calls = [s for s in samples(protocol) if only in (None, s.hook)]
+    print(f"{adapter.url}: {len(calls)} protocol-{protocol} sample call(s), timeout {adapter.timeout:g}s", file=out)
+    width = max(len(s.name) for s in calls)
+    client = AdapterClient(reactor)
+    counts = dict.fromkeys(("valid", "refused", "INVALID", "FAULT"), 0)
+    fault_prefix = f"powerstrip: adapter '{adapter.name}' ({adapter.url}): "
+    try:
+        for sample in calls:
+            started = time.monotonic()
+            try:
+                answer = await client.post(adapter, sample.payload)
+            except AdapterFault as e:
+                kind, verdict = "FAULT", "FAULT: " + str(e).removeprefix(fault_prefix)
+            else:
+                kind, verdict = judge(answer, f"v{protocol}/{sample.hook}-reply")
+            ms = (time.monotonic() - started) * 1000
+            counts[kind] += 1
+            print(f"  {sample.hook:<9}  {sample.name:<{width}}  {ms:8.1f} ms  {verdict}", file=out, flush=True)
+    finally:
+        # A reply read in full returns its connection to the pool a reactor turn later.
+        await task.deferLater(reactor, 0, lambda: None)
+        await client.close()
+    bad = counts["INVALID"] + counts["FAULT"]
+    print(f"{len(calls)} call(s): {counts['valid']} valid, {counts['refused']} refused, "
+          f"{counts['INVALID']} invalid, {counts['FAULT']} fault(s): "
+          + (f"NOT protocol {protocol}" if bad else f"the adapter speaks protocol {protocol}"), file=out)
+    return 1 if bad else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``powerstrip`` console script."""
     default = os.environ.get("POWERSTRIP_CONFIG", DEFAULT_CONFIG)
@@ -71,7 +141,25 @@ def main(argv: list[str] | None = None) -> int:
     why = commands.add_parser("explain", help="show which rules and hooks a Docker API call gets")
     why.add_argument("call", help='e.g. "POST /v1.41/containers/create"')
     why.add_argument("--config", "-c", default=default, help=f"[default: $POWERSTRIP_CONFIG or {DEFAULT_CONFIG}]")
+    probe = commands.add_parser("adapter-test", help="send an adapter sample hook calls and check its answers")
+    probe.add_argument("url", help="http://, https:// or http+unix://%%2Fpath%%2Fto.sock/path")
+    probe.add_argument("--timeout", default="5s", help="per call: 5s, 500ms, 1m [default: 5s]")
+    probe.add_argument("--protocol", type=int, default=1, choices=protocols(), help="[default: 1]")
+    probe.add_argument("--only", choices=("pre-hook", "post-hook"), help="send only these calls")
     args = parser.parse_args(argv)
+    if args.command == "adapter-test":
+        if args.url.startswith("python:"):
+            probe.error("an in-process adapter has no URL to call: give an http://, https:// or http+unix:// URL")
+        try:
+            adapter = parse_adapter("adapter-test", {"url": args.url, "timeout": args.timeout})
+        except ConfigError as e:
+            probe.error(str(e).removeprefix("adapter 'adapter-test': "))
+
+        def run(reactor: Any) -> defer.Deferred:
+            d = defer.ensureDeferred(adapter_test(reactor, adapter, args.protocol, args.only))
+            return d.addCallback(sys.exit)  # react() exits with a SystemExit's code
+
+        task.react(run)  # never returns
     try:
         config = load_config(args.config)
     except ConfigError as e:

@@ -14,6 +14,7 @@ The format is the original Powerstrip's version 1::
         url: http://weave/extension
         timeout: 2s          # per call; default 30s
         failure: ignore      # fail (default) | ignore
+      audit: python:mypackage.audit:adapter   # in-process (powerstrip.adapter SDK)
 
 Everything wrong with a file is reported as a :class:`ConfigError` whose
 message names the file and the culprit (key, endpoint or adapter), so an
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import yaml
@@ -36,8 +38,8 @@ DEFAULT_CONFIG = "/etc/powerstrip/adapters.yml"
 _TOP_KEYS = {"version", "endpoints", "adapters"}
 _ENDPOINT_KEYS = {"pre", "post"}
 _ADAPTER_KEYS = {"url", "timeout", "failure"}
-_MAX_SOCKET_PATH = 107  # sun_path on Linux, less its terminating NUL
 _METHOD = re.compile(r"^[A-Za-z*?\[\]!]+$")
+_MAX_SOCKET_PATH = 107  # sun_path on Linux, less its terminating NUL
 
 
 class ConfigError(Exception):
@@ -53,6 +55,8 @@ class Adapter:
     timeout: float = DEFAULT_ADAPTER_TIMEOUT
     #: ``failure: ignore``: on a fault, log a warning and go on with the unmodified input.
     ignore_faults: bool = False
+    #: For a ``python:module:name`` URL, the in-process :class:`powerstrip.adapter.Adapter`.
+    in_process: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,15 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     return Config(endpoints=endpoints, adapters=adapters, source=source)
 
 
+def parse_adapter(name: str, spec: object) -> Adapter:
+    """Validate one adapter (a URL string, or a mapping with ``url``, ``timeout``,
+    ``failure``) as the adapters file would, for tools given one on the command line.
+
+    :raises ConfigError: the same message a file would get, without the file's name.
+    """
+    return _parse_adapter(name, spec, ConfigError)
+
+
 def _parse_adapter(name: object, spec: object, fail) -> Adapter:
     if not isinstance(name, str) or not name:
         raise fail(f"adapter name {name!r} must be a non-empty string")
@@ -138,10 +151,19 @@ def _parse_adapter(name: object, spec: object, fail) -> Adapter:
                    f"(allowed: {', '.join(sorted(_ADAPTER_KEYS))})")
     url = spec.get("url")
     if not isinstance(url, str):
-        raise fail(f"adapter '{name}': 'url' must be an http://, https:// or http+unix:// URL string")
+        raise fail(f"adapter '{name}': 'url' must be an http://, https://, http+unix:// or python: URL string")
+    in_process = None
+    if url.startswith("python:"):
+        from powerstrip.adapter import load  # the SDK imports this module
+
+        try:
+            in_process = load(url.removeprefix("python:"))
+        except ValueError as e:
+            raise fail(f"adapter '{name}': {url!r}: {e}") from None
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https", "http+unix") or not parts.netloc:
-        raise fail(f"adapter '{name}': {url!r} is not an http://, https:// or http+unix:// URL")
+    if in_process is None and (parts.scheme not in ("http", "https", "http+unix") or not parts.netloc):
+        raise fail(f"adapter '{name}': {url!r} is not an http://, https://, http+unix:// or "
+                   "python:module:name URL")
     if parts.scheme == "http+unix":
         path = unquote(parts.netloc)
         if not path.startswith("/"):
@@ -156,7 +178,18 @@ def _parse_adapter(name: object, spec: object, fail) -> Adapter:
     failure = spec.get("failure", "fail")
     if failure not in ("fail", "ignore"):
         raise fail(f"adapter '{name}': failure must be 'fail' or 'ignore', not {failure!r}")
-    return Adapter(name=name, url=url, timeout=timeout, ignore_faults=failure == "ignore")
+    return Adapter(name=name, url=url, timeout=timeout, ignore_faults=failure == "ignore", in_process=in_process)
+
+
+def parse_rule(text: str) -> tuple[str, str]:
+    """Split a ``"METHOD /path/glob"`` rule into its method and path globs.
+
+    :raises ValueError: ``text`` is not two words, a method glob and a path glob.
+    """
+    words = text.split() if isinstance(text, str) else []
+    if len(words) != 2 or not _METHOD.match(words[0]) or not words[1].startswith(("/", "*")):
+        raise ValueError(f"{text!r}: expected \"METHOD /path\" (e.g. \"POST /*/containers/create\")")
+    return words[0].upper(), words[1]
 
 
 def _seconds(value: object) -> float | None:
@@ -175,10 +208,10 @@ def _seconds(value: object) -> float | None:
 def _parse_endpoint(pattern: object, spec: object, adapters: dict[str, Adapter], fail) -> Endpoint:
     if not isinstance(pattern, str):
         raise fail(f"endpoint {pattern!r}: the key must be a string like \"POST /*/containers/create\"")
-    words = pattern.split()
-    if len(words) != 2 or not _METHOD.match(words[0]) or not words[1].startswith(("/", "*")):
-        raise fail(f"endpoint {pattern!r}: expected \"METHOD /path\" (e.g. \"POST /*/containers/create\")")
-    method, path = words[0].upper(), words[1]
+    try:
+        method, path = parse_rule(pattern)
+    except ValueError as e:
+        raise fail(f"endpoint {e}") from None
     if not isinstance(spec, dict):
         raise fail(f"endpoint {pattern!r}: expected a mapping with 'pre' and/or 'post', not {_kind(spec)}")
     unknown = sorted(map(str, set(spec) - _ENDPOINT_KEYS))

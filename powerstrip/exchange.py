@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from powerstrip.adapters import AdapterFault, Refused
-from powerstrip.flow import ClientRequest, Flow, ServerResponse, error_response
+from powerstrip.flow import REQUEST_ID_HEADER, ClientRequest, Flow, ServerResponse, error_response
 from powerstrip.http11 import (
     ResponseHead,
     end_to_end,
@@ -136,6 +136,11 @@ class Exchange:
         self.conn: UpstreamConnection | None = None
         self.status: int | None = None
         self.bytes_out = 0
+        #: Request body bytes passed on (to dockerd, or whole to the pre-hooks).
+        self.bytes_in = 0
+        #: The hijacked stream, once there is one (its bytes count too).
+        self.splice: Splice | None = None
+        self._counted = False
         self.head_sent = False
         self.done = False
         self._pending: defer.Deferred | None = None
@@ -194,6 +199,7 @@ class Exchange:
 
         def end() -> None:
             self.flow.request.body = b"".join(chunks)
+            self.bytes_in = size
             self._run_pre()
 
         self.request.body_sink = sink
@@ -216,7 +222,7 @@ class Exchange:
         if failure.check(Refused):
             self._respond(failure.value.response)
         elif failure.check(AdapterFault):
-            log.warn("{flow}: {error}", flow=self._name(), error=str(failure.value))
+            log.warn("{flow}: {error}", flow=self._name(), error=str(failure.value), request_id=self.flow.id)
             self._respond(failure.value.response())
         else:
             self.crash(failure)
@@ -284,6 +290,7 @@ class Exchange:
     def _write_body(self, data: bytes) -> None:
         if self.conn is None:
             return  # dockerd is gone; the client is being answered already
+        self.bytes_in += len(data)
         if self.chunked_in:
             self.conn.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
         else:
@@ -308,12 +315,13 @@ class Exchange:
                 self._resp_head, self._resp_buf = head, []
                 return
             log.info("{flow}: post-hooks skipped: {ctype} response streams unseen",
-                     flow=self._name(), ctype=(head.header(b"content-type") or b"streaming").decode("latin-1"))
+                     flow=self._name(), ctype=(head.header(b"content-type") or b"streaming").decode("latin-1"),
+                     request_id=self.flow.id)
         request = self.request
         request.setResponseCode(head.code, head.reason or None)
         for k, v in end_to_end(head.headers):
             request.responseHeaders.addRawHeader(k, v)
-        self._say_if_closing()
+        self._stamp()
         # Relay the head now: `docker run` sends `start` only once the `wait`
         # response head has arrived, and its body comes much later.
         request.write(b"")
@@ -354,7 +362,7 @@ class Exchange:
         self.done = self.head_sent = True
         if self.flow.route.post:
             log.info("{flow}: post-hooks skipped: connection hijacked ({code})",
-                     flow=self._name(), code=head.code)
+                     flow=self._name(), code=head.code, request_id=self.flow.id)
         # The 101 head goes out verbatim and on its own: docker-py reads it with
         # a buffered reader and can lose stream bytes that share its segment.
         # So dockerd is not read again until the head has left.
@@ -372,6 +380,8 @@ class Exchange:
             return
         splice = Splice(client, conn.transport, on_close=self._splice_closed)
         self.resource.streams.add(splice)
+        self.splice = splice
+        self.resource.metrics.streams.inc()
         conn.raw_sink = splice
         if leftover:
             splice.upstream_data(leftover)
@@ -390,7 +400,7 @@ class Exchange:
             return
         if self.head_sent:
             log.warn("{flow}: Docker connection lost mid-response: {why}",
-                     flow=self._name(), why=describe(reason))
+                     flow=self._name(), why=describe(reason), request_id=self.flow.id)
             self.done = True
             self.channel.transport.loseConnection()
             self._log_line()
@@ -417,7 +427,7 @@ class Exchange:
         for k, v in resp.headers:
             if k.lower() not in _FRAMING:
                 request.responseHeaders.addRawHeader(k, v)
-        self._say_if_closing()
+        self._stamp()
         length = b"%d" % len(resp.body)
         if self.flow.request.method == "HEAD" and not resp.body:
             # A HEAD answer describes the body a GET would get: keep dockerd's length.
@@ -426,6 +436,11 @@ class Exchange:
         request.write(resp.body)
         self.bytes_out = len(resp.body)
         self._finish()
+
+    def _stamp(self) -> None:
+        """The headers Powerstrip adds to every answer it sends (not to a 101, relayed verbatim)."""
+        self.request.responseHeaders.setRawHeaders(REQUEST_ID_HEADER, [self.flow.id.encode()])
+        self._say_if_closing()
 
     def _say_if_closing(self) -> None:
         """Add ``Connection: close`` to a response after which the connection ends.
@@ -442,7 +457,7 @@ class Exchange:
 
     def crash(self, failure: Failure) -> None:
         """A bug surfaced while handling this request: log it, answer 500, keep serving."""
-        log.failure("{flow}: internal error", failure, flow=self._name())
+        log.failure("{flow}: internal error", failure, flow=self._name(), request_id=self.flow.id)
         self._abort_upstream()
         self._respond(error_response(500, f"powerstrip: internal error: {failure.getErrorMessage()}"))
 
@@ -478,24 +493,45 @@ class Exchange:
 
     def _client_gone(self, failure: Failure) -> None:
         if self.done:
+            # Counted already, unless a hijack's client left before its stream began.
+            self._count()
             return
         self.done = True
         if self._pending is not None:
+            hooks = len(self.flow.hooks)
             self._pending.cancel()
+            if len(self.flow.hooks) > hooks:
+                # The adapter call cut short is recorded as a fault; it is not the adapter's.
+                self.flow.hooks[-1].outcome = "CancelledError"
         self._abort_upstream()
-        log.info("{flow}: client went away", flow=self._name())
+        self._count()  # after the cancel, which records the interrupted hook call
+        log.info("{flow}: client went away", flow=self._name(), request_id=self.flow.id)
 
     def _splice_closed(self, splice: Splice) -> None:
         self.resource.streams.discard(splice)
-        self._log_line(f" stream in={splice.bytes_in}B out={splice.bytes_out}B")
+        self._log_line(f" stream in={splice.bytes_in}B out={splice.bytes_out}B",
+                       stream_bytes_in=splice.bytes_in, stream_bytes_out=splice.bytes_out)
 
     def _name(self) -> str:
         return f"#{self.flow.id} {self.flow.request.method} {self.flow.request.uri}"
 
-    def _log_line(self, extra: str = "") -> None:
+    def _count(self) -> None:
+        """Record this request in the metrics, once, however it ended."""
+        if not self._counted:
+            self._counted = True
+            self.resource.metrics.request_done(self)
+
+    def _log_line(self, extra: str = "", **fields: Any) -> None:
+        self._count()  # metrics count with the access log off too
         if not self.resource.access_log:
             return
         ms = (time.monotonic() - self.flow.started) * 1000
         hooks = "".join(f" {h.phase}:{h.adapter}={h.seconds * 1000:.1f}ms({h.outcome})"
                         for h in self.flow.hooks)
-        log.info("{line}", line=f"{self._name()} -> {self.status} {self.bytes_out}B {ms:.1f}ms{hooks}{extra}")
+        # The text line says it all; the fields are for --log-format json.
+        req = self.flow.request
+        log.info("{line}", line=f"{self._name()} -> {self.status} {self.bytes_out}B {ms:.1f}ms{hooks}{extra}",
+                 request_id=self.flow.id, method=req.method, path=req.uri, status=self.status,
+                 bytes=self.bytes_out, duration_ms=round(ms, 1),
+                 hooks=[{"adapter": h.adapter, "phase": h.phase, "ms": round(h.seconds * 1000, 1),
+                         "outcome": h.outcome} for h in self.flow.hooks], **fields)

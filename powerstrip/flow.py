@@ -8,15 +8,21 @@ replace its :class:`ClientRequest` and :class:`ServerResponse`.
 
 from __future__ import annotations
 
-import itertools
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 
 from powerstrip.http11 import Headers
 from powerstrip.matching import Route
 
-_ids = itertools.count(1)
+#: The response header that tells the client its request id.
+REQUEST_ID_HEADER = b"Powerstrip-Request-Id"
+
+
+def new_request_id() -> str:
+    """A fresh request id: 16 hex digits, unique enough to grep logs across restarts."""
+    return secrets.token_hex(8)
 
 
 @dataclass
@@ -75,7 +81,8 @@ class Flow:
     route: Route
     response: ServerResponse | None = None
     hooks: list[HookRecord] = field(default_factory=list)
-    id: int = field(default_factory=lambda: next(_ids))
+    #: The request id: in every log line about it, and in its response header.
+    id: str = field(default_factory=new_request_id)
     started: float = field(default_factory=time.monotonic)
 
 

@@ -113,17 +113,18 @@ class HookChain:
     @staticmethod
     def _log_call(flow: Flow, adapter: Adapter, phase: str, payload: dict, d: defer.Deferred) -> None:
         where = f"#{flow.id} {phase} {adapter.name}"
-        log.info("{where} sent {payload}", where=where, payload=_shown(payload))
+        fields = {"request_id": flow.id, "adapter": adapter.name, "phase": phase}
+        log.info("{where} sent {payload}", where=where, payload=_shown(payload), **fields)
 
         def replied(reply: dict) -> dict:
-            log.info("{where} replied {reply}", where=where, reply=_shown(reply))
+            log.info("{where} replied {reply}", where=where, reply=_shown(reply), **fields)
             return reply
 
         def refused(failure: Any) -> Any:
             if failure.check(Refused):
                 resp = failure.value.response
                 log.info("{where} refused {code} {body}", where=where, code=resp.code,
-                         body=_shown(resp.body.decode("utf-8", "replace")))
+                         body=_shown(resp.body.decode("utf-8", "replace")), **fields)
             return failure
 
         d.addCallbacks(replied, refused)
@@ -133,7 +134,8 @@ class HookChain:
         """``failure: ignore``: a fault (never a refusal) leaves the flow as it was."""
         failure.trap(AdapterFault)
         log.warn("{flow}: ignoring fault ({adapter} has failure: ignore): {error}",
-                 flow=flow.id, adapter=failure.value.adapter.name, error=str(failure.value))
+                 flow=flow.id, adapter=failure.value.adapter.name, error=str(failure.value),
+                 request_id=flow.id)
         return flow
 
     @staticmethod

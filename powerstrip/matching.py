@@ -46,6 +46,12 @@ def candidate_paths(path: str) -> tuple[str, ...]:
     return (path, "/v" + path)
 
 
+def rule_matches(method_glob: str, path_glob: str, method: str, path: str) -> bool:
+    """Whether a rule's globs match ``method path`` (query string ignored)."""
+    return fnmatchcase(method.upper(), method_glob) and any(
+        fnmatchcase(p, path_glob) for p in candidate_paths(path))
+
+
 def match(config: Config, method: str, path: str) -> Route:
     """Which rules of ``config`` match ``method path``, and the hooks they add.
 
@@ -59,9 +65,7 @@ def match(config: Config, method: str, path: str) -> Route:
     pre: dict[str, Adapter] = {}
     post: dict[str, Adapter] = {}
     for ep in config.endpoints:
-        if not fnmatchcase(method, ep.method):
-            continue
-        if not any(fnmatchcase(p, ep.path) for p in paths):
+        if not fnmatchcase(method, ep.method) or not any(fnmatchcase(p, ep.path) for p in paths):
             continue
         patterns.append(ep.pattern)
         for a in ep.pre:

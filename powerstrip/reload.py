@@ -24,8 +24,10 @@ def reload_config(resource: Any, path: str) -> bool:
         config = load_config(path)
     except ConfigError as e:
         log.error("powerstrip: reload rejected, keeping the current configuration: {error}", error=str(e))
+        resource.metrics.reloaded(False)
         return False
     resource.config = config
+    resource.metrics.reloaded(True)
     log.info("powerstrip: reloaded {src}: {routes} endpoint rule(s)", src=path, routes=len(config.endpoints))
     return True
 
@@ -73,5 +75,6 @@ class ConfigWatcher(service.Service):
         self._current = now
         if now is None:
             log.error("powerstrip: {path} is gone; keeping the current configuration", path=self.path)
+            self.resource.metrics.reloaded(False)  # a change that could not be applied
             return
         reload_config(self.resource, self.path)

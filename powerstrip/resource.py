@@ -15,6 +15,7 @@ from powerstrip.adapters import AdapterClient
 from powerstrip.config import Config
 from powerstrip.exchange import Exchange
 from powerstrip.hooks import HookChain
+from powerstrip.metrics import Metrics
 from powerstrip.splice import Splice
 from powerstrip.tls import DockerTLS
 from powerstrip.upstream import DockerAddress, UpstreamPool
@@ -58,6 +59,8 @@ class PowerstripResource(Resource):
         #: Requests being answered, and hijacked streams: what a shutdown drains.
         self.inflight: set[Any] = set()
         self.streams: set[Splice] = set()
+        #: Prometheus metrics (``GET /metrics`` on the admin listener).
+        self.metrics = Metrics(self.inflight, self.streams)
 
     def render(self, request: Any) -> Any:
         exchange = Exchange(request, self)

@@ -15,6 +15,7 @@ from twisted.python import usage
 
 from powerstrip.admin import admin_site
 from powerstrip.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from powerstrip.logs import FORMATS, PowerstripService
 from powerstrip.reload import ConfigWatcher, reload_config
 from powerstrip.resource import Limits, PowerstripResource
 from powerstrip.tls import DockerTLS, ListenerTLS, TLSConfigError, default_cert_path
@@ -65,6 +66,8 @@ class Options(usage.Options):
         ["docker", "d", None, f"Docker daemon URL [default: $DOCKER_HOST, else {DEFAULT_DOCKER}]"],
         ["max-json-body", None, "16M", "Largest JSON request body handed to pre-hooks (413 above)", _size],
         ["max-response-body", None, "64M", "Largest response handed to post-hooks (502 above)", _size],
+        ["log-format", None, "text", "text (twistd's lines) or json (one JSON object a line), written "
+                                     "where twistd logs: stdout with -n, else --logfile"],
         ["drain-timeout", None, 10.0, "On SIGTERM, seconds to let requests in flight finish before "
                                       "streams are closed", float],
     ]
@@ -82,6 +85,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         env = os.environ
+        self._check_log_format()
         for key in ("max-json-body", "max-response-body", "max-header-size"):
             if isinstance(self[key], str):  # twisted.python.usage leaves defaults uncoerced
                 self[key] = _size(self[key])
@@ -109,6 +113,16 @@ class Options(usage.Options):
         except ConfigError as e:
             # Not a usage error: say what is wrong with the file, without the option list.
             raise SystemExit(f"powerstrip: invalid configuration: {e}") from None
+
+    def _check_log_format(self) -> None:
+        if self["log-format"] not in FORMATS:
+            raise usage.UsageError(f"--log-format must be one of {', '.join(FORMATS)}, not {self['log-format']!r}")
+        twistd = self.parent  # twistd's own options, parsed before ours
+        if self["log-format"] == "json" and twistd is not None:
+            for other in ("syslog", "logger"):
+                if twistd.get(other):
+                    raise usage.UsageError(f"--log-format json writes to stdout or --logfile, not with "
+                                           f"twistd's --{other}")
 
     def _listener_tls(self) -> ListenerTLS | None:
         if not (self["tls"] or self["tlsverify"]):
@@ -211,7 +225,8 @@ def make_service(options: Options, reactor: Any = None) -> service.IService:
     site = PowerstripSite(resource, timeout=options["client-timeout"] or None,
                           max_head=options["max-header-size"])
     tls: ListenerTLS | None = options["listener_tls"]
-    top = service.MultiService()
+    # Under twistd, options.parent holds twistd's -n/--logfile: where JSON lines go.
+    top = PowerstripService(options["log-format"], options.parent)
     for listen in options["listen"]:
         url = docker_url_for(listen)
         if url and url.startswith("unix://"):

@@ -275,7 +275,7 @@ class InvalidConfigTests(TestCase):
                     pre: [a]
                 adapters:
                   a: "{url}"
-                """, f"adapter 'a': {url!r} is not an http://, https:// or http+unix:// URL")
+                """, f"adapter 'a': {url!r} is not an http://, https://, http+unix:// or python:module:name URL")
 
     def test_adapter_url_not_a_string(self) -> None:
         self.assertRejected("""\
@@ -331,7 +331,7 @@ class InvalidConfigTests(TestCase):
               a: {SPEC}
             """
         for spec, message in (
-            ('{timeout: 2s}', "adapter 'a': 'url' must be an http://, https:// or http+unix:// URL string"),
+            ('{timeout: 2s}', "adapter 'a': 'url' must be an http://, https://, http+unix:// or python: URL string"),
             ('{url: "http://a/", timeout: soon}', "adapter 'a': timeout 'soon' is not a duration"),
             ('{url: "http://a/", timeout: 0}', "adapter 'a': timeout 0 is not a duration"),
             ('{url: "http://a/", failure: retry}', "failure must be 'fail' or 'ignore', not 'retry'"),

@@ -11,8 +11,6 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +18,8 @@ import time
 from pathlib import Path
 
 from twisted.trial.unittest import SkipTest
+
+from powerstrip.testing import PowerstripProcess, free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER_SOCK = os.environ.get("POWERSTRIP_TEST_DOCKER", "unix:///var/run/docker.sock")
@@ -85,48 +85,13 @@ def ensure_busybox_image() -> None:
         tar.wait()
 
 
-def free_port() -> int:
-    """A TCP port on loopback nobody listens on (right now)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, what: str, log: Path | None = None) -> None:
-    """Wait until something accepts on 127.0.0.1:``port``, or fail with ``proc``'s log."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    detail = log.read_text() if log and log.exists() else ""
-    raise RuntimeError(f"{what} did not start listening on {port}:\n{detail}")
-
-
-class Powerstrip:
-    """A real ``twistd -n powerstrip`` process run from this checkout."""
+class Powerstrip(PowerstripProcess):
+    """A real ``twistd -n powerstrip`` process run from this checkout, in front of the real dockerd."""
 
     def __init__(self, config_text: str = PASSTHROUGH, extra: list[str] | None = None,
                  env: dict | None = None) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="powerstrip-e2e-"))
-        self.port = free_port()
-        self.url = f"tcp://127.0.0.1:{self.port}"
-        self.log = self.dir / "powerstrip.log"
-        args = ["--docker", DOCKER_SOCK, "--listen", f"tcp:{self.port}:interface=127.0.0.1"]
-        cfg = self.dir / "adapters.yml"
-        cfg.write_text(config_text)
-        args += ["--config", str(cfg)]
-        cmd = [shutil.which("twistd") or "twistd", "-n", "--pidfile=", f"--logfile={self.log}", "powerstrip",
-               *args, *(extra or [])]
-        full_env = {**os.environ, "PYTHONPATH": str(REPO)}
-        full_env.pop("DOCKER_HOST", None)
-        full_env.update(env or {})
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for_port(self.port, self.proc, "powerstrip", self.log)
+        super().__init__(config_text, docker=DOCKER_SOCK, args=extra or (),
+                         env={"PYTHONPATH": str(REPO), **(env or {})}, cwd=str(REPO))
 
     def rss_kib(self, field: str = "VmRSS") -> int:
         """The process's resident memory (``VmRSS``) or its peak (``VmHWM``), in KiB."""
@@ -134,26 +99,6 @@ class Powerstrip:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
         raise RuntimeError(f"no {field} for pid {self.proc.pid}")
-
-    def log_text(self) -> str:
-        """What Powerstrip logged so far."""
-        return self.log.read_text() if self.log.exists() else ""
-
-    def alive(self) -> bool:
-        """Whether the process is still running."""
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        """Stop it (SIGTERM, then SIGKILL) and remove its files."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)  # more than the default --drain-timeout
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stderr.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class LabelAdapter:

@@ -35,7 +35,7 @@ from tests.certs import CA
 from tests.e2e.support import CLIS, DOCKER_SOCK, IMAGE, LABEL, Powerstrip, direct, free_port, require_daemon, run
 
 #: An access-log line: ``#N METHOD /path -> status ...``.
-REQUEST_LINE = re.compile(r"#\d+ [A-Z]+ /\S* -> \d{3}")
+REQUEST_LINE = re.compile(r"#[0-9a-f]+ [A-Z]+ /\S* -> \d{3}")
 BIG = 8 * 1024 * 1024
 DOCKER28 = CLIS["docker 28"]
 

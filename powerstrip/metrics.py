@@ -1,0 +1,137 @@
+"""Prometheus metrics, served by the admin listener at ``GET /metrics``.
+
+Each :class:`~powerstrip.resource.PowerstripResource` owns one
+:class:`Metrics` with its own ``CollectorRegistry`` (never the process-wide
+default), so several proxies in one process count apart.
+
+Requests are recorded once, when they end (:meth:`Metrics.request_done`);
+the proxy's hot path does no other metrics work. Labelled children are
+looked up once per label set and kept, so a request costs a few dict hits
+and uncontended lock-protected increments.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sized
+from typing import TYPE_CHECKING, Any
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from powerstrip.adapters import AdapterFault
+
+if TYPE_CHECKING:
+    from powerstrip.exchange import Exchange
+
+# Counters would each also export a ``*_created`` timestamp series, which
+# doubles the page for no use here. (A process-wide setting of the library.)
+prometheus_client.disable_created_metrics()
+
+#: The ``route`` label of a request no endpoint rule matched.
+NO_ROUTE = "none"
+#: The ``code`` label of a request that ended before any status was known
+#: (the client went away while Powerstrip was still waiting).
+NO_CODE = "none"
+#: Seconds: 1 ms (a ``/_ping``) up to a minute (image pulls, builds); longer
+#: calls (streams, ``logs -f``, ``events``) land in ``+Inf``.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: Seconds: adapter calls are bounded by their timeout (default a few seconds).
+HOOK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+# Methods become labels as they are; anything else is "other", so a client
+# cannot create label values (series) at will.
+_METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS")}
+_FAULT = AdapterFault.__name__
+
+
+def method_label(method: bytes) -> str:
+    """The ``method`` label for a request method as the client sent it."""
+    return _METHODS.get(method) or _METHODS.get(method.upper(), "other")
+
+
+class Metrics:
+    """The metrics of one proxy; ``registry`` is what ``/metrics`` exposes.
+
+    ``inflight`` and ``streams`` are the proxy's live sets of requests being
+    answered and hijacked streams: the gauges read their size at scrape time.
+    """
+
+    def __init__(self, inflight: Sized, streams: Sized) -> None:
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        self.requests = Counter(
+            "powerstrip_requests",
+            "Client requests ended (answered, failed or abandoned), by endpoint rule, method and status",
+            ["route", "method", "code"], registry=reg)
+        self.duration = Histogram(
+            "powerstrip_request_duration_seconds",
+            "Time from a request's head arriving to its end (for streams: to the stream's close)",
+            ["route"], buckets=DURATION_BUCKETS, registry=reg)
+        self.hook_calls = Counter(
+            "powerstrip_hook_calls", "Adapter calls, by adapter, phase and outcome",
+            ["adapter", "phase", "outcome"], registry=reg)
+        self.hook_faults = Counter(
+            "powerstrip_hook_faults", "Adapter calls that failed (no usable answer), by adapter",
+            ["adapter"], registry=reg)
+        self.hook_duration = Histogram(
+            "powerstrip_hook_duration_seconds", "Adapter call time, by adapter and phase",
+            ["adapter", "phase"], buckets=HOOK_BUCKETS, registry=reg)
+        self.streams = Counter(
+            "powerstrip_streams", "Hijacked streams begun (attach, exec, BuildKit)", registry=reg)
+        Gauge("powerstrip_streams_active", "Hijacked streams open now",
+              registry=reg).set_function(streams.__len__)
+        Gauge("powerstrip_requests_in_flight", "Requests being answered now (streams not included)",
+              registry=reg).set_function(inflight.__len__)
+        self.bytes_in = Counter(
+            "powerstrip_client_received_bytes",
+            "Bytes received from clients: request bodies passed on, and hijacked-stream bytes", registry=reg)
+        self.bytes_out = Counter(
+            "powerstrip_client_sent_bytes",
+            "Bytes sent to clients: response bodies, and hijacked-stream bytes", registry=reg)
+        reloads = Counter(
+            "powerstrip_config_reloads", "Adapters file reloads (SIGHUP, --watch-config), by result",
+            ["result"], registry=reg)
+        # Both results exist from the start: an alert on "failed" needs a 0 to rise from.
+        self._reloads = {True: reloads.labels("ok"), False: reloads.labels("failed")}
+        self._children: dict[tuple, Any] = {}
+        self._request_children: dict[tuple, tuple[Any, Any]] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def request_done(self, exchange: Exchange) -> None:
+        """Record a request that has ended, however it ended (call once per request)."""
+        flow = exchange.flow
+        route = flow.route.patterns[0] if flow.route.patterns else NO_ROUTE
+        # Keyed by the label values (never raw client input), so the cache stays as small as the series.
+        key = (route, method_label(exchange.request.method), exchange.status)
+        pair = self._request_children.get(key)
+        if pair is None:
+            code = NO_CODE if key[2] is None else str(key[2])
+            pair = self._request_children[key] = (self.requests.labels(route, key[1], code),
+                                                  self.duration.labels(route))
+        pair[0].inc()
+        pair[1].observe(time.monotonic() - flow.started)
+        bytes_in, bytes_out = exchange.bytes_in, exchange.bytes_out
+        splice = exchange.splice
+        if splice is not None:
+            bytes_in += splice.bytes_in
+            bytes_out += splice.bytes_out
+        if bytes_in:
+            self.bytes_in.inc(bytes_in)
+        if bytes_out:
+            self.bytes_out.inc(bytes_out)
+        for hook in flow.hooks:
+            self._child(self.hook_calls, hook.adapter, hook.phase, hook.outcome).inc()
+            self._child(self.hook_duration, hook.adapter, hook.phase).observe(hook.seconds)
+            if hook.outcome == _FAULT:
+                self._child(self.hook_faults, hook.adapter).inc()
+
+    def reloaded(self, ok: bool) -> None:
+        """Count a configuration reload attempt and whether it took effect."""
+        self._reloads[ok].inc()
