@@ -47,7 +47,7 @@ RUN python3 -m venv --without-pip /opt/powerstrip \
 from twisted.application.service import IServiceMaker; \
 from twisted.plugin import getPlugins; \
 names = [p.tapname for p in getPlugins(IServiceMaker)]; \
-assert 'powerstrip' in names, names"
+assert {'powerstrip', 'powerstrip-adapter'} <= set(names), names"
 # (getPlugins also writes twisted/plugins/dropin.cache, so startup need not.)
 
 FROM ${BASE}

@@ -20,7 +20,7 @@ from hyperlink import EncodedURL
 from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
-from twisted.internet.error import ConnectError, DNSLookupError
+from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseDone, ResponseNeverReceived
@@ -224,9 +224,15 @@ class AdapterClient:
             lambda body: (response.code, ctype.decode("latin-1") if ctype else None, body))
 
     def _fault(self, failure: Any, adapter: Adapter) -> None:
-        if failure.check(Refused, AdapterFault):
+        if failure.check(Refused, AdapterFault, defer.CancelledError):
             return failure
-        if failure.check(defer.TimeoutError, defer.CancelledError):
+        if failure.check(ConnectingCancelledError) or (failure.check(ResponseNeverReceived) and any(
+                r.check(defer.CancelledError) for r in failure.value.reasons)):
+            # Cancelled (a timeout was turned into TimeoutError before this):
+            # the client went away. Not the adapter's fault, and not one that
+            # ``failure: ignore`` may carry on from.
+            raise defer.CancelledError()
+        if failure.check(defer.TimeoutError):
             raise AdapterFault(adapter, f"no answer within {adapter.timeout:g}s", code=504)
         if failure.check(_TooLarge):
             raise AdapterFault(adapter, f"reply larger than {self.max_reply} bytes")

@@ -73,10 +73,11 @@ _STREAMING = re.compile(
 
 @implementer(IPullProducer)
 class _FlushWatcher:
-    """Calls back once a transport has written out everything it holds."""
+    """Calls ``then`` once a transport has written out everything it holds,
+    or ``lost`` if its connection is lost first."""
 
-    def __init__(self, transport: Any, then: Any) -> None:
-        self.transport, self.then = transport, then
+    def __init__(self, transport: Any, then: Any, lost: Any) -> None:
+        self.transport, self.then, self.lost = transport, then, lost
         self.registering = True
 
     def resumeProducing(self) -> None:
@@ -88,14 +89,15 @@ class _FlushWatcher:
         self.then()
 
     def stopProducing(self) -> None:
-        pass
+        # The transport is going away with the data unsent: ``then`` never comes.
+        self.lost()
 
 
-def _when_flushed(transport: Any, then: Any) -> None:
-    """Run ``then`` when ``transport`` has flushed its write buffer."""
+def _when_flushed(transport: Any, then: Any, lost: Any) -> None:
+    """Run ``then`` when ``transport`` has flushed its write buffer (``lost`` if it closes first)."""
     if transport.producer is not None:
         transport.unregisterProducer()
-    watcher = _FlushWatcher(transport, then)
+    watcher = _FlushWatcher(transport, then, lost)
     transport.registerProducer(watcher, False)
     watcher.registering = False
 
@@ -368,7 +370,15 @@ class Exchange:
         # So dockerd is not read again until the head has left.
         conn.transport.pauseProducing()
         self.channel.transport.write(head.raw)
-        _when_flushed(self.channel.transport, lambda: self._splice(conn, leftover))
+        _when_flushed(self.channel.transport, lambda: self._splice(conn, leftover),
+                      lambda: self._lost_before_splice(conn))
+
+    def _lost_before_splice(self, conn: UpstreamConnection) -> None:
+        # The client left before the 101 head was out: no stream will start,
+        # so the paused dockerd connection must not be left open.
+        self.resource.inflight.discard(self.request)
+        conn.transport.loseConnection()
+        self._log_line()
 
     def _splice(self, conn: UpstreamConnection, leftover: bytes) -> None:
         client = self.channel.transport
@@ -498,11 +508,7 @@ class Exchange:
             return
         self.done = True
         if self._pending is not None:
-            hooks = len(self.flow.hooks)
             self._pending.cancel()
-            if len(self.flow.hooks) > hooks:
-                # The adapter call cut short is recorded as a fault; it is not the adapter's.
-                self.flow.hooks[-1].outcome = "CancelledError"
         self._abort_upstream()
         self._count()  # after the cancel, which records the interrupted hook call
         log.info("{flow}: client went away", flow=self._name(), request_id=self.flow.id)

@@ -36,7 +36,7 @@ def _size(value: str) -> int:
 
 
 class Options(usage.Options):
-    """``twistd powerstrip`` options; each also has an environment variable."""
+    """``twistd powerstrip`` options; some fall back to an environment variable."""
 
     synopsis = "[--config adapters.yml] [--docker URL] [--listen ENDPOINT ...]"
     optFlags = [
@@ -59,7 +59,7 @@ class Options(usage.Options):
          "head/body (0: never). Answers in progress and streams are never cut off", float],
         ["max-header-size", None, "1M", "Largest request head (request line + headers) accepted (413 above)",
          _size],
-        ["admin", None, None, "Twisted endpoint for the admin listener: GET /healthz, GET /readyz "
+        ["admin", None, None, "Twisted endpoint for the admin listener: GET /healthz, GET /readyz, GET /metrics "
                               "(e.g. tcp:9375:interface=127.0.0.1) [default: none]"],
         ["config", "c", None, "Adapters file [default: $POWERSTRIP_CONFIG, else "
                               f"{DEFAULT_CONFIG}; pass-through if that is missing]"],

@@ -22,10 +22,12 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
-from twisted.web.server import Request, Site
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from powerstrip.config import parse_config
+from powerstrip.exchange import _when_flushed
 from powerstrip.resource import Limits, PowerstripResource
 from powerstrip.tls import DockerTLS, ListenerTLS
 from powerstrip.upstream import DockerAddress
@@ -760,6 +762,24 @@ class HookTests(ProxyTestCase):
         self.assertEqual(self.adapters.calls[0][1]["ClientRequest"]["Body"], '{"Image": "busybox"}')
 
     @defer.inlineCallbacks
+    def test_client_gone_stops_the_chain_even_with_failure_ignore(self) -> Any:
+        """The client left during an adapter call: the next adapter is not called for nobody."""
+        def hang(call: Request, payload: dict) -> Any:
+            return NOT_DONE_YET
+
+        self.start('version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [slow, next]\n'
+                   "adapters:\n  slow: {url: $BASE/slow, failure: ignore}\n  next: $BASE/next\n",
+                   slow=hang, next=add_env)
+        client = yield self.connect()
+        client.send(json_request(b"POST", b"/v1.41/containers/create", {"Image": "busybox"}))
+        while not self.adapters.calls:
+            yield deferLater(reactor, 0.01, lambda: None)
+        client.transport.abortConnection()
+        yield deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual([name for name, _ in self.adapters.calls], ["slow"])
+        self.assertNothingReachedDocker()
+
+    @defer.inlineCallbacks
     def test_unversioned_path_hits_versioned_rule(self) -> Any:
         """``/containers/create`` (no ``/v1.41``) still matches ``POST /*/containers/create``."""
         self.start(CREATE_PRE, hook=add_env)
@@ -920,3 +940,21 @@ class DockerDownTests(ProxyTestCase):
         resp = yield client.response()
         self.assertDockerError(resp, 502, f"powerstrip: cannot reach Docker at tcp://127.0.0.1:{port}: ")
         self.assertEqual(self.dockerd.connections, [])
+
+
+class FlushWatchTests(SynchronousTestCase):
+    """Waiting for a 101 head to leave before splicing (``exchange._when_flushed``)."""
+
+    def test_flushed(self) -> None:
+        transport, seen = StringTransport(), []
+        _when_flushed(transport, lambda: seen.append("flushed"), lambda: seen.append("lost"))
+        self.assertEqual(seen, [])  # registration alone is not a flush
+        transport.producer.resumeProducing()
+        self.assertEqual((seen, transport.producer), (["flushed"], None))
+
+    def test_lost_before_flush(self) -> None:
+        """A client gone with the head unsent: ``lost`` runs, so dockerd's connection is closed."""
+        transport, seen = StringTransport(), []
+        _when_flushed(transport, lambda: seen.append("flushed"), lambda: seen.append("lost"))
+        transport.producer.stopProducing()  # what a transport does when its connection is lost
+        self.assertEqual(seen, ["lost"])

@@ -16,10 +16,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from twisted.trial.unittest import SkipTest
 
-from powerstrip.testing import PowerstripProcess, free_port, wait_for_port
+from powerstrip.testing import AdapterProcess, PowerstripProcess, free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER_SOCK = os.environ.get("POWERSTRIP_TEST_DOCKER", "unix:///var/run/docker.sock")
@@ -99,6 +100,28 @@ class Powerstrip(PowerstripProcess):
             if line.startswith(field + ":"):
                 return int(line.split()[1])
         raise RuntimeError(f"no {field} for pid {self.proc.pid}")
+
+
+def shell_policy_adapter(test: Any) -> str:
+    """Start examples/policy_adapter.sh behind socat for ``test`` (stopped at its clean-up); its URL."""
+    socat = shutil.which("socat")
+    if socat is None:
+        raise RuntimeError("socat is needed for the shell adapter test (apt-get install socat)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [socat, f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
+         f"SYSTEM:sh {REPO / 'examples' / 'policy_adapter.sh'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    test.addCleanup(lambda: (proc.terminate(), proc.wait(10)))
+    wait_for_port(port, proc, "socat")
+    return f"http://127.0.0.1:{port}/policy"
+
+
+class SDKAdapter(AdapterProcess):
+    """An SDK adapter module of this checkout served by ``twistd -n powerstrip-adapter``."""
+
+    def __init__(self, module: str, env: dict | None = None) -> None:
+        super().__init__(module, env={"PYTHONPATH": str(REPO), **(env or {})}, cwd=str(REPO), path="/")
 
 
 class LabelAdapter:

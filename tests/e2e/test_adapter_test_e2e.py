@@ -13,13 +13,12 @@ No dockerd is needed: adapter-test talks only to the adapter.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
 from twisted.trial.unittest import TestCase
 
-from tests.e2e.support import REPO, LabelAdapter, free_port, wait_for_port
+from tests.e2e.support import REPO, LabelAdapter, shell_policy_adapter
 
 
 def adapter_test(*args: str) -> subprocess.CompletedProcess:
@@ -53,17 +52,7 @@ class LabelAdapterTests(TestCase):
 
 class ShellPolicyAdapterTests(TestCase):
     def setUp(self) -> None:
-        socat = shutil.which("socat")
-        if socat is None:
-            raise RuntimeError("socat is needed for the shell adapter test (apt-get install socat)")
-        port = free_port()
-        self.adapter = subprocess.Popen(
-            [socat, f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
-             f"SYSTEM:sh {REPO / 'examples' / 'policy_adapter.sh'}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.addCleanup(lambda: (self.adapter.terminate(), self.adapter.wait(10)))
-        wait_for_port(port, self.adapter, "socat")
-        self.url = f"http://127.0.0.1:{port}/policy"
+        self.url = shell_policy_adapter(self)
 
     def test_its_pre_hook_answers_are_valid(self) -> None:
         result = adapter_test(self.url, "--only", "pre-hook")

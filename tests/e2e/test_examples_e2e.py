@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -26,53 +25,15 @@ from tests.e2e.support import (
     CLIS,
     IMAGE,
     LABEL,
-    REPO,
     Powerstrip,
+    SDKAdapter,
     direct,
-    free_port,
     require_daemon,
     run,
-    wait_for_port,
 )
 
 TWISTD = "twistd"
 IN_PROCESS = "in-process"
-
-
-class AdapterProcess:
-    """An example adapter served by ``twistd -n powerstrip-adapter`` on a free loopback port."""
-
-    def __init__(self, module: str, env: dict | None = None) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="example-adapter-"))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log = self.dir / "adapter.log"
-        cmd = [shutil.which("twistd") or "twistd", "-n", "--pidfile=", f"--logfile={self.log}",
-               "powerstrip-adapter", "--module", module, "--listen", f"tcp:{self.port}:interface=127.0.0.1"]
-        full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-        # Output goes to a file, not a pipe nobody reads: a chatty adapter must not block.
-        with open(self.dir / "stderr.log", "wb") as out:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(self.port, self.proc, f"twistd powerstrip-adapter --module {module}", self.log)
-        except RuntimeError as e:
-            self.stop()
-            raise RuntimeError(f"{e}\n{(self.dir / 'stderr.log').read_text()}") from None
-
-    def log_text(self) -> str:
-        """What the adapter logged so far."""
-        return self.log.read_text() if self.log.exists() else ""
-
-    def stop(self) -> None:
-        """Stop it and remove its files."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class _Example:
@@ -93,7 +54,7 @@ class _Example:
         self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
         settings = self.make_settings()
         if self.mode == TWISTD:
-            self.adapter = AdapterProcess(f"examples.{self.example}", settings)
+            self.adapter = SDKAdapter(f"examples.{self.example}", settings)
             self.addCleanup(self.adapter.stop)
             url, proxy_env = self.adapter.url, None
         else:

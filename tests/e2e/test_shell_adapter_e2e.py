@@ -6,7 +6,6 @@ everything else through unchanged; both docker CLIs, a real dockerd.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import uuid
 
@@ -16,13 +15,11 @@ from tests.e2e.support import (
     CLIS,
     IMAGE,
     LABEL,
-    REPO,
     Powerstrip,
     direct,
-    free_port,
     require_daemon,
     run,
-    wait_for_port,
+    shell_policy_adapter,
 )
 
 
@@ -31,18 +28,9 @@ class _ShellPolicy:
 
     def setUp(self) -> None:
         require_daemon()
-        socat = shutil.which("socat")
-        if socat is None:
-            raise RuntimeError("socat is needed for the shell adapter test (apt-get install socat)")
-        port = free_port()
-        self.adapter = subprocess.Popen(
-            [socat, f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
-             f"SYSTEM:sh {REPO / 'examples' / 'policy_adapter.sh'}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.addCleanup(lambda: (self.adapter.terminate(), self.adapter.wait(10)))
-        wait_for_port(port, self.adapter, "socat")
+        url = shell_policy_adapter(self)
         self.proxy = Powerstrip('version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [policy]\n'
-                                f"adapters:\n  policy: http://127.0.0.1:{port}/policy\n")
+                                f"adapters:\n  policy: {url}\n")
         self.addCleanup(self.proxy.stop)
 
     def docker_run(self, *args: str) -> subprocess.CompletedProcess:
