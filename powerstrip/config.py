@@ -35,9 +35,9 @@ DEFAULT_ADAPTER_TIMEOUT = 30.0
 #: Where Powerstrip and the ``powerstrip`` command look without --config or $POWERSTRIP_CONFIG.
 DEFAULT_CONFIG = "/etc/powerstrip/adapters.yml"
 
-_TOP_KEYS = {"version", "endpoints", "adapters"}
+_TOP_KEYS = {"version", "endpoints", "adapters", "events"}
 _ENDPOINT_KEYS = {"pre", "post"}
-_ADAPTER_KEYS = {"url", "timeout", "failure"}
+_ADAPTER_KEYS = {"url", "timeout", "failure", "protocol", "unwind", "type"}
 _METHOD = re.compile(r"^[A-Za-z*?\[\]!]+$")
 _MAX_SOCKET_PATH = 107  # sun_path on Linux, less its terminating NUL
 
@@ -57,6 +57,23 @@ class Adapter:
     ignore_faults: bool = False
     #: For a ``python:module:name`` URL, the in-process :class:`powerstrip.adapter.Adapter`.
     in_process: Any = field(default=None, compare=False, repr=False)
+    #: The Powerstrip protocol version its hook calls use: 1 or 2 (``protocol:``).
+    protocol: int = 1
+    #: ``unwind: true`` (protocol 2): called with ``"Type": "unwind"`` when a request
+    #: fails after its pre-hook succeeded.
+    unwind: bool = False
+    #: ``powerstrip`` (hook calls) or ``authz`` (Docker's authorization-plugin protocol).
+    type: str = "powerstrip"
+
+
+@dataclass(frozen=True)
+class EventRule:
+    """One ``events:`` rule: Docker events whose ``"Type Action"`` match ``pattern``, and their adapters."""
+
+    pattern: str
+    type: str  # glob on the event's Type (container, image, network, volume, ...)
+    action: str  # glob on its Action (die, start, create, exec_start: ..., ...)
+    adapters: tuple[Adapter, ...]
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,8 @@ class Config:
     endpoints: tuple[Endpoint, ...] = ()
     adapters: dict[str, Adapter] = field(default_factory=dict)
     source: str = "<pass-through>"
+    #: The ``events:`` rules, in file order.
+    events: tuple[EventRule, ...] = ()
 
     @classmethod
     def passthrough(cls) -> Config:
@@ -126,7 +145,28 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     endpoints = tuple(
         _parse_endpoint(pattern, spec, adapters, fail) for pattern, spec in doc["endpoints"].items()
     )
-    return Config(endpoints=endpoints, adapters=adapters, source=source)
+    events = doc.get("events") or {}
+    if not isinstance(events, dict):
+        raise fail(f"'events' must be a mapping of \"TYPE ACTION\" patterns to adapter lists, not {_kind(events)}")
+    event_rules = tuple(_parse_event_rule(pattern, names, adapters, fail) for pattern, names in events.items())
+    return Config(endpoints=endpoints, adapters=adapters, source=source, events=event_rules)
+
+
+def _parse_event_rule(pattern: object, names: object, adapters: dict[str, Adapter], fail) -> EventRule:
+    words = pattern.split() if isinstance(pattern, str) else []
+    if len(words) != 2:
+        raise fail(f"event {pattern!r}: expected \"TYPE ACTION\" globs, e.g. \"container die\" or \"network *\"")
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not names:
+        raise fail(f"event {pattern!r}: expected a list of adapter names")
+    for n in names:
+        if not isinstance(n, str) or n not in adapters:
+            known = ", ".join(sorted(adapters)) or "none"
+            raise fail(f"event {pattern!r}: adapter {n!r} is not defined under 'adapters' (defined: {known})")
+        if adapters[n].type == "authz":
+            raise fail(f"event {pattern!r}: adapter {n!r} is an authz plugin, which takes no events")
+    return EventRule(pattern, words[0], words[1], tuple(adapters[n] for n in names))
 
 
 def parse_adapter(name: str, spec: object) -> Adapter:
@@ -178,7 +218,22 @@ def _parse_adapter(name: object, spec: object, fail) -> Adapter:
     failure = spec.get("failure", "fail")
     if failure not in ("fail", "ignore"):
         raise fail(f"adapter '{name}': failure must be 'fail' or 'ignore', not {failure!r}")
-    return Adapter(name=name, url=url, timeout=timeout, ignore_faults=failure == "ignore", in_process=in_process)
+    protocol = spec.get("protocol", 1)
+    if protocol not in (1, 2) or isinstance(protocol, bool):
+        raise fail(f"adapter '{name}': protocol must be 1 or 2, not {protocol!r}")
+    unwind = spec.get("unwind", False)
+    if not isinstance(unwind, bool):
+        raise fail(f"adapter '{name}': unwind must be true or false, not {unwind!r}")
+    if unwind and protocol != 2:
+        raise fail(f"adapter '{name}': unwind calls are protocol 2: add 'protocol: 2'")
+    kind = spec.get("type", "powerstrip")
+    if kind not in ("powerstrip", "authz"):
+        raise fail(f"adapter '{name}': type must be 'powerstrip' or 'authz', not {kind!r}")
+    if kind == "authz" and ("protocol" in spec or unwind or in_process is not None):
+        raise fail(f"adapter '{name}': an authz adapter speaks Docker's authorization-plugin protocol over "
+                   "HTTP: no 'protocol', 'unwind' or python: URL")
+    return Adapter(name=name, url=url, timeout=timeout, ignore_faults=failure == "ignore", in_process=in_process,
+                   protocol=protocol, unwind=unwind, type=kind)
 
 
 def parse_rule(text: str) -> tuple[str, str]:

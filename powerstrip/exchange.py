@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from powerstrip.adapters import AdapterFault, Refused
+from powerstrip.caller import caller_of
 from powerstrip.flow import REQUEST_ID_HEADER, ClientRequest, Flow, ServerResponse, error_response
 from powerstrip.http11 import (
     ResponseHead,
@@ -128,7 +129,8 @@ class Exchange:
         method = request.method.decode("latin-1").upper()
         uri = request.uri.decode("latin-1")
         headers = [(k, v) for k, vs in request.requestHeaders.getAllRawHeaders() for v in vs]
-        self.flow = Flow(ClientRequest(method, uri, headers), match(config, method, uri))
+        self.flow = Flow(ClientRequest(method, uri, headers), match(config, method, uri),
+                         caller=caller_of(self.channel))
         te = (header_value(headers, b"transfer-encoding") or b"").lower()
         self.chunked_in = b"chunked" in te
         cl = header_value(headers, b"content-length")

@@ -13,6 +13,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
+from powerstrip.caller import Caller
 from powerstrip.http11 import Headers
 from powerstrip.matching import Route
 
@@ -83,6 +84,8 @@ class Flow:
     hooks: list[HookRecord] = field(default_factory=list)
     #: The request id: in every log line about it, and in its response header.
     id: str = field(default_factory=new_request_id)
+    #: Who sent it (protocol 2's ``Caller``; the AuthZ ``User``).
+    caller: Caller | None = None
     started: float = field(default_factory=time.monotonic)
 
 

@@ -152,7 +152,7 @@ class InvalidConfigTests(TestCase):
 
     def test_unknown_top_level_key(self) -> None:
         message = self.assertRejected(CANONICAL + "hooks: {}\n", "unknown top-level key(s): hooks")
-        self.assertIn("allowed: adapters, endpoints, version", message)
+        self.assertIn("allowed: adapters, endpoints, events, version", message)
 
     def test_missing_endpoints(self) -> None:
         self.assertRejected("version: 1\nadapters: {a: http://a/}\n", "missing required key 'endpoints'")

@@ -1,0 +1,89 @@
+"""Who is calling: the client's transport, address, and identity (protocol 2's ``Caller``).
+
+On a unix-socket listener the kernel says which process connected
+(``SO_PEERCRED``: uid, gid, pid); on a TLS listener with client certificates
+the certificate says who it is. Both are fixed for the life of a connection,
+so they are read once per connection.
+"""
+
+from __future__ import annotations
+
+import pwd
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import ISSLTransport
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The client of one connection, as adapters see it."""
+
+    transport: str  # unix | tcp | tls
+    remote_address: str | None = None
+    uid: int | None = None
+    gid: int | None = None
+    pid: int | None = None
+    user: str | None = None
+    certificate: dict | None = None  # {"Subject", "CommonName", "Fingerprint"}
+
+    def wire(self) -> dict:
+        """The protocol's ``Caller`` object."""
+        return {"Transport": self.transport, "RemoteAddress": self.remote_address, "Uid": self.uid,
+                "Gid": self.gid, "Pid": self.pid, "User": self.user, "Certificate": self.certificate}
+
+
+def caller_of(channel: Any) -> Caller:
+    """The :class:`Caller` of ``channel``'s connection (read once, then kept on the channel)."""
+    caller = getattr(channel, "_powerstrip_caller", None)
+    if caller is None:
+        caller = channel._powerstrip_caller = _read(channel.transport)
+    return caller
+
+
+def _read(transport: Any) -> Caller:
+    peer = transport.getPeer()
+    if ISSLTransport.providedBy(transport):
+        cert = _certificate(transport)
+        return Caller("tls", _address(peer), user=cert["CommonName"] if cert else None, certificate=cert)
+    if isinstance(peer, UNIXAddress):
+        return _peer_credentials(transport)
+    return Caller("tcp", _address(peer))
+
+
+def _address(peer: Any) -> str | None:
+    if isinstance(peer, IPv6Address):
+        return f"[{peer.host}]:{peer.port}"
+    if isinstance(peer, IPv4Address):
+        return f"{peer.host}:{peer.port}"
+    return None
+
+
+def _peer_credentials(transport: Any) -> Caller:
+    try:
+        raw = transport.getHandle().getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (OSError, AttributeError):  # not Linux, or not a real socket
+        return Caller("unix")
+    pid, uid, gid = struct.unpack("3i", raw)
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid with no account (a container's user, say)
+        user = None
+    return Caller("unix", None, uid, gid, pid, user)
+
+
+def _certificate(transport: Any) -> dict | None:
+    cert = transport.getPeerCertificate()
+    if cert is None:
+        return None
+    # RFC 4514 writes the most specific component first: CN=alice,O=dev.
+    parts = [(k.decode(), v.decode("utf-8", "replace")) for k, v in cert.get_subject().get_components()]
+    names = [v for k, v in parts if k == "CN"]
+    return {
+        "Subject": ",".join(f"{k}={v}" for k, v in reversed(parts)),
+        "CommonName": names[-1] if names else None,
+        "Fingerprint": "sha256:" + cert.digest("sha256").decode().replace(":", "").lower(),
+    }
