@@ -57,6 +57,8 @@ RELAYS = ("socat", "haproxy", "powerstrip")
 #: twistd's log observer drops info events (the per-request access line).
 QUIET = "powerstrip-quietlog"
 SECTIONS = ("ping", "bulk", "hooks", "hijack", "profile")
+#: The SDK adapter of the hook section: in-process (``python:`` + this) and over HTTP.
+SDK_MODULE = "bench.sdk_adapter:adapter"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -401,10 +403,10 @@ def python_impl(python: str) -> tuple[str, str]:
 
 def start_powerstrip(procs: Procs, config: Path, tag: str = "nohook", quiet_log: bool = False,
                      explicit_limits: bool = True, python: str | None = None,
-                     name: str | None = None) -> Relay:
+                     name: str | None = None, env_extra: dict[str, str] | None = None) -> Relay:
     port = free_port()
     path = [str(REPO)] + ([str(HERE)] if quiet_log else []) + [os.environ.get("PYTHONPATH", "")]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p), **(env_extra or {}))
     env.pop("DOCKER_HOST", None)
     argv = [python or sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; run()",
             "-n", "--pidfile="] + (["--logger", "quiet_log.observer"] if quiet_log else []) + [
@@ -712,6 +714,38 @@ class Bench:
             raise BenchError(f"fast_adapter did not start: {line!r}")
         return p, int(line.split()[1])
 
+    def _start_sdk_adapter(self, stats: Path, tag: str) -> tuple[subprocess.Popen, int]:
+        """bench/sdk_adapter.py served over HTTP by ``twistd powerstrip-adapter``; its call
+        counts land in ``stats`` when it is stopped."""
+        port = free_port()
+        env = dict(os.environ, BENCH_SDK_STATS=str(stats),
+                   PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+        argv = [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; run()",
+                "-n", "--pidfile=", "powerstrip-adapter", "--module", SDK_MODULE,
+                "--listen", f"tcp:{port}:interface=127.0.0.1"]
+        p = self.procs.start(argv, f"sdk-adapter-{tag}.log", env=env, cwd=str(REPO))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if p.poll() is not None:
+                raise BenchError(f"twistd powerstrip-adapter exited with {p.returncode}; "
+                                 f"see bench/out/logs/sdk-adapter-{tag}.log")
+            with contextlib.suppress(OSError):
+                if http_get(port, "/") == 200:  # GET describes the adapter
+                    return p, port
+            time.sleep(0.1)
+        raise BenchError(f"twistd powerstrip-adapter not answering on port {port}")
+
+    @staticmethod
+    def _sdk_calls(stats: Path) -> int:
+        """Hook calls the SDK adapter counted (written at its process's shutdown)."""
+        try:
+            counts = json.loads(stats.read_text())
+        except (OSError, ValueError):
+            return -1
+        finally:
+            stats.unlink(missing_ok=True)
+        return counts["pre"] + counts["post"]
+
     def _adapter_stats(self, port: int) -> dict:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         try:
@@ -733,31 +767,78 @@ class Bench:
         wrk(self.procs, url, 1, a.warmup, script=lua)
         alone = wrk(self.procs, url, 1, a.duration, script=lua)
         log(f"adapter alone: p50 {alone['p50']:.3f} ms, {alone['rps']:.0f} req/s")
-        configs = [("no hooks", 0, 0), ("1 pre", 1, 0), ("2 pre", 2, 0), ("4 pre", 4, 0), ("1 post", 0, 1),
-                   ("1 pre + 1 post", 1, 1)]
+        stats = self.tmp / "sdk-stats.json"
+        sdk, sport = self._start_sdk_adapter(stats, "alone")
+        try:
+            wrk(self.procs, f"http://127.0.0.1:{sport}/hook", 1, a.warmup, script=lua)
+            sdk_alone = wrk(self.procs, f"http://127.0.0.1:{sport}/hook", 1, a.duration, script=lua)
+        finally:
+            self.procs.stop(sdk)
+            stats.unlink(missing_ok=True)
+        log(f"SDK adapter (twistd powerstrip-adapter) alone: p50 {sdk_alone['p50']:.3f} ms, "
+            f"{sdk_alone['rps']:.0f} req/s")
+        # (label, pre, post, adapter): "fast" = fast_adapter.py over HTTP, "inproc" = the SDK
+        # module in Powerstrip's process (python: URL), "sdk-http" = the same module behind
+        # twistd powerstrip-adapter. The SDK rows sit next to their fast_adapter row. One
+        # in-process hook adds less than the baseline's run-to-run noise, hence the 8-hook rows;
+        # "end" re-measures the baseline last, to show the drift over the section.
+        configs = [("no hooks", 0, 0, "fast"),
+                   ("1 pre", 1, 0, "fast"), ("1 pre", 1, 0, "inproc"), ("1 pre", 1, 0, "sdk-http"),
+                   ("8 pre", 8, 0, "inproc"), ("8 pre", 8, 0, "sdk-http"),
+                   ("2 pre", 2, 0, "fast"), ("4 pre", 4, 0, "fast"),
+                   ("1 post", 0, 1, "fast"), ("1 post", 0, 1, "inproc"), ("1 post", 0, 1, "sdk-http"),
+                   ("8 post", 0, 8, "inproc"), ("8 post", 0, 8, "sdk-http"),
+                   ("1 pre + 1 post", 1, 1, "fast"), ("no hooks", 0, 0, "end")]
         rows = []
-        for label, pre, post in configs:
-            cfg = write_config(self.tmp / f"hooks-{pre}-{post}.yml", pre, post, url)
-            relay = start_powerstrip(self.procs, cfg, tag=f"hooks-{pre}-{post}")
+        for label, pre, post, kind in configs:
+            tag = f"hooks-{pre}-{post}" + ("" if kind == "fast" else f"-{kind}")
+            sdk = None
+            env_extra: dict[str, str] = {}
+            if kind in ("fast", "end"):
+                cfg_url = url
+            elif kind == "inproc":
+                cfg_url = f"python:{SDK_MODULE}"
+                env_extra["BENCH_SDK_STATS"] = str(stats)
+            else:
+                sdk, sport = self._start_sdk_adapter(stats, tag)
+                cfg_url = f"http://127.0.0.1:{sport}/hook"
+            cfg = write_config(self.tmp / f"{tag}.yml", pre, post, cfg_url)
+            watch = {}
             try:
-                wrk(self.procs, relay.url + "/_ping", 1, a.warmup)
-                mid = self._adapter_stats(aport)["calls"]
-                r = wrk(self.procs, relay.url + "/_ping", 1, a.duration,
-                        watch={"relay": relay.pid, "adapter": adapter.pid})
-                calls = self._adapter_stats(aport)["calls"] - mid
+                relay = start_powerstrip(self.procs, cfg, tag=tag, env_extra=env_extra)
+                watch = {"relay": relay.pid, "adapter": (sdk or adapter).pid}
+                try:
+                    warm = wrk(self.procs, relay.url + "/_ping", 1, a.warmup)
+                    mid = self._adapter_stats(aport)["calls"]
+                    r = wrk(self.procs, relay.url + "/_ping", 1, a.duration, watch=watch)
+                    calls = self._adapter_stats(aport)["calls"] - mid
+                finally:
+                    self.procs.stop(relay.proc)
             finally:
-                self.procs.stop(relay.proc)
+                if sdk is not None:
+                    self.procs.stop(sdk)
             hooks = pre + post
-            calls_ok = calls == hooks * r["requests"] or abs(calls - hooks * r["requests"]) <= hooks * 2
-            rows.append({"config": label, "hooks": hooks, **{k: r[k] for k in ("p50", "p90", "p99", "rps", "errors",
-                                                                                 "requests", "cpu")},
+            expected, slack = hooks * r["requests"], hooks * 2
+            if kind in ("inproc", "sdk-http"):
+                # The SDK module counts over its whole life: wait_ready's /_ping, the warm-up, the run.
+                calls = self._sdk_calls(stats)
+                expected, slack = hooks * (1 + warm["requests"] + r["requests"]), hooks * 4
+            if kind == "inproc":
+                r["cpu"]["adapter"] = 0.0  # it is Powerstrip's own CPU
+            calls_ok = abs(calls - expected) <= slack
+            rows.append({"config": label, "adapter": kind, "hooks": hooks,
+                         **{k: r[k] for k in ("p50", "p90", "p99", "rps", "errors", "requests", "cpu")},
                          "calls": calls, "calls_ok": calls_ok})
-            log(f"hooks {label}: p50 {r['p50']:.3f} ms p99 {r['p99']:.3f} ms {r['rps']:.0f} req/s, "
-                f"adapter calls {calls} for {r['requests']} requests, errors {r['errors']}")
-        base = rows[0]["p50"]
+            log(f"hooks {label} [{kind}]: p50 {r['p50']:.3f} ms p90 {r['p90']:.3f} ms p99 {r['p99']:.3f} ms "
+                f"{r['rps']:.0f} req/s, adapter calls {calls} for {r['requests']} requests, errors {r['errors']}")
+        base, base90 = rows[0]["p50"], rows[0]["p90"]
         for row in rows:
             row["added"] = row["p50"] - base
+            row["added90"] = row["p90"] - base90
             row["per_hook"] = row["added"] / row["hooks"] if row["hooks"] else 0.0
+            row["per_hook90"] = row["added90"] / row["hooks"] if row["hooks"] else 0.0
+            cpu = row["cpu"].get("relay", 0.0) + row["cpu"].get("adapter", 0.0)
+            row["cpu_us"] = cpu / 100 / row["rps"] * 1e6 if row["rps"] else float("nan")
         # The same 1-post-hook config with Powerstrip's default limits (no --max-* flags).
         cfg = write_config(self.tmp / "hooks-defaults.yml", 0, 1, url)
         relay = start_powerstrip(self.procs, cfg, tag="hooks-defaults", explicit_limits=False)
@@ -778,7 +859,8 @@ class Bench:
                 "option's coerce function by twisted.python.usage, so `Limits` holds strings and "
                 "`Exchange.body_data` compares int > str. This benchmark passes both options explicitly.")
         self.procs.stop(adapter)
-        self.results["hooks"] = {"adapter_alone": {k: alone[k] for k in ("p50", "p99", "rps")}, "rows": rows,
+        self.results["hooks"] = {"adapter_alone": {k: alone[k] for k in ("p50", "p99", "rps")},
+                                 "sdk_alone": {k: sdk_alone[k] for k in ("p50", "p99", "rps")}, "rows": rows,
                                  "post_hook_default_limits": defaults}
 
     # 5. hijacked sessions
@@ -984,6 +1066,53 @@ def machine_info() -> list[str]:
     ]
 
 
+SDK_KINDS = {"inproc": f"SDK in-process (`python:{SDK_MODULE}`)",
+             "sdk-http": "SDK over HTTP (`twistd powerstrip-adapter`)",
+             "fast": "fast_adapter.py over HTTP (reference)"}
+
+
+def _sdk_hook_table(h: dict) -> list[str]:
+    """Section 4b: the same pass-through hook in-process and over HTTP, next to fast_adapter.py."""
+    sa = h.get("sdk_alone")
+    rows = h["rows"]
+
+    def row(label: str, kind: str) -> dict | None:
+        return next((r for r in rows if r["config"] == label and r.get("adapter", "fast") == kind), None)
+
+    L = ["### 4b. In-process vs HTTP hook (the same SDK adapter, bench/sdk_adapter.py)", "",
+         "One pass-through hook function (returns `None`: unchanged) written with `powerstrip.adapter`, run "
+         f"inside Powerstrip (adapter URL `python:{SDK_MODULE}`: no HTTP hop, no JSON round trip) and served "
+         f"over loopback HTTP by `twistd -n powerstrip-adapter --module {SDK_MODULE}`; the fast_adapter.py rows "
+         "are repeated from the table above. N pre/post = the same adapter N times in the chain. Added = over "
+         "the first no-hooks row (p50 and p90 each), per hook. One in-process hook adds less than the baseline's "
+         "run-to-run noise, so **× in-process** divides a row's p50 added per hook by the in-process per-hook "
+         "cost measured with 8 hooks (same phase). CPU µs/req = Powerstrip + adapter process CPU per request "
+         "(in-process: Powerstrip alone)."
+         + (f" The SDK adapter server alone (wrk POSTing a pre-hook payload): p50 **{sa['p50']:.3f} ms**, "
+            f"{sa['rps']:,.0f} req/s." if sa else ""), "",
+         "| hooks on GET /_ping | adapter | req/s | p50 ms | p90 ms | p50 added/hook | p90 added/hook "
+         "| × in-process (p50 added/hook) | CPU µs/req | adapter calls ok |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    base, end = rows[0], row("no hooks", "end")
+    for label, r in (("no hooks", base), ("no hooks (again, last)", end)):
+        if r is not None:
+            L.append(f"| {label} | – | {r['rps']:,.0f} | {r['p50']:.3f} | {r['p90']:.3f} | – | – | – "
+                     f"| {r.get('cpu_us', float('nan')):.0f} | – |")
+    for phase in ("pre", "post"):
+        unit = row(f"8 {phase}", "inproc")
+        for n, kinds in ((1, ("inproc", "sdk-http", "fast")), (8, ("inproc", "sdk-http"))):
+            for kind in kinds:
+                r = row(f"{n} {phase}", kind)
+                if r is None:
+                    continue
+                ratio = (f"{r['per_hook'] / unit['per_hook']:.1f}×" if unit and unit["per_hook"] > 0.001 else "n/a")
+                L.append(f"| {n} {phase} | {SDK_KINDS[kind]} | {r['rps']:,.0f} | {r['p50']:.3f} | {r['p90']:.3f} "
+                         f"| {r['per_hook']:+.3f} | {r['per_hook90']:+.3f} | {ratio} "
+                         f"| {r.get('cpu_us', float('nan')):.0f} | {'yes' if r['calls_ok'] else 'NO'} ({r['calls']}) |")
+    L.append("")
+    return L
+
+
 def report(bench: Bench, elapsed: float) -> str:
     a, res = bench.args, bench.results
     L: list[str] = ["# Powerstrip benchmark: socat vs HAProxy vs Powerstrip", ""]
@@ -1073,6 +1202,8 @@ def report(bench: Bench, elapsed: float) -> str:
               "CPU Powerstrip | CPU adapter | adapter calls ok |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
         for r in h["rows"]:
+            if r.get("adapter", "fast") != "fast":
+                continue
             L.append(f"| {r['config']} | {r['rps']:,.0f} | {r['p50']:.3f} | {r['p90']:.3f} | {r['p99']:.3f} "
                      f"| {r['added']:+.3f} | {r['per_hook']:.3f} | {r['cpu'].get('relay', 0):.0f}% "
                      f"| {r['cpu'].get('adapter', 0):.0f}% | {'yes' if r['calls_ok'] else 'NO'} ({r['calls']}) |")
@@ -1080,6 +1211,8 @@ def report(bench: Bench, elapsed: float) -> str:
                 targets.append((f"hook cost < 0.5 ms added at p50 ({r['config']})", f"{r['per_hook']:.3f} ms/hook",
                                 r["per_hook"] < 0.5))
         L.append("")
+        if any(r.get("adapter") in ("inproc", "sdk-http") for r in h["rows"]):
+            L += _sdk_hook_table(h)
 
     if "hijack" in res:
         hj = res["hijack"]
