@@ -1,8 +1,9 @@
 """Serving an SDK :class:`~powerstrip.adapter.Adapter` over HTTP.
 
 ``twistd -n powerstrip-adapter --module mymodule --listen tcp:8080`` runs the
-adapter in ``mymodule`` as its own web service: ``POST`` any path with a hook
-call, get the protocol reply; ``GET`` says what the adapter hooks.
+adapter in ``mymodule`` as its own web service: ``POST`` any path with a call
+(a pre- or post-hook, or under protocol 2 also an unwind or an event), get the
+answer in the call's protocol version; ``GET`` says what the adapter hooks.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def _answer(request: Any, status: int, obj: Any) -> bytes:
 
 
 class AdapterResource(Resource):
-    """Every path: ``POST`` a hook call to ``adapter``; ``GET`` describes it."""
+    """Every path: ``POST`` a call to ``adapter``; ``GET`` describes it."""
 
     isLeaf = True
 

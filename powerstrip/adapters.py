@@ -30,8 +30,12 @@ from zope.interface import implementer
 
 from powerstrip.config import Adapter
 from powerstrip.flow import ServerResponse, error_response
+from powerstrip.schema import validate
 
 PROTOCOL_VERSION = 1
+
+#: The JSON Schema each protocol 2 reply is checked against (powerstrip/schemas/v2/).
+_V2_REPLY_SCHEMAS = {"ModifiedClientRequest": "v2/pre-hook-reply", "ModifiedServerResponse": "v2/post-hook-reply"}
 
 #: An adapter reply larger than this is a fault (it would otherwise sit in memory).
 DEFAULT_MAX_REPLY = 64 * 1024 * 1024
@@ -173,7 +177,8 @@ class AdapterClient:
         return self.pool.closeCachedConnections()
 
     def call(self, adapter: Adapter, payload: dict, expect: str) -> defer.Deferred:
-        """POST ``payload`` to ``adapter``; fire with the ``expect`` object of its reply.
+        """POST ``payload`` to ``adapter``; fire with the ``expect`` object of its
+        reply (protocol 1), or its whole reply, schema-checked (protocol 2).
 
         Errbacks with :class:`Refused` or :class:`AdapterFault`.
         """
@@ -263,13 +268,20 @@ class AdapterClient:
 
     @staticmethod
     def _unwrap(reply: Any, adapter: Adapter, expect: str) -> dict:
+        """The reply object a hook applies: protocol 1's ``expect`` object, or
+        protocol 2's whole reply, checked against its JSON Schema."""
         if not isinstance(reply, dict):
             raise AdapterFault(adapter, "reply is not a JSON object")
         version = reply.get("PowerstripProtocolVersion")
-        if version != PROTOCOL_VERSION:
+        if version != adapter.protocol or isinstance(version, bool):
             raise AdapterFault(
-                adapter, f"reply has PowerstripProtocolVersion {version!r}, expected {PROTOCOL_VERSION}"
+                adapter, f"reply has PowerstripProtocolVersion {version!r}, expected {adapter.protocol}"
             )
+        if adapter.protocol == 2:
+            errors = validate(reply, _V2_REPLY_SCHEMAS[expect])
+            if errors:
+                raise AdapterFault(adapter, f"reply does not follow protocol 2: {errors[0]}")
+            return reply
         inner = reply.get(expect)
         if not isinstance(inner, dict):
             raise AdapterFault(adapter, f"reply has no '{expect}' object")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import pwd
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import ISSLTransport
 
@@ -29,6 +30,8 @@ class Caller:
     pid: int | None = None
     user: str | None = None
     certificate: dict | None = None  # {"Subject", "CommonName", "Fingerprint"}
+    #: The client certificate itself (DER), for AuthZ plugins' ``RequestPeerCertificates``.
+    certificate_der: bytes | None = field(default=None, compare=False, repr=False)
 
     def wire(self) -> dict:
         """The protocol's ``Caller`` object."""
@@ -48,7 +51,10 @@ def _read(transport: Any) -> Caller:
     peer = transport.getPeer()
     if ISSLTransport.providedBy(transport):
         cert = _certificate(transport)
-        return Caller("tls", _address(peer), user=cert["CommonName"] if cert else None, certificate=cert)
+        peer_cert = transport.getPeerCertificate()
+        der = peer_cert.to_cryptography().public_bytes(Encoding.DER) if peer_cert is not None else None
+        return Caller("tls", _address(peer), user=cert["CommonName"] if cert else None, certificate=cert,
+                      certificate_der=der)
     if isinstance(peer, UNIXAddress):
         return _peer_credentials(transport)
     return Caller("tcp", _address(peer))

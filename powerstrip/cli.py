@@ -2,11 +2,12 @@
 
 - ``powerstrip check [adapters.yml]`` validates the file and prints the
   routing table: each endpoint rule with its pre- and post-hooks in the order
-  they run, and each adapter's URL and policy.
+  they run, the event rules with their adapters, and each adapter's URL and policy.
 - ``powerstrip explain "POST /v1.41/containers/create" [--config FILE]``
-  shows which rules match that call and which hooks would run, in order.
-- ``powerstrip adapter-test URL [--timeout 5s] [--protocol 1] [--only pre-hook|post-hook]``
-  sends an adapter real sample hook calls (:mod:`powerstrip.samples`) and
+  shows which rules match that call and which hooks would run, in order;
+  ``powerstrip explain "container die"``, which adapters a Docker event goes to.
+- ``powerstrip adapter-test URL [--timeout 5s] [--protocol 1|2] [--only pre-hook|post-hook|unwind|event]``
+  sends an adapter real sample calls (:mod:`powerstrip.samples`) and
   checks each answer against the protocol's schemas (:mod:`powerstrip.schema`).
 
 Exit status: 0, or 1 for an invalid file (its error on stderr) or an adapter
@@ -26,6 +27,7 @@ from twisted.internet import defer, task
 
 from powerstrip.adapters import AdapterClient, AdapterFault
 from powerstrip.config import DEFAULT_CONFIG, Adapter, Config, ConfigError, load_config, parse_adapter
+from powerstrip.events import DOCKER_EVENT_TYPES, match_event
 from powerstrip.exchange import streams_unhooked
 from powerstrip.matching import match
 from powerstrip.samples import samples
@@ -42,10 +44,18 @@ def _policy(adapter: Adapter) -> str:
 
 def routing_table(config: Config) -> str:
     """The rules and adapters of ``config``, as ``check`` prints them."""
-    lines = [f"{config.source}: valid, {len(config.endpoints)} endpoint rule(s), "
+    events = f"{len(config.events)} event rule(s), " if config.events else ""
+    lines = [f"{config.source}: valid, {len(config.endpoints)} endpoint rule(s), {events}"
              f"{len(config.adapters)} adapter(s)", ""]
     width = max((len(e.pattern) for e in config.endpoints), default=0)
     lines += [f"  {e.pattern:<{width}}  pre: {_names(e.pre)}  post: {_names(e.post)}" for e in config.endpoints]
+    if config.events:
+        # Each adapter gets each matching event on its own queue: a list, not a chain.
+        width = max(len(rule.pattern) for rule in config.events)
+        lines += [""] * bool(config.endpoints) + ["  events (each adapter gets each matching Docker event, "
+                                                  "on its own queue):"]
+        lines += [f"  {rule.pattern:<{width}}  -> {', '.join(a.name for a in rule.adapters)}"
+                  for rule in config.events]
     if config.adapters:
         lines.append("")
         width = max(len(name) for name in config.adapters)
@@ -54,7 +64,11 @@ def routing_table(config: Config) -> str:
 
 
 def explain(config: Config, call: str) -> str:
-    """Which rules match ``call`` (``"METHOD /path?query"``) and which hooks run."""
+    """Which rules match ``call`` (``"METHOD /path?query"``) and which hooks run; or, for a
+    Docker event (``"container die"``, ``"event network connect"``), which adapters get it."""
+    words = call.split()
+    if words and words[0] == "event" or len(words) >= 2 and words[0] in DOCKER_EVENT_TYPES:
+        return explain_event(config, words[1:] if words[0] == "event" else words)
     method, _, uri = call.strip().partition(" ")
     path = uri.strip().split("?", 1)[0]
     if not method or not path.startswith("/"):
@@ -73,12 +87,34 @@ def explain(config: Config, call: str) -> str:
     return "\n".join(lines)
 
 
-def judge(answer: tuple[int, str | None, bytes], reply_schema: str) -> tuple[str, str]:
+def explain_event(config: Config, words: list[str]) -> str:
+    """Which event rules match a Docker event given as ``[TYPE, ACTION...]`` and which adapters get it."""
+    if len(words) < 2:
+        raise ValueError(f"expected 'TYPE ACTION' for an event, e.g. 'container die', not {' '.join(words)!r}")
+    type_, action = words[0], " ".join(words[1:])  # an action may have spaces: "exec_start: sh -c ..."
+    patterns, adapters = match_event(config, type_, action)
+    lines = [f"event {type_} {action}"]
+    if not patterns:
+        lines.append("  no event rule matches: no adapter gets it")
+        return "\n".join(lines)
+    lines.append(f"  matching event rules (file order): {', '.join(patterns)}")
+    lines.append(f"  delivered to: {', '.join(a.name for a in adapters)}  (each on its own queue)")
+    return "\n".join(lines)
+
+
+#: The calls whose 2xx answer is a reply with a schema (``v<N>/<hook>-reply``).
+_HOOKS = ("pre-hook", "post-hook")
+
+
+def judge(answer: tuple[int, str | None, bytes], reply_schema: str | None) -> tuple[str, str]:
     """The verdict on an adapter's ``(status, content_type, body)`` answer:
-    ``(kind, text)``, kind ``valid``, ``refused`` or ``INVALID``.
+    ``(kind, text)``, kind ``valid``, ``refused``, ``failed`` or ``INVALID``.
 
     A non-2xx answer is a refusal, valid protocol whatever its body; a 2xx
-    answer must be a JSON reply that ``reply_schema`` accepts.
+    answer must be a JSON reply that ``reply_schema`` accepts (a protocol 2
+    pre-hook's short-circuit included). With no ``reply_schema`` (unwind and
+    event calls) any 2xx answer is valid, and any other one ``failed``: also
+    valid protocol (Powerstrip logs it, or delivers the event again).
     """
     code, _, body = answer
     if not 200 <= code < 300:
@@ -87,26 +123,33 @@ def judge(answer: tuple[int, str | None, bytes], reply_schema: str) -> tuple[str
         except (ValueError, TypeError, KeyError):
             message = body.decode("utf-8", "replace")
         message = " ".join(str(message).split()) or "(empty body)"
-        return "refused", f"refused {code}: {message[:100]}"
+        kind = "refused" if reply_schema else "failed"
+        return kind, f"{kind} {code}: {message[:100]}"
+    if reply_schema is None:
+        return "valid", "valid"
     try:
         reply = json.loads(body)
     except ValueError:
         return "INVALID", f"INVALID: reply is not JSON: {body[:60]!r}"
     errors = validate(reply, reply_schema)
-    return ("INVALID", "INVALID: " + "; ".join(errors)) if errors else ("valid", "valid")
+    if errors:
+        return "INVALID", "INVALID: " + "; ".join(errors)
+    if "ServerResponse" in reply and reply_schema.endswith("/pre-hook-reply"):
+        return "valid", f"valid (short-circuit {reply['ServerResponse']['Code']})"
+    return "valid", "valid"
 
 
 async def adapter_test(reactor: Any, adapter: Adapter, protocol: int = 1, only: str | None = None,
                        out: TextIO | None = None) -> int:
-    """Send ``adapter`` each sample call (of hook type ``only``, if given) and print a table of
+    """Send ``adapter`` each sample call (of type ``only``, if given) and print a table of
     verdicts and times to ``out`` (stdout); return the exit status: 0 when every answer is
     valid protocol, else 1."""
     out = out or sys.stdout
     calls = [s for s in samples(protocol) if only in (None, s.hook)]
     print(f"{adapter.url}: {len(calls)} protocol-{protocol} sample call(s), timeout {adapter.timeout:g}s", file=out)
-    width = max(len(s.name) for s in calls)
+    width = max((len(s.name) for s in calls), default=0)
     client = AdapterClient(reactor)
-    counts = dict.fromkeys(("valid", "refused", "INVALID", "FAULT"), 0)
+    counts = dict.fromkeys(("valid", "refused", "failed", "INVALID", "FAULT"), 0)
     fault_prefix = f"powerstrip: adapter '{adapter.name}' ({adapter.url}): "
     try:
         for sample in calls:
@@ -116,7 +159,8 @@ async def adapter_test(reactor: Any, adapter: Adapter, protocol: int = 1, only: 
             except AdapterFault as e:
                 kind, verdict = "FAULT", "FAULT: " + str(e).removeprefix(fault_prefix)
             else:
-                kind, verdict = judge(answer, f"v{protocol}/{sample.hook}-reply")
+                reply_schema = f"v{protocol}/{sample.hook}-reply" if sample.hook in _HOOKS else None
+                kind, verdict = judge(answer, reply_schema)
             ms = (time.monotonic() - started) * 1000
             counts[kind] += 1
             print(f"  {sample.hook:<9}  {sample.name:<{width}}  {ms:8.1f} ms  {verdict}", file=out, flush=True)
@@ -125,7 +169,8 @@ async def adapter_test(reactor: Any, adapter: Adapter, protocol: int = 1, only: 
         await task.deferLater(reactor, 0, lambda: None)
         await client.close()
     bad = counts["INVALID"] + counts["FAULT"]
-    print(f"{len(calls)} call(s): {counts['valid']} valid, {counts['refused']} refused, "
+    failed = f"{counts['failed']} failed, " if protocol >= 2 else ""  # unwind and event calls only
+    print(f"{len(calls)} call(s): {counts['valid']} valid, {counts['refused']} refused, {failed}"
           f"{counts['INVALID']} invalid, {counts['FAULT']} fault(s): "
           + (f"NOT protocol {protocol}" if bad else f"the adapter speaks protocol {protocol}"), file=out)
     return 1 if bad else 0
@@ -138,14 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="validate an adapters file and print its routing table")
     check.add_argument("config", nargs="?", default=default, help=f"[default: $POWERSTRIP_CONFIG or {DEFAULT_CONFIG}]")
-    why = commands.add_parser("explain", help="show which rules and hooks a Docker API call gets")
-    why.add_argument("call", help='e.g. "POST /v1.41/containers/create"')
+    why = commands.add_parser("explain", help="show which rules and hooks a Docker API call (or event) gets")
+    why.add_argument("call", help='e.g. "POST /v1.41/containers/create", or an event: "container die"')
     why.add_argument("--config", "-c", default=default, help=f"[default: $POWERSTRIP_CONFIG or {DEFAULT_CONFIG}]")
     probe = commands.add_parser("adapter-test", help="send an adapter sample hook calls and check its answers")
     probe.add_argument("url", help="http://, https:// or http+unix://%%2Fpath%%2Fto.sock/path")
     probe.add_argument("--timeout", default="5s", help="per call: 5s, 500ms, 1m [default: 5s]")
-    probe.add_argument("--protocol", type=int, default=1, choices=protocols(), help="[default: 1]")
-    probe.add_argument("--only", choices=("pre-hook", "post-hook"), help="send only these calls")
+    probe.add_argument("--protocol", type=int, default=1, choices=protocols(),
+                       help="the protocol version of the calls [default: 1]")
+    probe.add_argument("--only", choices=(*_HOOKS, "unwind", "event"),
+                       help="send only these calls (unwind and event: protocol 2)")
     args = parser.parse_args(argv)
     if args.command == "adapter-test":
         if args.url.startswith("python:"):
@@ -154,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             adapter = parse_adapter("adapter-test", {"url": args.url, "timeout": args.timeout})
         except ConfigError as e:
             probe.error(str(e).removeprefix("adapter 'adapter-test': "))
+        if args.only and not any(s.hook == args.only for s in samples(args.protocol)):
+            probe.error(f"protocol {args.protocol} has no {args.only} calls (unwind and event calls are protocol 2)")
 
         def run(reactor: Any) -> defer.Deferred:
             d = defer.ensureDeferred(adapter_test(reactor, adapter, args.protocol, args.only))

@@ -229,9 +229,9 @@ def _parse_adapter(name: object, spec: object, fail) -> Adapter:
     kind = spec.get("type", "powerstrip")
     if kind not in ("powerstrip", "authz"):
         raise fail(f"adapter '{name}': type must be 'powerstrip' or 'authz', not {kind!r}")
-    if kind == "authz" and ("protocol" in spec or unwind or in_process is not None):
+    if kind == "authz" and ("protocol" in spec or unwind or in_process is not None or failure == "ignore"):
         raise fail(f"adapter '{name}': an authz adapter speaks Docker's authorization-plugin protocol over "
-                   "HTTP: no 'protocol', 'unwind' or python: URL")
+                   "HTTP and fails closed: no 'protocol', 'unwind', 'failure: ignore' or python: URL")
     return Adapter(name=name, url=url, timeout=timeout, ignore_faults=failure == "ignore", in_process=in_process,
                    protocol=protocol, unwind=unwind, type=kind)
 

@@ -9,6 +9,7 @@ and bodies stream through unless a post-hook needs them whole.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -20,8 +21,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from powerstrip.adapters import AdapterFault, Refused
+from powerstrip.authz import must_buffer
 from powerstrip.caller import caller_of
 from powerstrip.flow import REQUEST_ID_HEADER, ClientRequest, Flow, ServerResponse, error_response
+from powerstrip.hooks import ShortCircuit
 from powerstrip.http11 import (
     ResponseHead,
     end_to_end,
@@ -43,6 +46,20 @@ if TYPE_CHECKING:
 log = Logger()
 
 _FRAMING = (b"content-length", b"transfer-encoding")
+#: How much of a streamed Docker error is kept for unwind calls.
+_ERROR_KEPT = 64 * 1024
+
+
+def _message(resp: ServerResponse) -> str:
+    """The error message of a response: its JSON ``message``, else its text."""
+    text = resp.body[:_ERROR_KEPT].decode("utf-8", "replace")
+    try:
+        message = json.loads(text).get("message")
+        if isinstance(message, str):
+            return message
+    except (ValueError, AttributeError):
+        pass
+    return text.strip() or f"status {resp.code}"
 
 
 @implementer(IPushProducer)
@@ -147,6 +164,13 @@ class Exchange:
         self._counted = False
         self.head_sent = False
         self.done = False
+        #: Where the request is: pre-hook, docker, post-hook (for unwind calls).
+        self._stage = "pre-hook"
+        #: (stage, adapter or None) of a failure unwind calls must hear of.
+        self._failure: tuple[str, str | None] | None = None
+        self.docker_status: int | None = None
+        self._err_head: ResponseHead | None = None
+        self._err_body: list[bytes] | None = None
         self._pending: defer.Deferred | None = None
         self._stream_buf: list[bytes] | None = None
         self._resp_head: ResponseHead | None = None
@@ -168,7 +192,8 @@ class Exchange:
             self.channel.persistent = False
             self._respond(error_response(400, f"powerstrip: bad request target {req.uri[:80]!r}"))
             return
-        if self.has_body and route.pre and is_json(header_value(req.headers, b"content-type")):
+        if self.has_body and (route.pre and is_json(header_value(req.headers, b"content-type"))
+                              or must_buffer(route.pre + route.post, req.method, req.path)):
             self._buffer_body()
             return
         if self.has_body:
@@ -223,9 +248,12 @@ class Exchange:
     def _hook_failed(self, failure: Failure) -> None:
         if failure.check(defer.CancelledError) or self.done:
             return
-        if failure.check(Refused):
+        if failure.check(Refused, ShortCircuit):
+            if failure.check(Refused) or failure.value.response.code >= 400:
+                self._failure = (self._stage, failure.value.adapter.name)
             self._respond(failure.value.response)
         elif failure.check(AdapterFault):
+            self._failure = (self._stage, failure.value.adapter.name)
             log.warn("{flow}: {error}", flow=self._name(), error=str(failure.value), request_id=self.flow.id)
             self._respond(failure.value.response())
         else:
@@ -236,6 +264,7 @@ class Exchange:
     def _connect(self) -> None:
         if self.done:
             return
+        self._stage = "docker"
         self._attempts += 1
         self._pending = self.resource.upstream.acquire()
         self._pending.addCallbacks(self._send, self._connect_failed)
@@ -243,6 +272,7 @@ class Exchange:
     def _connect_failed(self, failure: Failure) -> None:
         if failure.check(defer.CancelledError) or self.done:
             return
+        self._failure = ("docker", None)
         self._respond(error_response(
             502, f"powerstrip: cannot reach Docker at {self.resource.upstream.address}: "
                  f"{describe(failure)}"))
@@ -313,7 +343,7 @@ class Exchange:
     # -- stage 4: the response (ResponseListener) ------------------------------
 
     def head_received(self, head: ResponseHead) -> None:
-        self.status = head.code
+        self.status = self.docker_status = head.code
         if self.flow.route.post:
             if _post_hookable(head, self.flow.request.method, self.flow.request.path):
                 self._resp_head, self._resp_buf = head, []
@@ -321,6 +351,9 @@ class Exchange:
             log.info("{flow}: post-hooks skipped: {ctype} response streams unseen",
                      flow=self._name(), ctype=(head.header(b"content-type") or b"streaming").decode("latin-1"),
                      request_id=self.flow.id)
+        if head.code >= 400 and self.flow.prepared:
+            # Unwind calls will want Docker's error, which streams past otherwise.
+            self._err_head, self._err_body = head, []
         request = self.request
         request.setResponseCode(head.code, head.reason or None)
         for k, v in end_to_end(head.headers):
@@ -336,6 +369,8 @@ class Exchange:
         if self._resp_buf is None:
             self.bytes_out += len(data)
             self.request.write(data)
+            if self._err_body is not None and self.bytes_out <= _ERROR_KEPT:
+                self._err_body.append(data)
             return
         self._resp_size += len(data)
         limit = self.resource.limits.max_response_body
@@ -358,11 +393,12 @@ class Exchange:
         head, body = self._resp_head, b"".join(self._resp_buf)
         self._resp_buf = None
         self.flow.response = ServerResponse(head.code, end_to_end(head.headers), body)
+        self._stage = "post-hook"
         self._pending = self.resource.chain.run_post(self.flow)
         self._pending.addCallbacks(lambda flow: self._respond(flow.response), self._hook_failed)
 
     def hijacked(self, conn: UpstreamConnection, head: ResponseHead, leftover: bytes) -> None:
-        self.status = head.code
+        self.status = self.docker_status = head.code
         self.done = self.head_sent = True
         if self.flow.route.post:
             log.info("{flow}: post-hooks skipped: connection hijacked ({code})",
@@ -410,6 +446,7 @@ class Exchange:
             # once more on another (nothing was answered, the body is in hand).
             self._connect()
             return
+        self._failure = ("docker", None)
         if self.head_sent:
             log.warn("{flow}: Docker connection lost mid-response: {why}",
                      flow=self._name(), why=describe(reason), request_id=self.flow.id)
@@ -434,6 +471,7 @@ class Exchange:
             self._log_line()
             return
         self.status = resp.code
+        self.flow.response = resp  # what the client got, for unwind calls
         request = self.request
         request.setResponseCode(resp.code)
         for k, v in resp.headers:
@@ -529,8 +567,29 @@ class Exchange:
             self._counted = True
             self.resource.metrics.request_done(self)
 
+    def _unwind(self) -> None:
+        """After a failed request, let ``unwind: true`` adapters release what their pre-hooks set up."""
+        prepared, self.flow.prepared = self.flow.prepared, []
+        failure = self._failure
+        if failure is None and self.docker_status is not None and self.docker_status >= 400:
+            failure = ("docker", None)
+        if not prepared or failure is None:
+            return
+        flow = self.flow
+        flow.prepared = prepared
+        if self._err_head is not None:
+            head = self._err_head
+            flow.response = ServerResponse(head.code, end_to_end(head.headers), b"".join(self._err_body))
+        elif flow.response is None:
+            flow.response = ServerResponse(self.status or 502, [])
+        stage, adapter = failure
+        # After the client has its answer, and never in its way.
+        self.resource.reactor().callLater(0, self.resource.chain.run_unwind, flow, stage, adapter,
+                                        _message(flow.response))
+
     def _log_line(self, extra: str = "", **fields: Any) -> None:
         self._count()  # metrics count with the access log off too
+        self._unwind()
         if not self.resource.access_log:
             return
         ms = (time.monotonic() - self.flow.started) * 1000

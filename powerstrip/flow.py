@@ -86,6 +86,8 @@ class Flow:
     id: str = field(default_factory=new_request_id)
     #: Who sent it (protocol 2's ``Caller``; the AuthZ ``User``).
     caller: Caller | None = None
+    #: ``unwind: true`` adapters whose pre-hook succeeded, in order.
+    prepared: list = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
 

@@ -1,11 +1,15 @@
 """The hook chain: pre-hooks and post-hooks as a chain of Deferreds.
 
 Each hook's output is the next hook's input, in route order. A pre-hook
-chain ends in one of three ways: the final request (go on to dockerd),
+chain ends in one of four ways: the final request (go on to dockerd),
 :class:`~powerstrip.adapters.Refused` (the client gets the adapter's answer,
-dockerd is never called) or :class:`~powerstrip.adapters.AdapterFault`
+dockerd is never called), :class:`ShortCircuit` (a protocol 2 adapter
+answered itself: likewise) or :class:`~powerstrip.adapters.AdapterFault`
 (the client gets a 502/504). A post-hook chain likewise ends with the final
-response, a refusal, or a fault.
+response, a refusal, or a fault. When a request fails after ``unwind: true``
+adapters' pre-hooks succeeded, :meth:`HookChain.run_unwind` tells them.
+
+Each adapter gets calls in its own protocol version (:meth:`HookChain.payload`).
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from powerstrip.adapters import PROTOCOL_VERSION, AdapterClient, AdapterFault, Refused
+from powerstrip import authz
+from powerstrip.adapters import AdapterClient, AdapterFault, Refused
 from powerstrip.config import Adapter
 from powerstrip.flow import ClientRequest, Flow, HookRecord, ServerResponse
-from powerstrip.http11 import is_origin_form
+from powerstrip.http11 import header_map, headers_from_map, is_origin_form, is_owned
 
 log = Logger()
 
@@ -54,6 +60,45 @@ def _shown(obj: Any) -> str:
     return text
 
 
+class ShortCircuit(Exception):  # noqa: N818 -- named for what happens, like Refused
+    """A protocol 2 pre-hook answered the request itself: the chain stops, dockerd is not called."""
+
+    def __init__(self, adapter: Adapter, response: ServerResponse) -> None:
+        super().__init__(f"adapter {adapter.name!r} answered {response.code} itself")
+        self.adapter = adapter
+        self.response = response
+
+
+def _owned(headers: list) -> list:
+    """The headers of ``headers`` that are Powerstrip's (kept when a hook replaces the rest)."""
+    return [(k, v) for k, v in headers if is_owned(k)]
+
+
+def _headers(obj: Any, adapter: Adapter, where: str) -> list:
+    try:
+        return headers_from_map(obj)
+    except ValueError as e:
+        raise AdapterFault(adapter, f"{where}.Headers: {e}") from None
+
+
+def _response_from(obj: dict, adapter: Adapter, where: str, old: ServerResponse | None = None) -> ServerResponse:
+    """A protocol 2 response object as a :class:`ServerResponse` (``old`` supplies what it leaves out)."""
+    if "Headers" in obj:
+        headers = _headers(obj["Headers"], adapter, where)
+    else:
+        headers = list(old.headers) if old is not None else []
+    ctype, body = obj.get("ContentType"), obj.get("Body")
+    # ContentType wins over a Content-Type in Headers.
+    raw_ctype = ctype.encode("latin-1", "replace") if ctype else None
+    if ctype is not None or "ContentType" in obj:
+        headers = _with_header(headers, b"Content-Type", raw_ctype)
+    if body is None and old is not None and old.body and _text(old.body) is None:
+        new_body = old.body  # a body adapters could not see (not UTF-8) is kept
+    else:
+        new_body = body.encode("utf-8") if body else b""
+    return ServerResponse(obj["Code"], headers, new_body)
+
+
 class HookChain:
     """Runs a flow's pre-hooks and post-hooks through an :class:`AdapterClient`.
 
@@ -79,21 +124,12 @@ class HookChain:
         return d
 
     def _call(self, flow: Flow, adapter: Adapter, phase: str) -> defer.Deferred:
-        req = flow.request
-        payload: dict[str, Any] = {
-            "PowerstripProtocolVersion": PROTOCOL_VERSION,
-            "Type": phase,
-            "ClientRequest": {"Method": req.method, "Request": req.uri, "Body": _text(req.body)},
-        }
+        if adapter.type == "authz":  # Docker's authorization-plugin protocol, not hook calls
+            return authz.call(self.client, flow, adapter, phase, verbose=self.verbose)
+        payload = self.payload(flow, adapter, phase)
         if phase == "pre-hook":
             expect, apply = "ModifiedClientRequest", self._apply_request
         else:
-            resp = flow.response
-            payload["ServerResponse"] = {
-                "ContentType": resp.content_type,
-                "Body": _text(resp.body),
-                "Code": resp.code,
-            }
             expect, apply = "ModifiedServerResponse", self._apply_response
         started = time.monotonic()
 
@@ -105,10 +141,71 @@ class HookChain:
         if self.verbose:
             self._log_call(flow, adapter, phase, payload, d)
         d.addCallback(apply, flow, adapter)
+        if phase == "pre-hook" and adapter.unwind:
+            d.addCallback(self._prepared, adapter)
         d.addCallbacks(record, lambda f: record(f, f.type.__name__), callbackArgs=("ok",))
         if adapter.ignore_faults:
             d.addErrback(self._ignore_fault, flow)
         return d
+
+    @staticmethod
+    def payload(flow: Flow, adapter: Adapter, kind: str) -> dict[str, Any]:
+        """The call ``adapter`` gets for ``flow`` (``kind``: pre-hook, post-hook, unwind), in its protocol."""
+        req = flow.request
+        payload: dict[str, Any] = {"PowerstripProtocolVersion": adapter.protocol, "Type": kind}
+        client_request = {"Method": req.method, "Request": req.uri, "Body": _text(req.body)}
+        resp = flow.response
+        server_response = None
+        if resp is not None and kind != "pre-hook":
+            server_response = {"ContentType": resp.content_type, "Body": _text(resp.body), "Code": resp.code}
+        if adapter.protocol == 2:
+            payload["RequestId"] = flow.id
+            payload["Caller"] = flow.caller.wire() if flow.caller else None
+            client_request["Headers"] = header_map(req.headers)
+            if server_response is not None:
+                server_response["Headers"] = header_map(resp.headers)
+        payload["ClientRequest"] = client_request
+        if server_response is not None:
+            payload["ServerResponse"] = server_response
+        return payload
+
+    @staticmethod
+    def _prepared(flow: Flow, adapter: Adapter) -> Flow:
+        flow.prepared.append(adapter)
+        return flow
+
+    def run_unwind(self, flow: Flow, stage: str, failed: str | None, message: str) -> defer.Deferred:
+        """Call the ``unwind: true`` adapters whose pre-hook succeeded, in reverse order.
+
+        ``flow.response`` is what the client got; ``stage`` where the request
+        failed (pre-hook, docker, post-hook) and ``failed`` the adapter that
+        refused or faulted (None for dockerd). Failures are logged, never raised.
+        """
+        d = defer.succeed(None)
+        for adapter in reversed(flow.prepared):
+            payload = self.payload(flow, adapter, "unwind")
+            payload["Stage"] = stage
+            payload["Failure"] = {"Adapter": failed, "Code": flow.response.code, "Message": message}
+            d.addCallback(lambda _, a=adapter, p=payload: self._unwind_one(flow, a, p))
+        return d
+
+    def _unwind_one(self, flow: Flow, adapter: Adapter, payload: dict) -> defer.Deferred:
+        started = time.monotonic()
+        if self.verbose:
+            log.info("#{id} unwind {adapter} sent {payload}", id=flow.id, adapter=adapter.name,
+                     payload=_shown(payload), request_id=flow.id)
+
+        def done(result: Any) -> None:
+            flow.hooks.append(HookRecord(adapter.name, "unwind", time.monotonic() - started,
+                                         "ok" if not isinstance(result, Failure) else result.type.__name__))
+            if isinstance(result, Failure):
+                log.warn("#{id} unwind {adapter} failed: {error}", id=flow.id, adapter=adapter.name,
+                         error=result.getErrorMessage(), request_id=flow.id)
+            elif not 200 <= result[0] < 300:
+                log.warn("#{id} unwind {adapter} answered {code}: {body}", id=flow.id, adapter=adapter.name,
+                         code=result[0], body=result[2][:200], request_id=flow.id)
+
+        return self.client.post(adapter, payload).addBoth(done)
 
     @staticmethod
     def _log_call(flow: Flow, adapter: Adapter, phase: str, payload: dict, d: defer.Deferred) -> None:
@@ -140,6 +237,13 @@ class HookChain:
 
     @staticmethod
     def _apply_request(reply: dict, flow: Flow, adapter: Adapter) -> Flow:
+        headers = flow.request.headers
+        if adapter.protocol == 2:
+            if "ServerResponse" in reply:
+                raise ShortCircuit(adapter, _response_from(reply["ServerResponse"], adapter, "ServerResponse"))
+            reply = reply["ModifiedClientRequest"]
+            if "Headers" in reply:
+                headers = _owned(headers) + _headers(reply["Headers"], adapter, "ModifiedClientRequest")
         old = flow.request
         method, uri, body = reply.get("Method"), reply.get("Request"), reply.get("Body", None)
         if not isinstance(method, str) or not (method.isascii() and method.isalpha()):
@@ -157,11 +261,15 @@ class HookChain:
             new_body = old.body  # a buffered body adapters could not see is kept
         else:
             new_body = body.encode("utf-8") if body is not None else b""
-        flow.request = ClientRequest(method.upper(), uri, old.headers, new_body, old.streamed)
+        flow.request = ClientRequest(method.upper(), uri, headers, new_body, old.streamed)
         return flow
 
     @staticmethod
     def _apply_response(reply: dict, flow: Flow, adapter: Adapter) -> Flow:
+        if adapter.protocol == 2:
+            flow.response = _response_from(reply["ModifiedServerResponse"], adapter, "ModifiedServerResponse",
+                                           flow.response)
+            return flow
         code, ctype, body = reply.get("Code"), reply.get("ContentType"), reply.get("Body")
         if not isinstance(code, int) or isinstance(code, bool) or not 200 <= code <= 599:
             raise AdapterFault(adapter, f"ModifiedServerResponse.Code must be an HTTP status 200-599, got {code!r}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 #: Headers that describe one connection, not the message: never forwarded,
 #: except ``Connection``/``Upgrade`` on an upgrade handshake.
 HOP_BY_HOP = frozenset(
-    b"connection keep-alive te trailer transfer-encoding upgrade proxy-connection "
+    b"connection keep-alive te trailer trailers transfer-encoding upgrade proxy-connection "
     b"proxy-authenticate proxy-authorization".split()
 )
 
@@ -69,6 +69,51 @@ def end_to_end(headers: Headers, keep_upgrade: bool = False) -> Headers:
             out.append((k, v))
     if keep_upgrade:
         out.append((b"Connection", b"Upgrade"))
+    return out
+
+
+def is_owned(name: str | bytes) -> bool:
+    """Whether a header belongs to Powerstrip (framing and hop-by-hop), not to hooks."""
+    lower = (name.encode("latin-1") if isinstance(name, str) else name).lower()
+    return lower in HOP_BY_HOP or lower == b"content-length" or lower.startswith(b"proxy-")
+
+
+def header_map(headers: Headers) -> dict[str, list[str]]:
+    """Protocol 2's ``Headers``: the end-to-end headers, name (as first sent) -> values in order."""
+    out: dict[str, list[str]] = {}
+    names: dict[bytes, str] = {}
+    for k, v in end_to_end(headers):
+        if k.lower() == b"content-length":
+            continue
+        name = names.setdefault(k.lower(), k.decode("latin-1"))
+        out.setdefault(name, []).append(v.decode("latin-1"))
+    return out
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_BAD_VALUE = re.compile(r"[\x00\r\n]")
+
+
+def headers_from_map(obj: object) -> Headers:
+    """A hook's ``Headers`` as a header list.
+
+    :raises ValueError: a name that is not an HTTP token or is Powerstrip's own
+        (framing, hop-by-hop), or a value that is not a string or holds CR, LF or NUL.
+    """
+    if not isinstance(obj, dict):
+        raise ValueError("must be an object of header name -> list of values")
+    out: Headers = []
+    for name, values in obj.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise ValueError(f"{name!r} is not a header name")
+        if is_owned(name):
+            raise ValueError(f"{name}: framing and hop-by-hop headers are Powerstrip's and cannot be set")
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"{name}: expected a list of strings")
+        for v in values:
+            if _BAD_VALUE.search(v) or not v.isascii() and not all(ord(c) < 256 for c in v):
+                raise ValueError(f"{name}: {v[:40]!r} is not a header value (no CR, LF, NUL; Latin-1 only)")
+            out.append((name.encode("latin-1"), v.encode("latin-1")))
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from urllib.parse import unquote
 
 from powerstrip.config import Adapter, Config
 
@@ -40,7 +41,8 @@ def candidate_paths(path: str) -> tuple[str, ...]:
     ``/*/containers/create`` rules, so an unversioned path is also tried with a
     stand-in version segment (``/v/containers/create``).
     """
-    path = path.split("?", 1)[0]
+    # dockerd routes on the decoded path: /containers/%63reate is a create.
+    path = unquote(path.split("?", 1)[0])
     if _VERSIONED.match(path):
         return (path,)
     return (path, "/v" + path)

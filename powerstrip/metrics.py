@@ -94,6 +94,27 @@ class Metrics:
             ["result"], registry=reg)
         # Both results exist from the start: an alert on "failed" needs a 0 to rise from.
         self._reloads = {True: reloads.labels("ok"), False: reloads.labels("failed")}
+        # Event hooks (powerstrip.events).
+        self.event_queued = Gauge(
+            "powerstrip_event_queue_depth",
+            "Docker events waiting for an event hook adapter (the one being delivered included), by adapter",
+            ["adapter"], registry=reg)
+        self.event_deliveries = Counter(
+            "powerstrip_events_delivered", "Docker events an adapter took (answered 2xx), by adapter",
+            ["adapter"], registry=reg)
+        self.event_retries = Counter(
+            "powerstrip_event_delivery_failures",
+            "Event deliveries that failed (non-2xx answer or fault) and are retried, by adapter",
+            ["adapter"], registry=reg)
+        self.event_drops = Counter(
+            "powerstrip_events_dropped",
+            "Docker events never delivered, by adapter and reason (queue_full, removed, shutdown)",
+            ["adapter", "reason"], registry=reg)
+        self.events_in = Counter(
+            "powerstrip_events_received", "Docker events read from dockerd's event stream", registry=reg)
+        self.event_stream_up = Gauge(
+            "powerstrip_events_connected", "1 while Powerstrip follows dockerd's event stream, else 0",
+            registry=reg)
         self._children: dict[tuple, Any] = {}
         self._request_children: dict[tuple, tuple[Any, Any]] = {}
 
@@ -135,3 +156,27 @@ class Metrics:
     def reloaded(self, ok: bool) -> None:
         """Count a configuration reload attempt and whether it took effect."""
         self._reloads[ok].inc()
+
+    def event_queue_depth(self, adapter: str, depth: int) -> None:
+        """An event hook adapter's queue now holds ``depth`` events."""
+        self._child(self.event_queued, adapter).set(depth)
+
+    def event_delivered(self, adapter: str) -> None:
+        """An event hook adapter took an event."""
+        self._child(self.event_deliveries, adapter).inc()
+
+    def event_failed(self, adapter: str) -> None:
+        """An event delivery failed; it is retried."""
+        self._child(self.event_retries, adapter).inc()
+
+    def events_dropped(self, adapter: str, reason: str, n: int = 1) -> None:
+        """``n`` events for ``adapter`` are dropped undelivered, for ``reason``."""
+        self._child(self.event_drops, adapter, reason).inc(n)
+
+    def event_received(self) -> None:
+        """An event came from dockerd's event stream."""
+        self.events_in.inc()
+
+    def events_connected(self, up: bool) -> None:
+        """The event stream is up (or down)."""
+        self.event_stream_up.set(1 if up else 0)

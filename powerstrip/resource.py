@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,8 @@ class PowerstripResource(Resource):
         super().__init__()
         #: One log line per request (method, path, status, bytes, duration, hooks).
         self.access_log = access_log
+        #: Called with the new config whenever :attr:`config` is replaced (event hooks follow reloads).
+        self.config_observers: list[Callable[[Config], None]] = []
         self.config = config
         self.limits = limits or Limits()
         self.upstream = UpstreamPool(reactor, docker, tls=docker_tls)
@@ -61,6 +64,21 @@ class PowerstripResource(Resource):
         self.streams: set[Splice] = set()
         #: Prometheus metrics (``GET /metrics`` on the admin listener).
         self.metrics = Metrics(self.inflight, self.streams)
+
+    def reactor(self) -> Any:
+        """The reactor this resource runs on (tests give a fake one)."""
+        return self._reactor
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force; a reload assigns a new one, which :attr:`config_observers` are told."""
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        self._config = config
+        for observer in list(self.config_observers):
+            observer(config)
 
     def render(self, request: Any) -> Any:
         exchange = Exchange(request, self)

@@ -1,14 +1,21 @@
-"""Sample hook calls: real payloads, as Powerstrip sent them to an adapter.
+"""Sample calls: real payloads, as Powerstrip sent them to an adapter.
 
-They were captured with ``--verbose`` (and ``examples/label_adapter.py
+Protocol 1's were captured with ``--verbose`` (and ``examples/label_adapter.py
 --record``, which logs the same payloads) with Powerstrip in front of a real
 dockerd 20.10, driven by the docker 28 CLI: a pre-hook each for
 ``containers/create`` (the CLI's full body), ``start`` and ``inspect``, and
-post-hooks for their responses, an error (404) included. They live in
-``powerstrip/schemas/v<N>/samples.json``, one list per protocol version.
+post-hooks for their responses, an error (404) included.
 
-``powerstrip adapter-test`` sends them to an adapter; the tests check that
-each one validates against its call schema (:mod:`powerstrip.schema`).
+Protocol 2's are the same calls recorded by a protocol 2 adapter, so they
+carry the CLI's real headers, Docker's response headers, request ids and
+callers (a uid-1000 user on Powerstrip's unix socket, a TLS client with a
+certificate, plain TCP); plus ``unwind`` calls (dockerd's 409 for a name in
+use; a later pre-hook's refusal) and ``event`` calls carrying events read
+from that dockerd's ``GET /events``.
+
+They live in ``powerstrip/schemas/v<N>/samples.json``, one list per protocol
+version. ``powerstrip adapter-test`` sends them to an adapter; the tests check
+that each one validates against its call schema (:mod:`powerstrip.schema`).
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ class Sample:
 
     #: A short name, e.g. ``create`` or ``start-404``.
     name: str
-    #: ``pre-hook`` or ``post-hook``: the call schema is ``v<N>/<hook>``, the reply's ``v<N>/<hook>-reply``.
+    #: The call's ``Type``: ``pre-hook`` or ``post-hook`` (the call schema is ``v<N>/<hook>``, the
+    #: reply's ``v<N>/<hook>-reply``), or, in protocol 2, ``unwind`` or ``event`` (any 2xx answer will do).
     hook: str
     #: How it was captured, or what makes it interesting.
     note: str

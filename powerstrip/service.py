@@ -10,11 +10,13 @@ import stat
 from typing import Any
 
 from twisted.application import service, strports
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
 from powerstrip.admin import admin_site
 from powerstrip.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from powerstrip.events import DEFAULT_QUEUE_BOUND, EventHooks
 from powerstrip.logs import FORMATS, PowerstripService
 from powerstrip.reload import ConfigWatcher, reload_config
 from powerstrip.resource import Limits, PowerstripResource
@@ -70,6 +72,8 @@ class Options(usage.Options):
                                      "where twistd logs: stdout with -n, else --logfile"],
         ["drain-timeout", None, 10.0, "On SIGTERM, seconds to let requests in flight finish before "
                                       "streams are closed", float],
+        ["event-queue", None, DEFAULT_QUEUE_BOUND, "Docker events held per event hook adapter awaiting "
+                                                   "delivery; more are dropped (counted and logged)", int],
     ]
 
     def __init__(self) -> None:
@@ -86,6 +90,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         env = os.environ
         self._check_log_format()
+        if self["event-queue"] < 1:
+            raise usage.UsageError(f"--event-queue must be at least 1, not {self['event-queue']}")
         for key in ("max-json-body", "max-response-body", "max-header-size"):
             if isinstance(self[key], str):  # twisted.python.usage leaves defaults uncoerced
                 self[key] = _size(self[key])
@@ -237,15 +243,21 @@ def make_service(options: Options, reactor: Any = None) -> service.IService:
         ConfigWatcher(resource, options["config_path"], reactor).setServiceParent(top)
     if options["admin"]:
         strports.service(options["admin"], admin_site(reactor, resource), reactor=reactor).setServiceParent(top)
-    _Announce(options, config, resource, reactor).setServiceParent(top)
+    # Not a child of its own: _Announce stops it, then closes the adapter pool it delivers through.
+    events = EventHooks(resource, reactor, queue_bound=options["event-queue"], drain_timeout=options["drain-timeout"])
+    _Announce(options, config, resource, reactor, events).setServiceParent(top)
     return top
 
 
 class _Announce(service.Service):
-    """Says where Powerstrip listens (the original printed the line users need)."""
+    """Says where Powerstrip listens (the original printed the line users need); on stop, drains
+    requests and event hooks, then closes the connection pools."""
 
-    def __init__(self, options: Options, config: Config, resource: PowerstripResource, reactor: Any) -> None:
+    def __init__(self, options: Options, config: Config, resource: PowerstripResource, reactor: Any,
+                 events: EventHooks | None = None) -> None:
         self.options, self.config, self.resource, self.reactor = options, config, resource, reactor
+        #: The event hooks, started and stopped with this service.
+        self.events = events
 
     def startService(self) -> None:
         super().startService()
@@ -273,6 +285,8 @@ class _Announce(service.Service):
         # (Installed once the reactor runs, after its own handlers.)
         self.reactor.callWhenRunning(
             signal.signal, signal.SIGTERM, lambda *_: self.reactor.callFromThread(self._stop))
+        if self.events is not None:
+            self.events.startService()
 
     def _stop(self) -> None:
         if self.reactor.running:  # a second SIGTERM while draining changes nothing
@@ -283,6 +297,8 @@ class _Announce(service.Service):
         # all children); requests in flight get up to --drain-timeout.
         super().stopService()
         d = self.resource.drain(self.options["drain-timeout"])
+        if self.events is not None:  # undelivered events get the same time, alongside
+            d = defer.gatherResults([d, self.events.stopService()], consumeErrors=True)
         d.addCallback(lambda _: self.resource.close())
         return d
 

@@ -236,10 +236,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def echo(payload: dict) -> tuple[int, dict]:
-    """The identity hook: hand the request (or response) back unchanged."""
+    """The identity hook, in the call's protocol version: hand the request (or
+    response) back unchanged; acknowledge unwind and event calls."""
+    version = payload.get("PowerstripProtocolVersion", 1)
     if payload["Type"] == "pre-hook":
-        return 200, {"PowerstripProtocolVersion": 1, "ModifiedClientRequest": payload["ClientRequest"]}
-    return 200, {"PowerstripProtocolVersion": 1, "ModifiedServerResponse": payload["ServerResponse"]}
+        return 200, {"PowerstripProtocolVersion": version, "ModifiedClientRequest": payload["ClientRequest"]}
+    if payload["Type"] == "post-hook":
+        return 200, {"PowerstripProtocolVersion": version, "ModifiedServerResponse": payload["ServerResponse"]}
+    return 200, {}
 
 
 class RecordingAdapter(_Threaded):

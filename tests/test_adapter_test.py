@@ -3,7 +3,9 @@
 The adapters are real HTTP servers in this process (twisted.web on a random
 loopback port, and one on a unix socket): a correct one, one that answers
 garbage, one that refuses, one too slow for ``--timeout``, one with a wrongly
-typed field. The command's function runs on trial's reactor against them.
+typed field; for protocol 2, an SDK adapter (``tests.sdk_adapters.v2``) and
+ones that get protocol 2 wrong. The command's function runs on trial's
+reactor against them.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from powerstrip.adapter_server import adapter_site
 from powerstrip.cli import adapter_test, judge, main
 from powerstrip.config import Adapter
 from powerstrip.samples import samples
 from tests.fakes import FakeAdapters, Tracker, echo_post, echo_pre, reply
+from tests.sdk_adapters import v2 as v2_sample
 
 PRE = [s.name for s in samples(1) if s.hook == "pre-hook"]
 POST = [s.name for s in samples(1) if s.hook == "post-hook"]
@@ -46,7 +50,9 @@ def never_answers(request: Request, payload: dict) -> Any:
     return NOT_DONE_YET
 
 
-class AdapterTestTests(TestCase):
+class AdapterServers(TestCase):
+    """The fake adapters, served over TCP and a unix socket, and running the command against them."""
+
     def setUp(self) -> None:
         self.adapters = FakeAdapters()
         self.adapters.handlers.update({
@@ -72,25 +78,30 @@ class AdapterTestTests(TestCase):
         shutil.rmtree(self.dir, ignore_errors=True)
 
     @defer.inlineCallbacks
-    def run_test(self, name: str, timeout: float = 5, only: str | None = None, url: str | None = None) -> Any:
+    def run_test(self, name: str, timeout: float = 5, only: str | None = None, url: str | None = None,
+                 protocol: int = 1) -> Any:
         """Run the command's function against adapter ``name``: (exit status, output lines)."""
         url = url or f"http://127.0.0.1:{self.port.getHost().port}/{name}"
         out = io.StringIO()
-        code = yield defer.ensureDeferred(adapter_test(reactor, Adapter("adapter-test", url, timeout), 1, only, out))
+        code = yield defer.ensureDeferred(
+            adapter_test(reactor, Adapter("adapter-test", url, timeout), protocol, only, out))
         return code, out.getvalue().splitlines()
 
-    def assertTable(self, lines: list[str], verdicts: dict[str, str], summary: str) -> None:
+    def assertTable(self, lines: list[str], verdicts: dict[str, str], summary: str, protocol: int = 1) -> None:
         """One line per sample (hook, name, time, verdict) between a header and ``summary``."""
-        self.assertIn(f"{len(verdicts)} protocol-1 sample call(s)", lines[0])
+        self.assertIn(f"{len(verdicts)} protocol-{protocol} sample call(s)", lines[0])
         rows = {}
         for line in lines[1:-1]:
             hook, name, ms, unit, verdict = line.split(None, 4)
-            self.assertIn(hook, ("pre-hook", "post-hook"))
+            self.assertIn(hook, ("pre-hook", "post-hook", "unwind", "event"))
             self.assertGreaterEqual(float(ms), 0)
             self.assertEqual(unit, "ms")
             rows[name] = verdict
         self.assertEqual(rows, verdicts)
         self.assertEqual(lines[-1], summary)
+
+
+class AdapterTestTests(AdapterServers):
 
     @defer.inlineCallbacks
     def test_a_correct_adapter(self) -> Any:
@@ -155,6 +166,97 @@ class AdapterTestTests(TestCase):
         self.assertIn("FAULT: cannot connect", lines[1])
 
 
+PRE2 = [s.name for s in samples(2) if s.hook == "pre-hook"]
+POST2 = [s.name for s in samples(2) if s.hook == "post-hook"]
+UNWIND2 = [s.name for s in samples(2) if s.hook == "unwind"]
+EVENT2 = [s.name for s in samples(2) if s.hook == "event"]
+
+
+def bad_v2(request: Request, payload: dict) -> bytes:
+    """Protocol 2 gone wrong: an owned header, a version 1 reply, failed unwinds, unknown events."""
+    kind = payload["Type"]
+    if kind == "pre-hook":
+        sent = payload["ClientRequest"]
+        go_on = {**sent, "Headers": {**sent["Headers"], "Content-Length": ["0"]}}
+        return reply(request, {"PowerstripProtocolVersion": 2, "ModifiedClientRequest": go_on})
+    if kind == "post-hook":
+        return reply(request, {"PowerstripProtocolVersion": 1, "ModifiedServerResponse": payload["ServerResponse"]})
+    if kind == "unwind":
+        return reply(request, {"message": "cannot release"}, code=500)
+    return reply(request, b"no such path", code=404, ctype=b"text/plain")
+
+
+def both(request: Request, payload: dict) -> bytes:
+    """A pre-hook reply that goes on and short-circuits at once."""
+    return reply(request, {"PowerstripProtocolVersion": 2, "ModifiedClientRequest": payload["ClientRequest"],
+                           "ServerResponse": {"Code": 200}})
+
+
+class Protocol2Tests(AdapterServers):
+    """``--protocol 2``: the SDK's adapter served over HTTP in this process, and adapters that get it wrong."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.adapters.handlers.update({"bad-v2": bad_v2, "both": both})
+        site = self.tracker.track_factory(adapter_site(v2_sample.adapter))
+        self.sdk_port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(self.sdk_port.stopListening)
+        v2_sample.maintenance["on"] = True
+        v2_sample.unwound.clear()
+        v2_sample.events.clear()
+
+    @defer.inlineCallbacks
+    def test_the_sdk_speaks_protocol_2(self) -> Any:
+        url = f"http://127.0.0.1:{self.sdk_port.getHost().port}/"
+        code, lines = yield self.run_test("sdk", url=url, protocol=2)
+        self.assertEqual(code, 0, lines)
+        self.assertTable(lines, {**dict.fromkeys(PRE2 + POST2 + UNWIND2 + EVENT2, "valid"),
+                                 "start": "valid (short-circuit 503)"},
+                         "13 call(s): 13 valid, 0 refused, 0 failed, 0 invalid, 0 fault(s): the adapter speaks "
+                         "protocol 2", protocol=2)
+        self.assertEqual(len(v2_sample.unwound), 2)
+        self.assertEqual([action for action, _ in v2_sample.events], ["start", "die"])
+
+    @defer.inlineCallbacks
+    def test_the_same_sdk_adapter_speaks_protocol_1(self) -> Any:
+        url = f"http://127.0.0.1:{self.sdk_port.getHost().port}/"
+        code, lines = yield self.run_test("sdk", url=url)
+        self.assertEqual(code, 0, lines)
+        self.assertIn("8 valid", lines[-1])
+
+    @defer.inlineCallbacks
+    def test_bad_v2_replies(self) -> Any:
+        code, lines = yield self.run_test("bad-v2", protocol=2)
+        self.assertEqual(code, 1)
+        owned = ('INVALID: ModifiedClientRequest.Headers.Content-Length: "Content-Length" is one of Powerstrip\'s '
+                 "own headers (hop-by-hop, or Content-Length), which is not allowed")
+        self.assertTable(lines, {**dict.fromkeys(PRE2, owned),
+                                 **dict.fromkeys(POST2, "INVALID: PowerstripProtocolVersion: expected 2, got 1"),
+                                 **dict.fromkeys(UNWIND2, "failed 500: cannot release"),
+                                 **dict.fromkeys(EVENT2, "failed 404: no such path")},
+                         "13 call(s): 0 valid, 0 refused, 5 failed, 8 invalid, 0 fault(s): NOT protocol 2", protocol=2)
+
+    @defer.inlineCallbacks
+    def test_a_protocol_1_adapter_is_not_protocol_2(self) -> Any:
+        code, lines = yield self.run_test("correct", protocol=2, only="pre-hook")
+        self.assertEqual(code, 1)
+        self.assertTable(lines, dict.fromkeys(PRE2, "INVALID: PowerstripProtocolVersion: expected 2, got 1"),
+                         "3 call(s): 0 valid, 0 refused, 0 failed, 3 invalid, 0 fault(s): NOT protocol 2", protocol=2)
+
+    @defer.inlineCallbacks
+    def test_going_on_and_short_circuiting_at_once(self) -> Any:
+        code, lines = yield self.run_test("both", protocol=2, only="pre-hook")
+        self.assertEqual(code, 1)
+        self.assertIn("INVALID: (root): 'ModifiedClientRequest' (to go on) and 'ServerResponse' (to short-circuit) "
+                      "together; only one is allowed", lines[1])
+
+    @defer.inlineCallbacks
+    def test_only_events(self) -> Any:
+        url = f"http://127.0.0.1:{self.sdk_port.getHost().port}/"
+        code, lines = yield self.run_test("sdk", url=url, protocol=2, only="event")
+        self.assertEqual((code, [line.split()[1] for line in lines[1:-1]]), (0, EVENT2))
+
+
 class JudgeTests(TestCase):
     def test_verdicts(self) -> None:
         ok = b'{"PowerstripProtocolVersion": 1, "ModifiedClientRequest": {"Method": "GET", "Request": "/_ping"}}'
@@ -170,6 +272,15 @@ class JudgeTests(TestCase):
             ((200, None, b"\xff"), ("INVALID", "INVALID: reply is not JSON: b'\\xff'")),
         ]:
             self.assertEqual(judge(answer, "v1/pre-hook-reply"), verdict, answer)
+
+    def test_protocol_2_verdicts(self) -> None:
+        short = b'{"PowerstripProtocolVersion": 2, "ServerResponse": {"Code": 403, "Body": "no"}}'
+        self.assertEqual(judge((200, None, short), "v2/pre-hook-reply"), ("valid", "valid (short-circuit 403)"))
+        self.assertEqual(judge((200, None, short), "v1/pre-hook-reply")[0], "INVALID")
+        # Unwind and event calls: any 2xx will do; anything else is a failure Powerstrip logs or retries.
+        self.assertEqual(judge((204, None, b""), None), ("valid", "valid"))
+        self.assertEqual(judge((200, "text/html", b"<html>"), None), ("valid", "valid"))
+        self.assertEqual(judge((503, None, b'{"message": "busy"}'), None), ("failed", "failed 503: busy"))
 
 
 class UsageTests(TestCase):
@@ -189,6 +300,8 @@ class UsageTests(TestCase):
             (["http://adapter/hook", "--timeout", "soon"], "timeout 'soon' is not a duration"),
             (["http://adapter/hook", "--protocol", "9"], "invalid choice: 9"),
             (["http://adapter/hook", "--only", "both"], "invalid choice: 'both'"),
+            (["http://adapter/hook", "--only", "event"], "protocol 1 has no event calls"),
+            (["http://adapter/hook", "--only", "unwind", "--protocol", "1"], "protocol 1 has no unwind calls"),
             (["python:examples.debug:adapter"], "an in-process adapter has no URL"),
             ([], "the following arguments are required: url"),
         ]:

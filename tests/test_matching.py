@@ -219,3 +219,12 @@ class FromYamlTests(MatchTestCase):
         self.assertEqual([a.name for a in route.pre], ["a", "b"])
         self.assertEqual([a.name for a in route.post], ["a"])
         self.assertNoMatch(cfg, "GET", "/v1.41/images/json")
+
+
+class DecodedPathTests(TestCase):
+    def test_percent_encoded_path_still_matches(self) -> None:
+        """dockerd decodes %XX before routing: an encoded create must not slip past the rule."""
+        cfg = parse_config('version: 1\nendpoints:\n  "POST /*/containers/create": {pre: [a]}\n'
+                           "adapters:\n  a: http://a/\n")
+        for path in ("/v1.41/containers/%63reate", "/containers/%63reate", "/v1.41/%63ontainers/create?name=x"):
+            self.assertTrue(match(cfg, "POST", path).hooked, path)

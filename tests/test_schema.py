@@ -1,5 +1,5 @@
-"""Tests for :mod:`powerstrip.schema` (the protocol's JSON Schemas and their
-validator) and :mod:`powerstrip.samples` (the captured hook calls).
+"""Tests for :mod:`powerstrip.schema` (the protocol's JSON Schemas, versions 1
+and 2, and their validator) and :mod:`powerstrip.samples` (the captured calls).
 
 Besides the validator's keywords and error paths, these pin the schemas to
 Powerstrip itself: a reply Powerstrip accepts must validate, and one it turns
@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
 from powerstrip import schema
+from powerstrip.adapter import Headers as SDKHeaders
 from powerstrip.adapters import AdapterClient, AdapterFault
 from powerstrip.config import Adapter
 from powerstrip.flow import ClientRequest, Flow, ServerResponse
-from powerstrip.hooks import HookChain
+from powerstrip.hooks import HookChain, ShortCircuit
 from powerstrip.matching import Route
 from powerstrip.samples import samples
 from powerstrip.schema import SchemaError, check, load, validate
@@ -132,8 +134,8 @@ class ValidatorTests(TestCase):
         self.assertIs(load("v1/pre-hook"), load("v1/pre-hook.json"))
 
     def test_every_shipped_schema_loads(self) -> None:
-        self.assertEqual(schema.names(), ["v1/post-hook", "v1/post-hook-reply", "v1/pre-hook", "v1/pre-hook-reply"])
-        self.assertEqual(schema.protocols(), (1,))
+        self.assertEqual(schema.names()[:4], ["v1/post-hook", "v1/post-hook-reply", "v1/pre-hook", "v1/pre-hook-reply"])
+        self.assertEqual(schema.protocols(), (1, 2))
         for name in schema.names():
             self.assertEqual(load(name)["$schema"], "https://json-schema.org/draft/2020-12/schema")
             self.assertIn("description", load(name))
@@ -155,11 +157,13 @@ class MetaschemaTests(TestCase):
             self.jsonschema.Draft202012Validator.check_schema(load(name))
 
     def test_a_standard_validator_agrees(self) -> None:
-        cases = [(s.payload, f"v1/{s.hook}") for s in samples(1)]
+        cases = [(s.payload, f"v{v}/{s.hook}") for v in (1, 2) for s in samples(v)]
         cases += [(reply, "v1/pre-hook-reply") for reply, _ in PRE_CASES]
         cases += [(reply, "v1/post-hook-reply") for reply, _ in POST_CASES]
+        cases += [(reply, "v2/pre-hook-reply") for reply, _ in PRE2_CASES]
+        cases += [(reply, "v2/post-hook-reply") for reply, _ in POST2_CASES]
         for instance, name in cases:
-            if instance is FLOAT_CODE or instance is NEWLINE_REQUEST:
+            if instance is FLOAT_CODE or instance is NEWLINE_REQUEST or instance is FLOAT_CODE_2:
                 continue
             theirs = self.jsonschema.Draft202012Validator(load(name)).is_valid(instance)
             self.assertEqual(validate(instance, name) == [], theirs, (name, instance))
@@ -279,3 +283,309 @@ class PowerstripAgreesTests(TestCase):
                          ["ModifiedServerResponse.Code: 700 is greater than the maximum 599"])
         self.assertEqual(validate(pre_reply(Request="/x"), "v1/pre-hook-reply"),
                          ["ModifiedClientRequest: 'Method' is required"])
+
+
+# -- protocol 2 ---------------------------------------------------------------------------
+
+def pre2_reply(**request: Any) -> dict:
+    return {"PowerstripProtocolVersion": 2, "ModifiedClientRequest": request}
+
+
+def short_circuit(**response: Any) -> dict:
+    return {"PowerstripProtocolVersion": 2, "ServerResponse": response}
+
+
+def post2_reply(**response: Any) -> dict:
+    return {"PowerstripProtocolVersion": 2, "ModifiedServerResponse": response}
+
+
+GO_ON = {"Method": "POST", "Request": "/v1.47/containers/create", "Body": '{"Image":"busybox"}'}
+OWNED = ["Connection", "Keep-Alive", "TE", "Trailer", "Trailers", "Transfer-Encoding", "Upgrade", "Content-Length",
+         "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection"]
+#: Names that look like owned ones but are not.
+NOT_OWNED = ["Content-Type", "Content-Lengths", "Connections", "Tea", "T", "Upgrade-Insecure-Requests", "Proxy",
+             "X-Proxy-Id", "Keep", "Trailerx", "Host", "X-Registry-Auth"]
+
+#: Protocol 2 pre-hook replies, and whether Powerstrip accepts them.
+PRE2_CASES: list[tuple[Any, bool]] = [
+    (pre2_reply(**GO_ON), True),
+    (pre2_reply(**GO_ON, Headers={"Content-Type": ["application/json"], "X-Tenant": ["a", "b"], "X-Empty": []}),
+     True),
+    (pre2_reply(**GO_ON, Headers={}), True),  # no headers at all (Powerstrip keeps its own)
+    (pre2_reply(**GO_ON, Headers={"X-Latin": ["caf\u00e9\t!"]}), True),
+    ({**pre2_reply(**GO_ON, Extra=1), "Note": "extra keys are ignored"}, True),
+    (short_circuit(Code=200, ContentType="application/json", Body='{"Id":"cached"}'), True),
+    (short_circuit(Code=101), True),
+    (short_circuit(Code=503, Headers={"Retry-After": ["60"]}), True),
+    (short_circuit(Code=599, ContentType=None, Body=None), True),
+    ({"PowerstripProtocolVersion": 2}, False),  # neither
+    ({**pre2_reply(**GO_ON), "ServerResponse": {"Code": 200}}, False),  # both
+    ({**pre2_reply(**GO_ON), "ServerResponse": {"Code": 700}}, False),  # both, one of them wrong
+    (pre2_reply(**GO_ON, Headers={"Content-Length": ["5"]}), False),
+    (pre2_reply(**GO_ON, Headers={"content-LENGTH": ["5"]}), False),
+    (pre2_reply(**GO_ON, Headers={"Accept": "*/*"}), False),
+    (pre2_reply(**GO_ON, Headers={"Accept": [1]}), False),
+    (pre2_reply(**GO_ON, Headers={"X-A": ["a\r\nX-B: b"]}), False),
+    (pre2_reply(**GO_ON, Headers={"X-A": ["nul\u0000"]}), False),
+    (pre2_reply(**GO_ON, Headers={"X-A": ["\u20ac"]}), False),
+    (pre2_reply(**GO_ON, Headers={"X-A": ["\U0001f600"]}), False),
+    (pre2_reply(**GO_ON, Headers={"Bad Name": ["1"]}), False),
+    (pre2_reply(**GO_ON, Headers={"": ["1"]}), False),
+    (pre2_reply(**GO_ON, Headers=[["Accept", "*/*"]]), False),
+    (pre2_reply(**GO_ON, Headers=None), False),
+    (pre2_reply(Method="GE T", Request="/x"), False),
+    (short_circuit(Code=99), False),
+    (short_circuit(Code=600), False),
+    (FLOAT_CODE_2 := short_circuit(Code=200.0), False),
+    (short_circuit(ContentType="text/plain"), False),
+    (short_circuit(Code=200, ContentType="text/plain\r\nX-Evil: 1"), False),
+    (short_circuit(Code=200, Headers={"Transfer-Encoding": ["chunked"]}), False),
+    ({"PowerstripProtocolVersion": 1, "ModifiedClientRequest": GO_ON}, False),
+    ({"ModifiedClientRequest": GO_ON}, False),
+    ({"PowerstripProtocolVersion": 2, "ModifiedServerResponse": {"Code": 200}}, False),
+    ([], False),
+]
+#: Protocol 2 post-hook replies, and whether Powerstrip accepts them.
+POST2_CASES: list[tuple[Any, bool]] = [
+    (post2_reply(Code=201, ContentType="application/json", Body='{"Id":"abc"}'), True),
+    (post2_reply(Code=201, Headers={"Content-Type": ["application/json"], "X-Seen": ["yes"]}), True),
+    (post2_reply(Code=204, ContentType=None, Body=None, Headers={}), True),
+    (post2_reply(Code=199), False),
+    (post2_reply(Code=101), False),
+    (post2_reply(Code=200, Headers={"Connection": ["close"]}), False),
+    (post2_reply(Code=200, Headers={"proxy-authenticate": ["Basic"]}), False),
+    (post2_reply(Code=200, Headers={"X-A": "b"}), False),
+    ({"PowerstripProtocolVersion": 2, "ServerResponse": {"Code": 200}}, False),
+    ({"PowerstripProtocolVersion": 1, "ModifiedServerResponse": {"Code": 200}}, False),
+]
+
+
+class V2SchemaTests(TestCase):
+    def test_shipped(self) -> None:
+        self.assertEqual([n for n in schema.names() if n.startswith("v2/")],
+                         ["v2/event", "v2/post-hook", "v2/post-hook-reply", "v2/pre-hook", "v2/pre-hook-reply",
+                          "v2/unwind"])
+
+    def test_pre_hook_replies(self) -> None:
+        for reply, valid in PRE2_CASES:
+            self.assertEqual(validate(reply, "v2/pre-hook-reply") == [], valid, reply)
+
+    def test_post_hook_replies(self) -> None:
+        for reply, valid in POST2_CASES:
+            self.assertEqual(validate(reply, "v2/post-hook-reply") == [], valid, reply)
+
+    def test_errors_name_the_field(self) -> None:
+        for reply, error in [
+            (pre2_reply(**GO_ON, Headers={"Content-Length": ["5"]}),
+             'ModifiedClientRequest.Headers.Content-Length: "Content-Length" is one of Powerstrip\'s own headers '
+             "(hop-by-hop, or Content-Length), which is not allowed"),
+            (pre2_reply(**GO_ON, Headers={"Accept": "*/*"}),
+             "ModifiedClientRequest.Headers.Accept: \"*/*\" is not of type 'array'"),
+            (pre2_reply(**GO_ON, Headers={"Accept": ["a", 5]}),
+             "ModifiedClientRequest.Headers.Accept[1]: 5 is not of type 'string'"),
+            (pre2_reply(**GO_ON, Headers={"X-A": ["a\nb"]}),
+             'ModifiedClientRequest.Headers.X-A[0]: "a\\nb" is not a header value: Latin-1 text without CR, LF or '
+             "NUL (pattern '^[\\\\x01-\\\\x09\\\\x0b\\\\x0c\\\\x0e-\\\\xff]*$')"),
+            (pre2_reply(**GO_ON, Headers={"Bad Name": ["1"]}),
+             'ModifiedClientRequest.Headers["Bad Name"]: "Bad Name" is not a header name (an HTTP token) '
+             "(pattern \"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$\")"),
+            ({"PowerstripProtocolVersion": 2},
+             "(root): expected 'ModifiedClientRequest' (to go on) or 'ServerResponse' (to short-circuit)"),
+            ({**pre2_reply(**GO_ON), "ServerResponse": {"Code": 700}},
+             "(root): 'ModifiedClientRequest' (to go on) and 'ServerResponse' (to short-circuit) together; "
+             "only one is allowed"),
+            (short_circuit(Code=99), "ServerResponse.Code: 99 is less than the minimum 100"),
+            (short_circuit(Code=200, Headers={"trailers": []}),
+             'ServerResponse.Headers.trailers: "trailers" is one of Powerstrip\'s own headers (hop-by-hop, or '
+             "Content-Length), which is not allowed"),
+            ({"PowerstripProtocolVersion": 1, "ModifiedClientRequest": GO_ON},
+             "PowerstripProtocolVersion: expected 2, got 1"),
+        ]:
+            self.assertEqual(validate(reply, "v2/pre-hook-reply")[:1], [error], reply)
+        self.assertEqual(validate(post2_reply(Code=200, Headers={"Upgrade": ["h2c"]}), "v2/post-hook-reply"),
+                         ['ModifiedServerResponse.Headers.Upgrade: "Upgrade" is one of Powerstrip\'s own headers '
+                          "(hop-by-hop, or Content-Length), which is not allowed"])
+
+    def test_owned_headers_in_any_letter_case(self) -> None:
+        for name in OWNED:
+            for spelled in (name, name.lower(), name.upper(), name.swapcase()):
+                for reply, which in [(pre2_reply(**GO_ON, Headers={spelled: ["x"]}), "v2/pre-hook-reply"),
+                                     (short_circuit(Code=200, Headers={spelled: ["x"]}), "v2/pre-hook-reply"),
+                                     (post2_reply(Code=200, Headers={spelled: ["x"]}), "v2/post-hook-reply")]:
+                    [error] = validate(reply, which)
+                    self.assertIn(f".Headers.{spelled}: ", error)
+        for name in NOT_OWNED:
+            self.assertEqual(validate(pre2_reply(**GO_ON, Headers={name: ["x"]}), "v2/pre-hook-reply"), [], name)
+
+    def test_the_sdk_refuses_the_headers_the_schema_does(self) -> None:
+        for name in OWNED + NOT_OWNED + ["Bad Name", "x" * 3, "Proxy-"]:
+            try:
+                SDKHeaders({name: ["x"]})
+            except ValueError:
+                sdk_accepts = False
+            else:
+                sdk_accepts = True
+            self.assertEqual(validate(pre2_reply(**GO_ON, Headers={name: ["x"]}), "v2/pre-hook-reply") == [],
+                             sdk_accepts, name)
+
+    def test_call_schemas_are_exact(self) -> None:
+        create = copy.deepcopy(next(s.payload for s in samples(2) if s.name == "create"))
+        create["ClientRequest"]["Headers"]["Content-Length"] = ["1234"]
+        create["RequestId"] = "B599371CAAC4BEBB"
+        create["Caller"]["Certificate"] = {"Subject": "CN=x", "CommonName": None, "Fingerprint": "sha256:ab"}
+        create["Caller"]["Uid"] = -1
+        del create["Caller"]["User"]
+        self.assertEqual(validate(create, "v2/pre-hook"), [
+            'RequestId: "B599371CAAC4BEBB" is not 16 lower-case hex digits (pattern \'^[0-9a-f]{16}$\')',
+            "Caller: 'User' is required",
+            "Caller.Uid: -1 is less than the minimum 0",
+            'Caller.Certificate.Fingerprint: "sha256:ab" is not sha256: and 64 lower-case hex digits '
+            "(pattern '^sha256:[0-9a-f]{64}$')",
+            'ClientRequest.Headers.Content-Length: "Content-Length" is one of Powerstrip\'s own headers '
+            "(hop-by-hop, or Content-Length), which is not allowed",
+        ])
+        unwind = copy.deepcopy(next(s.payload for s in samples(2) if s.hook == "unwind"))
+        unwind["Stage"] = "client"
+        del unwind["Failure"]["Adapter"]
+        self.assertEqual(validate(unwind, "v2/unwind"), [
+            'Stage: "client" is not one of ["pre-hook", "docker", "post-hook"]',
+            "Failure: 'Adapter' is required",
+        ])
+        event = copy.deepcopy(next(s.payload for s in samples(2) if s.hook == "event"))
+        event["Event"]["timeNano"] = "now"
+        event["RequestId"] = "b599371caac4bebb"
+        self.assertEqual(validate(event, "v2/event"), [
+            "Event.timeNano: \"now\" is not of type 'integer'",
+            "(root): unexpected key 'RequestId' (no other keys are allowed here)",
+        ])
+
+    def test_the_fast_path_agrees_with_the_messages(self) -> None:
+        # validate() answers a valid instance without working out messages; check() always works them out.
+        cases = [(r, "v2/pre-hook-reply") for r, _ in PRE2_CASES] + [(r, "v2/post-hook-reply") for r, _ in POST2_CASES]
+        cases += [(r, "v1/pre-hook-reply") for r, _ in PRE_CASES] + [(r, "v1/post-hook-reply") for r, _ in POST_CASES]
+        cases += [(s.payload, f"v{v}/{s.hook}") for v in (1, 2) for s in samples(v)]
+        cases += [(s.payload, f"v2/{other}") for s in samples(2) for other in ("pre-hook", "unwind", "event")]
+        for instance, name in cases:
+            self.assertEqual(validate(instance, name), check(instance, load(name)), (name, instance))
+        everything = [{"n": 200, "items": [], "s": "", "titled": "x"}, {"n": True, "items": [{}]},
+                      {"n": 599, "items": [{"id": "a"}], "map": {"a": 1}}, {"n": 200.5, "items": []}]
+        for instance in everything:
+            self.assertEqual(check(instance, EVERYTHING) == [], schema._compile(EVERYTHING, EVERYTHING, {})(instance))
+
+    def test_validation_is_fast(self) -> None:
+        create = next(s.payload for s in samples(2) if s.name == "create")["ClientRequest"]
+        reply = pre2_reply(**{k: create[k] for k in ("Method", "Request", "Body")},
+                           Headers={**create["Headers"], "X-Tenant": ["blue"]})
+        self.assertEqual(validate(reply, "v2/pre-hook-reply"), [])
+        started = time.perf_counter()
+        for _ in range(1000):
+            validate(reply, "v2/pre-hook-reply")
+        # ~12 us on a 2020s CPU; the bound only catches a return to the slow path (~150 us).
+        self.assertLess((time.perf_counter() - started) / 1000, 100e-6)
+
+
+class NewKeywordTests(TestCase):
+    """``oneOf``, ``not`` and ``propertyNames``: standard verdicts, and messages that say what is wrong."""
+
+    ONE_OF: dict = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "string"}},
+        "oneOf": [{"title": "an a", "required": ["a"], "not": {"required": ["b"]}},
+                  {"title": "a b", "required": ["b"], "not": {"required": ["a"]}}],
+    }
+
+    def test_one_of(self) -> None:
+        self.assertEqual(check({"a": 1}, self.ONE_OF), [])
+        self.assertEqual(check({"b": "x"}, self.ONE_OF), [])
+        self.assertEqual(check({}, self.ONE_OF), ["(root): expected an a or a b"])
+        self.assertEqual(check({"a": 1, "b": "x"}, self.ONE_OF), ["(root): an a and a b together; only one is allowed"])
+        self.assertEqual(check({"a": "1"}, self.ONE_OF), ["a: \"1\" is not of type 'integer'"])
+
+    def test_one_of_reports_the_branch_meant(self) -> None:
+        schema = {"oneOf": [{"type": "object", "required": ["x"], "properties": {"x": {"minimum": 5}}},
+                            {"type": "string"}]}
+        self.assertEqual(check({"x": 1}, schema), ["x: 1 is less than the minimum 5"])
+        self.assertEqual(check(5, schema), ['(root): expected {"type": "object", "required": ["x"], "properties": '
+                                            '{"x":... or {"type": "string"}'])
+        self.assertEqual(check({"x": 5}, {"oneOf": [{"required": ["x"]}, {"type": "object"}]}),
+                         ['(root): {"required": ["x"]} and {"type": "object"} together; only one is allowed'])
+
+    def test_not(self) -> None:
+        self.assertEqual(check("a", {"not": {"const": "a"}}), ['(root): "a" is valid against {"const": "a"}, '
+                                                                "which is not allowed"])
+        self.assertEqual(check("a", {"not": {"const": "a", "title": "the letter a"}}),
+                         ['(root): "a" is the letter a, which is not allowed'])
+        self.assertEqual(check("b", {"not": {"const": "a"}}), [])
+
+    def test_property_names_lead_with_the_key(self) -> None:
+        schema = {"properties": {"h": {"propertyNames": {"pattern": "^[a-z]+$"}}}}
+        self.assertEqual(check({"h": {"ok": 1, "Not-OK": 2}}, schema),
+                         ["h.Not-OK: \"Not-OK\" does not match '^[a-z]+$'"])
+
+    def test_bad_uses_are_refused(self) -> None:
+        for bad in ({"oneOf": []}, {"oneOf": {}}, {"oneOf": [5]}, {"not": 5}, {"propertyNames": []},
+                    {"properties": {"a": {"oneOf": [{"format": "uri"}]}}}, {"not": {"anyOf": []}}):
+            self.assertRaises(SchemaError, check, 1, bad)
+
+
+class V2SampleTests(TestCase):
+    def test_every_sample_validates_against_its_call_schema(self) -> None:
+        for sample in samples(2):
+            self.assertEqual(validate(sample.payload, f"v2/{sample.hook}"), [], sample.name)
+            self.assertEqual(sample.payload["Type"], sample.hook)
+
+    def test_they_are_the_protocol_1_calls_and_more(self) -> None:
+        v2 = {s.name: s for s in samples(2)}
+        for sample in samples(1):
+            self.assertEqual(v2[sample.name].hook, sample.hook)
+        self.assertEqual([s.hook for s in samples(2)].count("unwind"), 2)
+        self.assertEqual([s.hook for s in samples(2)].count("event"), 3)
+
+    def test_what_they_show(self) -> None:
+        by_name = {s.name: s.payload for s in samples(2)}
+        create = by_name["create"]
+        self.assertEqual(create["ClientRequest"]["Headers"]["User-Agent"], ["Docker-Client/28.2.2 (linux)"])
+        self.assertEqual(create["ClientRequest"]["Headers"]["Content-Type"], ["application/json"])
+        self.assertEqual((create["Caller"]["Transport"], create["Caller"]["Uid"]), ("unix", 1000))
+        self.assertEqual(by_name["create-201"]["RequestId"], create["RequestId"])  # one request, one id
+        inspect = by_name["inspect"]["Caller"]
+        self.assertEqual((inspect["Transport"], inspect["User"], inspect["Certificate"]["CommonName"]),
+                         ("tls", "alice", "alice"))
+        self.assertEqual(by_name["start-404"]["Caller"]["Transport"], "tcp")
+        self.assertIn("Api-Version", by_name["start-204"]["ServerResponse"]["Headers"])
+        self.assertIsNone(by_name["create-201-unseen-body"]["ClientRequest"]["Body"])
+        self.assertEqual((by_name["create-409"]["Stage"], by_name["create-409"]["Failure"]["Code"]), ("docker", 409))
+        refused = by_name["create-refused"]
+        self.assertEqual((refused["Stage"], refused["Failure"]["Adapter"], refused["ServerResponse"]["Code"]),
+                         ("pre-hook", "policy", 403))
+        die = by_name["container-die"]["Event"]
+        self.assertEqual((die["Type"], die["Action"], die["Actor"]["Attributes"]["exitCode"]),
+                         ("container", "die", "137"))
+
+
+class V2PowerstripAgreesTests(TestCase):
+    """Powerstrip's own handling of protocol 2 replies agrees with the schemas."""
+
+    adapter = Adapter("a", "http://127.0.0.1:9/hook", protocol=2)
+
+    def powerstrip_accepts(self, reply: Any, expect: str) -> bool:
+        flow = Flow(ClientRequest("POST", "/v1.47/containers/create", [(b"Content-Type", b"application/json")],
+                                  b'{"Image":"busybox"}'), Route())
+        flow.response = ServerResponse(201, [(b"Content-Type", b"application/json")], b'{"Id":"abc"}')
+        apply = HookChain._apply_request if expect == "ModifiedClientRequest" else HookChain._apply_response
+        answer = (200, "application/json", json.dumps(reply).encode())
+        try:
+            apply(AdapterClient(MemoryReactorClock())._check(answer, self.adapter, expect), flow, self.adapter)
+        except ShortCircuit:
+            return True
+        except AdapterFault:
+            return False
+        return True
+
+    def test_pre_hook_replies(self) -> None:
+        for reply, accepted in PRE2_CASES:
+            self.assertEqual(self.powerstrip_accepts(reply, "ModifiedClientRequest"), accepted, reply)
+
+    def test_post_hook_replies(self) -> None:
+        for reply, accepted in POST2_CASES:
+            self.assertEqual(self.powerstrip_accepts(reply, "ModifiedServerResponse"), accepted, reply)

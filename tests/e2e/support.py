@@ -31,13 +31,15 @@ PASSTHROUGH = "version: 1\nendpoints: {}\nadapters: {}\n"
 
 
 def run(cmd: list[str], *, host: str | None = None, input: bytes | None = None, timeout: float = 60,
-        env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``cmd`` with ``DOCKER_HOST=host``; returns the completed process (bytes output)."""
+        env: dict | None = None, user: int | None = None, group: int | None = None) -> subprocess.CompletedProcess:
+    """Run ``cmd`` with ``DOCKER_HOST=host`` (as ``user``/``group`` if given); returns the
+    completed process (bytes output)."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("DOCKER_CONTEXT", None)
     if host is not None:
         full_env["DOCKER_HOST"] = host
-    return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout, env=full_env)
+    return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout, env=full_env, user=user,
+                          group=group)
 
 
 def direct(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
