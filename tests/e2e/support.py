@@ -11,10 +11,12 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +126,80 @@ class SDKAdapter(AdapterProcess):
 
     def __init__(self, module: str, env: dict | None = None) -> None:
         super().__init__(module, env={"PYTHONPATH": str(REPO), **(env or {})}, cwd=str(REPO), path="/")
+
+
+class SecondDockerd:
+    """Another real dockerd, in a directory of its own, for tests that must restart
+    or reconfigure one: never the shared daemon the other tests use.
+
+    ``host`` is its ``-H`` address; ``args`` more dockerd options; ``env`` the
+    docker CLI's environment to reach it (TLS).
+    """
+
+    def __init__(self, directory: Path, host: str, args: list[str] | None = None, env: dict | None = None) -> None:
+        self.dir = directory  # keep it short: the exec-root holds unix sockets
+        self.dir.mkdir(exist_ok=True)
+        self.data_root = self.dir / "data"
+        self.host = host
+        self.args = args or []
+        self.env = env
+        self.log = self.dir / "dockerd.log"
+        # Its own bridge: with "--bridge none" dockerd deletes docker0, which
+        # belongs to the main daemon (and would break its containers).
+        self.bridge = f"ps{uuid.uuid4().hex[:10]}"
+        subprocess.run(["ip", "link", "add", "name", self.bridge, "type", "bridge"], check=True,
+                       capture_output=True)
+        self.proc: subprocess.Popen | None = None
+        try:
+            self.start()
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def start(self) -> None:
+        """Start it (again, on the same data) and wait until it answers."""
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                ["dockerd", "--data-root", str(self.data_root), "--exec-root", str(self.dir / "exec"),
+                 "--pidfile", str(self.dir / "pid"), "-H", self.host, *self.args, "--storage-driver", "vfs",
+                 "--bridge", self.bridge, "--iptables=false", "--ip6tables=false"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while self.direct("version", "--format", "{{.Server.Version}}", timeout=10).returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the second dockerd did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def direct(self, *args: str, input: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+        """The 28.x CLI straight to this daemon (no Powerstrip)."""
+        return run([CLIS["docker 28"], *args], host=self.host, input=input, env=self.env, timeout=timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM it and wait until it is gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def stop(self) -> None:
+        """Remove its containers, stop it, unmount leftovers, remove its files and bridge."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                ids = self.direct("ps", "-aq", timeout=30).stdout.split()
+                if ids:
+                    self.direct("rm", "-f", *[i.decode() for i in ids], timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
+        self.terminate()
+        prefix = str(self.dir) + "/"
+        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+        for point in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
 
 
 class LabelAdapter:

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import TestCase
 
 from powerstrip.testing import RecordingAdapter
-from tests.e2e.support import CLIS, IMAGE, LABEL, Powerstrip, direct, free_port, require_daemon, run
+from tests.e2e.support import CLIS, IMAGE, LABEL, Powerstrip, SecondDockerd, direct, free_port, require_daemon
 
 DOCKER28 = CLIS["docker 28"]
 
@@ -80,66 +77,13 @@ def wait_for(predicate: Any, what: str, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
-class Dockerd:
+class Dockerd(SecondDockerd):
     """A second real dockerd on a unix socket in a directory of its own; can be restarted."""
 
     def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="psev-"))  # short: the exec-root holds unix sockets
-        self.socket = str(self.dir / "docker.sock")
-        self.host = f"unix://{self.socket}"
-        self.log = self.dir / "dockerd.log"
-        # Its own bridge: with "--bridge none" dockerd deletes docker0, which
-        # belongs to the main daemon (and would break its containers).
-        self.bridge = f"psev{uuid.uuid4().hex[:8]}"
-        subprocess.run(["ip", "link", "add", "name", self.bridge, "type", "bridge"], check=True,
-                       capture_output=True)
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    def start(self) -> None:
-        """Start it (again: same data) and wait until it answers."""
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                ["dockerd", "--data-root", str(self.dir / "data"), "--exec-root", str(self.dir / "exec"),
-                 "--pidfile", str(self.dir / "pid"), "-H", self.host, "--storage-driver", "vfs",
-                 "--bridge", self.bridge, "--iptables=false", "--ip6tables=false"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while self.direct("version", "--format", "{{.Server.Version}}", timeout=10).returncode != 0:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the second dockerd did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.2)
-
-    def terminate(self) -> None:
-        """SIGTERM it and wait until it is gone."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def direct(self, *args: str, input: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-        """The 28.x CLI straight to this daemon."""
-        return run([DOCKER28, *args], host=self.host, input=input, timeout=timeout)
-
-    def stop(self) -> None:
-        """Remove its containers, stop it, unmount leftovers, remove its files and bridge."""
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                ids = self.direct("ps", "-aq", timeout=30).stdout.split()
-                if ids:
-                    self.direct("rm", "-f", *[i.decode() for i in ids], timeout=60)
-            except subprocess.TimeoutExpired:
-                pass
-        self.terminate()
-        prefix = str(self.dir) + "/"
-        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-        for point in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
-            subprocess.run(["umount", "-l", point], capture_output=True)
-        shutil.rmtree(self.dir, ignore_errors=True)
-        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
+        directory = Path(tempfile.mkdtemp(prefix="psev-"))
+        self.socket = str(directory / "docker.sock")
+        super().__init__(directory, f"unix://{self.socket}")
 
 
 class DockerdRestart(TestCase):

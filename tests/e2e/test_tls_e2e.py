@@ -19,7 +19,6 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -32,7 +31,18 @@ from pathlib import Path
 from twisted.trial.unittest import TestCase
 
 from tests.certs import CA
-from tests.e2e.support import CLIS, DOCKER_SOCK, IMAGE, LABEL, Powerstrip, direct, free_port, require_daemon, run
+from tests.e2e.support import (
+    CLIS,
+    DOCKER_SOCK,
+    IMAGE,
+    LABEL,
+    Powerstrip,
+    SecondDockerd,
+    direct,
+    free_port,
+    require_daemon,
+    run,
+)
 
 #: An access-log line: ``#N METHOD /path -> status ...``.
 REQUEST_LINE = re.compile(r"#[0-9a-f]+ [A-Z]+ /\S* -> \d{3}")
@@ -82,62 +92,14 @@ def request_lines(proxy: Powerstrip) -> list[str]:
     return [line for line in proxy.log_text().splitlines() if REQUEST_LINE.search(line)]
 
 
-class TLSDockerd:
+class TLSDockerd(SecondDockerd):
     """A second real dockerd, on a loopback TCP port only, with ``--tlsverify``."""
 
     def __init__(self, base: Path, server: Path, client: Path) -> None:
-        self.dir = base / "d"  # short: the exec-root holds unix sockets
-        self.dir.mkdir()
-        self.data_root = self.dir / "data"
         self.port = free_port()
-        self.host = f"tcp://127.0.0.1:{self.port}"
-        self.env = tls_env(client)
-        self.log = self.dir / "dockerd.log"
-        # Its own bridge: with "--bridge none" dockerd deletes docker0, which
-        # belongs to the main daemon (and would break its containers).
-        self.bridge = f"pstls{self.port}"
-        subprocess.run(["ip", "link", "add", "name", self.bridge, "type", "bridge"], check=True,
-                       capture_output=True)
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                ["dockerd", "--data-root", str(self.data_root), "--exec-root", str(self.dir / "exec"),
-                 "--pidfile", str(self.dir / "pid"), "-H", self.host, "--tlsverify",
-                 "--tlscacert", str(server / "ca.pem"), "--tlscert", str(server / "cert.pem"),
-                 "--tlskey", str(server / "key.pem"), "--storage-driver", "vfs", "--bridge", self.bridge,
-                 "--iptables=false", "--ip6tables=false"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while self.direct("version", "--format", "{{.Server.Version}}", timeout=10).returncode != 0:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the TLS dockerd did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.2)
-
-    def direct(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        """The 28.x CLI straight to this daemon over TLS (no Powerstrip)."""
-        return run([DOCKER28, *args], host=self.host, env=self.env, timeout=timeout)
-
-    def stop(self) -> None:
-        """Remove its containers, SIGTERM it and wait, unmount leftovers, remove its files."""
-        if self.proc.poll() is None:
-            try:
-                ids = self.direct("ps", "-aq", timeout=30).stdout.split()
-                if ids:
-                    self.direct("rm", "-f", *[i.decode() for i in ids], timeout=60)
-            except subprocess.TimeoutExpired:
-                pass
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        prefix = str(self.dir) + "/"
-        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-        for point in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
-            subprocess.run(["umount", "-l", point], capture_output=True)
-        shutil.rmtree(self.dir, ignore_errors=True)
-        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
+        super().__init__(base / "d", f"tcp://127.0.0.1:{self.port}", env=tls_env(client), args=[
+            "--tlsverify", "--tlscacert", str(server / "ca.pem"), "--tlscert", str(server / "cert.pem"),
+            "--tlskey", str(server / "key.pem")])
 
 
 def tls_dockerd() -> TLSDockerd:
