@@ -64,7 +64,7 @@ def _record(payload: dict) -> None:
     """Log ``payload`` pretty-printed and append it to ``DEBUG_FILE``."""
     readable = json.loads(json.dumps(payload))
     readable["ClientRequest"]["Body"] = _readable(payload["ClientRequest"]["Body"])
-    if "ServerResponse" in readable:
+    if readable.get("ServerResponse"):
         readable["ServerResponse"]["Body"] = _readable(payload["ServerResponse"]["Body"])
     # The payload goes in as a field, not into the format string: its braces stay literal.
     log.info("{kind} {method} {uri}\n{pretty}", kind=payload["Type"],

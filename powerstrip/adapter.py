@@ -376,11 +376,11 @@ class Response(_Body):
 class RequestFailure:
     """Why an unwind call came: where the request failed and what the client got."""
 
-    stage: str  # pre-hook | docker | post-hook
-    adapter: str | None  # the adapter that refused or faulted; None for dockerd
-    code: int  # the status the client got
+    stage: str  # pre-hook | docker | post-hook | client (it went away before dockerd was sent the request)
+    adapter: str | None  # the adapter that refused or faulted; None for dockerd and the client
+    code: int | None  # the status the client got; None if it got none (stage client)
     message: str
-    response: Response | None  # what the client got
+    response: Response | None  # what the client got; None if nothing
 
 
 class BadPayload(ValueError):

@@ -48,6 +48,8 @@ log = Logger()
 _FRAMING = (b"content-length", b"transfer-encoding")
 #: How much of a streamed Docker error is kept for unwind calls.
 _ERROR_KEPT = 64 * 1024
+#: The ``Failure.Message`` of an unwind call for a client that left before its request was sent.
+CLIENT_GONE = "the client went away before the request was sent to Docker"
 
 
 def _message(resp: ServerResponse) -> str:
@@ -168,6 +170,8 @@ class Exchange:
         self._stage = "pre-hook"
         #: (stage, adapter or None) of a failure unwind calls must hear of.
         self._failure: tuple[str, str | None] | None = None
+        #: Whether the request has been sent to dockerd (a client leaving before that unwinds).
+        self._sent = False
         self.docker_status: int | None = None
         self._err_head: ResponseHead | None = None
         self._err_body: list[bytes] | None = None
@@ -296,6 +300,7 @@ class Exchange:
         elif req.body or self.length_in is not None or self.chunked_in:
             headers.append((b"Content-Length", b"%d" % len(req.body or b"")))
         conn.start(self, request_head(req.method, req.uri, headers), head_only=req.method == "HEAD")
+        self._sent = True
         if not req.streamed:
             if req.body:
                 conn.transport.write(req.body)
@@ -552,6 +557,11 @@ class Exchange:
         self._abort_upstream()
         self._count()  # after the cancel, which records the interrupted hook call
         log.info("{flow}: client went away", flow=self._name(), request_id=self.flow.id)
+        if not self._sent:
+            # dockerd never got the request: what pre-hooks set up for it is for nothing.
+            # (Once it was sent, dockerd may have carried it out: nothing is unwound.)
+            self._failure = ("client", None)
+            self._unwind()
 
     def _splice_closed(self, splice: Splice) -> None:
         self.resource.streams.discard(splice)
@@ -577,15 +587,18 @@ class Exchange:
             return
         flow = self.flow
         flow.prepared = prepared
-        if self._err_head is not None:
-            head = self._err_head
-            flow.response = ServerResponse(head.code, end_to_end(head.headers), b"".join(self._err_body))
-        elif flow.response is None:
-            flow.response = ServerResponse(self.status or 502, [])
         stage, adapter = failure
+        if stage == "client":
+            flow.response, message = None, CLIENT_GONE  # it got no answer
+        else:
+            if self._err_head is not None:
+                head = self._err_head
+                flow.response = ServerResponse(head.code, end_to_end(head.headers), b"".join(self._err_body))
+            elif flow.response is None:
+                flow.response = ServerResponse(self.status or 502, [])
+            message = _message(flow.response)
         # After the client has its answer, and never in its way.
-        self.resource.reactor().callLater(0, self.resource.chain.run_unwind, flow, stage, adapter,
-                                        _message(flow.response))
+        self.resource.reactor().callLater(0, self.resource.chain.run_unwind, flow, stage, adapter, message)
 
     def _log_line(self, extra: str = "", **fields: Any) -> None:
         self._count()  # metrics count with the access log off too

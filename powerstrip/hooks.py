@@ -177,15 +177,19 @@ class HookChain:
     def run_unwind(self, flow: Flow, stage: str, failed: str | None, message: str) -> defer.Deferred:
         """Call the ``unwind: true`` adapters whose pre-hook succeeded, in reverse order.
 
-        ``flow.response`` is what the client got; ``stage`` where the request
-        failed (pre-hook, docker, post-hook) and ``failed`` the adapter that
-        refused or faulted (None for dockerd). Failures are logged, never raised.
+        ``flow.response`` is what the client got (None: nothing, it went away);
+        ``stage`` where the request failed (pre-hook, docker, post-hook, or
+        client: it left before the request was sent) and ``failed`` the adapter
+        that refused or faulted (None for dockerd or the client). Failures are
+        logged, never raised.
         """
         d = defer.succeed(None)
+        code = flow.response.code if flow.response is not None else None
         for adapter in reversed(flow.prepared):
             payload = self.payload(flow, adapter, "unwind")
+            payload.setdefault("ServerResponse", None)
             payload["Stage"] = stage
-            payload["Failure"] = {"Adapter": failed, "Code": flow.response.code, "Message": message}
+            payload["Failure"] = {"Adapter": failed, "Code": code, "Message": message}
             d.addCallback(lambda _, a=adapter, p=payload: self._unwind_one(flow, a, p))
         return d
 

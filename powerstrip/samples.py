@@ -10,8 +10,9 @@ Protocol 2's are the same calls recorded by a protocol 2 adapter, so they
 carry the CLI's real headers, Docker's response headers, request ids and
 callers (a uid-1000 user on Powerstrip's unix socket, a TLS client with a
 certificate, plain TCP); plus ``unwind`` calls (dockerd's 409 for a name in
-use; a later pre-hook's refusal) and ``event`` calls carrying events read
-from that dockerd's ``GET /events``.
+use; a later pre-hook's refusal; a client whose connection was reset while a
+later pre-hook was at work) and ``event`` calls carrying events read from
+that dockerd's ``GET /events``.
 
 They live in ``powerstrip/schemas/v<N>/samples.json``, one list per protocol
 version. ``powerstrip adapter-test`` sends them to an adapter; the tests check

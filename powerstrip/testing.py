@@ -221,12 +221,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, obj: Any, ctype: str = "application/json") -> None:
         data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+        except ConnectionError:
+            # Powerstrip gave up on the call (its timeout, or its client left): no one to answer.
+            self.close_connection = True
 
     def log_message(self, fmt: str, *args: object) -> None:
         pass  # tests read what was recorded, not an access log

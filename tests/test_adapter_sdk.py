@@ -779,8 +779,9 @@ class V2HandleTests(SynchronousTestCase):
             kinds.append(next(k for k in ("ModifiedClientRequest", "ServerResponse", "ModifiedServerResponse")
                               if k in reply) if call.hook.endswith("hook") else call.hook)
         self.assertEqual(kinds, ["ModifiedClientRequest", "ServerResponse", "ModifiedClientRequest"]
-                         + ["ModifiedServerResponse"] * 5 + ["unwind"] * 2 + ["event"] * 3)
-        self.assertEqual([u[2:] for u in v2_sample.unwound], [("docker", None, 409), ("pre-hook", "policy", 403)])
+                         + ["ModifiedServerResponse"] * 5 + ["unwind"] * 3 + ["event"] * 3)
+        self.assertEqual([u[2:] for u in v2_sample.unwound], [("docker", None, 409), ("pre-hook", "policy", 403),
+                                                                ("client", None, None)])
         self.assertEqual(v2_sample.events, [("start", "ps-sample-web"), ("die", "ps-sample-web")])
 
 

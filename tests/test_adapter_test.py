@@ -212,9 +212,9 @@ class Protocol2Tests(AdapterServers):
         self.assertEqual(code, 0, lines)
         self.assertTable(lines, {**dict.fromkeys(PRE2 + POST2 + UNWIND2 + EVENT2, "valid"),
                                  "start": "valid (short-circuit 503)"},
-                         "13 call(s): 13 valid, 0 refused, 0 failed, 0 invalid, 0 fault(s): the adapter speaks "
+                         "14 call(s): 14 valid, 0 refused, 0 failed, 0 invalid, 0 fault(s): the adapter speaks "
                          "protocol 2", protocol=2)
-        self.assertEqual(len(v2_sample.unwound), 2)
+        self.assertEqual(len(v2_sample.unwound), 3)
         self.assertEqual([action for action, _ in v2_sample.events], ["start", "die"])
 
     @defer.inlineCallbacks
@@ -234,7 +234,7 @@ class Protocol2Tests(AdapterServers):
                                  **dict.fromkeys(POST2, "INVALID: PowerstripProtocolVersion: expected 2, got 1"),
                                  **dict.fromkeys(UNWIND2, "failed 500: cannot release"),
                                  **dict.fromkeys(EVENT2, "failed 404: no such path")},
-                         "13 call(s): 0 valid, 0 refused, 5 failed, 8 invalid, 0 fault(s): NOT protocol 2", protocol=2)
+                         "14 call(s): 0 valid, 0 refused, 6 failed, 8 invalid, 0 fault(s): NOT protocol 2", protocol=2)
 
     @defer.inlineCallbacks
     def test_a_protocol_1_adapter_is_not_protocol_2(self) -> Any:

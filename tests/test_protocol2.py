@@ -14,9 +14,11 @@ from cryptography import x509
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from powerstrip.caller import _peer_credentials
+from powerstrip.exchange import CLIENT_GONE
+from powerstrip.schema import validate
 from tests.fakes import reply
 from tests.test_proxy import ProxyTestCase, json_request, json_response, request
 from tests.test_tls import Certificates, client_creator
@@ -239,6 +241,34 @@ class UnwindTests(ProxyTestCase):
         self.assertEqual(resp.code, 502)
         [(_, payload)] = yield self.unwinds(1)
         self.assertEqual((payload["Stage"], payload["Failure"]["Adapter"]), ("post-hook", "bad"))
+
+    @defer.inlineCallbacks
+    def test_client_gone_during_pre_hooks_unwinds(self) -> Any:
+        """The client left while a later pre-hook ran: dockerd never got the request,
+        so what the earlier pre-hook set up is released (Stage client, no response)."""
+        self.start(config("a, slow", adapters=v2("a", ", unwind: true") + "  slow: $BASE/slow\n"),
+                   a=self.recorder("a"), slow=lambda call, payload: NOT_DONE_YET)
+        client = yield self.connect()
+        client.send(json_request(b"POST", CREATE, {"Image": "x"}))
+        while len(self.adapters.calls) < 2:
+            yield deferLater(reactor, 0.01, lambda: None)
+        client.transport.abortConnection()
+        [(_, payload)] = yield self.unwinds(1)
+        self.assertEqual((payload["Stage"], payload["Failure"], payload["ServerResponse"]),
+                         ("client", {"Adapter": None, "Code": None, "Message": CLIENT_GONE}, None))
+        self.assertEqual(json.loads(payload["ClientRequest"]["Body"]), {"Image": "x"})
+        self.assertEqual(validate(payload, "v2/unwind"), [])
+        self.assertNothingReachedDocker()
+
+    @defer.inlineCallbacks
+    def test_client_gone_after_docker_got_it_does_not_unwind(self) -> Any:
+        """Once dockerd has the request it may carry it out: a client leaving then unwinds nothing."""
+        self.start(config("a", adapters=v2("a", ", unwind: true")), a=self.recorder("a"))
+        client = yield self.connect()
+        client.send(json_request(b"POST", CREATE, {}))
+        yield self.dockerd.next_request()
+        client.transport.abortConnection()
+        self.assertEqual((yield self.unwinds(1)), [])
 
     @defer.inlineCallbacks
     def test_success_does_not_unwind(self) -> Any:

@@ -445,11 +445,13 @@ class V2SchemaTests(TestCase):
             "(hop-by-hop, or Content-Length), which is not allowed",
         ])
         unwind = copy.deepcopy(next(s.payload for s in samples(2) if s.hook == "unwind"))
-        unwind["Stage"] = "client"
+        unwind["Stage"] = "dockerd"
         del unwind["Failure"]["Adapter"]
+        unwind["Failure"]["Code"] = "409"
         self.assertEqual(validate(unwind, "v2/unwind"), [
-            'Stage: "client" is not one of ["pre-hook", "docker", "post-hook"]',
+            'Stage: "dockerd" is not one of ["pre-hook", "docker", "post-hook", "client"]',
             "Failure: 'Adapter' is required",
+            "Failure.Code: \"409\" is not of type 'integer' or 'null'",
         ])
         event = copy.deepcopy(next(s.payload for s in samples(2) if s.hook == "event"))
         event["Event"]["timeNano"] = "now"
@@ -538,7 +540,7 @@ class V2SampleTests(TestCase):
         v2 = {s.name: s for s in samples(2)}
         for sample in samples(1):
             self.assertEqual(v2[sample.name].hook, sample.hook)
-        self.assertEqual([s.hook for s in samples(2)].count("unwind"), 2)
+        self.assertEqual([s.hook for s in samples(2)].count("unwind"), 3)
         self.assertEqual([s.hook for s in samples(2)].count("event"), 3)
 
     def test_what_they_show(self) -> None:

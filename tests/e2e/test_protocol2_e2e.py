@@ -4,7 +4,9 @@
   another uid (``SO_PEERCRED``), and on a ``--tlsverify`` listener (the
   client certificate's common name).
 - A pre-hook short-circuiting ``docker ps`` (a per-user view, dockerd never asked).
-- An ``unwind: true`` adapter hearing of a Docker error (a name conflict).
+- An ``unwind: true`` adapter hearing of a Docker error (a name conflict), and of a
+  client whose connection was lost while a later pre-hook was still working; a
+  ``docker create`` interrupted (Ctrl-C) meanwhile goes on, as it would at dockerd.
 """
 
 from __future__ import annotations
@@ -13,13 +15,21 @@ import json
 import os
 import pwd
 import shutil
+import signal
+import socket
+import struct
+import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from twisted.trial.unittest import TestCase
 
+from powerstrip.exchange import CLIENT_GONE
+from powerstrip.schema import validate
 from powerstrip.testing import RecordingAdapter, echo
 from tests.e2e.support import CLIS, IMAGE, LABEL, Powerstrip, direct, require_daemon, run
 from tests.e2e.test_tls_e2e import certs, tls_env
@@ -32,8 +42,8 @@ def hooked(rule: str, kind: str = "pre", extra: str = "") -> str:
             f"adapters:\n  rec: {{url: $URL, protocol: 2{extra}}}\n")
 
 
-class _Protocol2:
-    cli: str
+class _Setup:
+    """Recording adapters and Powerstrips, stopped at the end of the test."""
 
     def setUp(self) -> None:
         require_daemon()
@@ -47,6 +57,34 @@ class _Protocol2:
         proxy = Powerstrip(config.replace("$URL", adapter.url), extra=extra)
         self.addCleanup(proxy.stop)
         return proxy
+
+    def stuck_chain(self) -> tuple[RecordingAdapter, RecordingAdapter, threading.Event]:
+        """An ``unwind: true`` recorder, and an adapter that answers only once the event is set."""
+        release = threading.Event()
+        self.addCleanup(release.set)
+
+        def stuck(payload: dict) -> tuple[int, dict]:
+            release.wait(60)
+            return echo(payload)
+
+        return self.adapter(), self.adapter(stuck), release
+
+    def two_hook_proxy(self, rec: RecordingAdapter, slow: RecordingAdapter) -> Powerstrip:
+        proxy = Powerstrip(
+            'version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [rec, slow]\nadapters:\n'
+            f"  rec: {{url: {rec.url}, protocol: 2, unwind: true}}\n  slow: {{url: {slow.url}, timeout: 90s}}\n")
+        self.addCleanup(proxy.stop)
+        return proxy
+
+    def container_name(self) -> str:
+        name = f"ps-gone-{uuid.uuid4().hex[:8]}"
+        self.addCleanup(direct, "rm", "-f", name)
+        return name
+
+
+
+class _Protocol2(_Setup):
+    cli: str
 
     def test_unix_socket_caller_is_another_uid(self) -> None:
         adapter = self.adapter()
@@ -122,6 +160,64 @@ class _Protocol2:
         pre_ids = [c["RequestId"] for c in adapter.received("pre-hook")]
         self.assertEqual(call["RequestId"], pre_ids[-1])
 
+    def test_interrupted_create_goes_on_as_it_would_at_dockerd(self) -> None:
+        """Ctrl-C while a later pre-hook is still at work: the CLI exits, but only closing
+        its side is not leaving (dockerd, too, carries out a create whose client hung
+        up after sending it): the create goes on once the hook answers, nothing unwinds."""
+        rec, slow, release = self.stuck_chain()
+        proxy = self.two_hook_proxy(rec, slow)
+        name = self.container_name()
+        env = {k: v for k, v in os.environ.items() if k != "DOCKER_CONTEXT"}
+        cli = subprocess.Popen([self.cli, "create", "--label", LABEL, "--name", name, IMAGE, "true"],
+                               env={**env, "DOCKER_HOST": proxy.url}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: cli.poll() is None and cli.kill())
+        wait_until(lambda: slow.received("pre-hook"))
+        cli.send_signal(signal.SIGINT)
+        cli.communicate(timeout=30)
+        self.assertNotEqual(cli.returncode, 0)
+        release.set()
+        wait_until(lambda: direct("inspect", name).returncode == 0)
+        self.assertEqual(direct("inspect", name).returncode, 0, "the create did not go on")
+        self.assertEqual(rec.received("unwind"), [])
+        self.assertEqual(run([self.cli, "version"], host=proxy.url).returncode, 0)
+
+
+def wait_until(condition: Any, seconds: float = 20) -> None:
+    """Poll ``condition`` every 50 ms until it is true or ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+class ClientGone(_Setup, TestCase):
+    """A client whose connection is lost while the pre-hooks run (no CLI does that on purpose:
+    a raw socket reset stands for a client killed mid-send, or a network that failed)."""
+
+    def test_connection_lost_during_pre_hooks_unwinds(self) -> None:
+        rec, slow, _ = self.stuck_chain()
+        proxy = self.two_hook_proxy(rec, slow)
+        name = self.container_name()
+        body = json.dumps({"Image": IMAGE, "Cmd": ["true"], "Labels": {"powerstrip-e2e": "1"}}).encode()
+        host, port = proxy.url.removeprefix("tcp://").rsplit(":", 1)
+        client = socket.create_connection((host, int(port)), timeout=10)
+        client.sendall(b"POST /v1.41/containers/create?name=%s HTTP/1.1\r\nHost: docker\r\n"
+                       b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                       % (name.encode(), len(body), body))
+        wait_until(lambda: slow.received("pre-hook"))
+        slow.assert_received("pre-hook", "POST /*/containers/create", count=1)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # a reset: the connection is gone, not just closed for sending
+        wait_until(lambda: rec.received("unwind"))
+        [call] = rec.assert_received("unwind", "POST /*/containers/create", count=1)
+        self.assertEqual((call["Stage"], call["Failure"]["Adapter"], call["Failure"]["Code"], call["ServerResponse"]),
+                         ("client", None, None, None))
+        self.assertEqual(call["Failure"]["Message"], CLIENT_GONE)
+        self.assertEqual(json.loads(call["ClientRequest"]["Body"]), json.loads(body))
+        self.assertEqual(call["RequestId"], rec.received("pre-hook")[-1]["RequestId"])
+        self.assertEqual(validate(call, "v2/unwind"), [])
+        self.assertIn("client went away", proxy.log_text())
+        self.assertNotEqual(direct("inspect", name).returncode, 0, "the abandoned create reached Docker")
+        self.assertEqual(run([CLIS["docker 28"], "version"], host=proxy.url).returncode, 0)
 
 class Protocol2Docker28(_Protocol2, TestCase):
     cli = CLIS["docker 28"]
