@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from hyperlink import EncodedURL
 from treq.client import HTTPClient
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
+from twisted.internet.endpoints import UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -31,6 +31,7 @@ from zope.interface import implementer
 from powerstrip.config import Adapter
 from powerstrip.flow import ServerResponse, error_response
 from powerstrip.schema import validate
+from powerstrip.upstream import tcp_endpoint
 
 PROTOCOL_VERSION = 1
 
@@ -150,7 +151,7 @@ class _Endpoints:
             if uri.scheme == b"http+unix":
                 endpoint = UNIXClientEndpoint(self._reactor, self._sockets[uri.host], timeout=10)
             else:
-                endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port, timeout=10)
+                endpoint = tcp_endpoint(self._reactor, uri.host.decode("ascii"), uri.port)
                 if uri.scheme == b"https":
                     endpoint = wrapClientTLS(self._tls.creatorForNetloc(uri.host, uri.port), endpoint)
             self._cache[key] = endpoint

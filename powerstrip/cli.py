@@ -204,9 +204,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and not any(s.hook == args.only for s in samples(args.protocol)):
             probe.error(f"protocol {args.protocol} has no {args.only} calls (unwind and event calls are protocol 2)")
 
+        def reader_gone(failure: Any) -> None:
+            failure.trap(BrokenPipeError)
+            # `| head` stopped reading: stop quietly, as shell tools do (and
+            # keep Python's flush of stdout at exit from failing again).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
+
         def run(reactor: Any) -> defer.Deferred:
             d = defer.ensureDeferred(adapter_test(reactor, adapter, args.protocol, args.only))
-            return d.addCallback(sys.exit)  # react() exits with a SystemExit's code
+            return d.addCallbacks(sys.exit, reader_gone)  # react() exits with a SystemExit's code
 
         task.react(run)  # never returns
     try:

@@ -16,6 +16,7 @@ from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer, endpoints
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
@@ -67,8 +68,21 @@ class DockerAddress:
         ``tls`` if given; only for tcp)."""
         if self.scheme == "unix":
             return endpoints.UNIXClientEndpoint(reactor, self.location, timeout=10)
-        tcp = endpoints.HostnameEndpoint(reactor, self.location, self.port, timeout=10)
+        tcp = tcp_endpoint(reactor, self.location, self.port)
         return tcp if tls is None else TLSClientEndpoint(tls.creator(self.location), tcp)
+
+
+def tcp_endpoint(reactor: Any, host: str, port: int) -> Any:
+    """A TCP client endpoint for ``host:port`` (dockerd's or an adapter's):
+    direct for an IP address, so a refused connection fails at once.
+    HostnameEndpoint, needed for a name, reports the last refusal only after
+    its 0.3 s attempt interval: every call to a down adapter (``failure:
+    ignore`` ones included) would pay that."""
+    if isIPAddress(host):
+        return endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=10)
+    if isIPv6Address(host):
+        return endpoints.TCP6ClientEndpoint(reactor, host, port, timeout=10)
+    return endpoints.HostnameEndpoint(reactor, host, port, timeout=10)
 
 
 class ResponseListener(TypingProtocol):

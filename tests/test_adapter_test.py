@@ -14,6 +14,9 @@ import contextlib
 import io
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 from typing import Any
 from urllib.parse import quote
@@ -309,3 +312,17 @@ class UsageTests(TestCase):
             self.assertEqual(code, 2, argv)
             self.assertIn(message, err)
             self.assertIn("powerstrip adapter-test: error:", err)
+
+    def test_a_reader_that_stops_is_no_error(self) -> None:
+        """``powerstrip adapter-test URL | head -2``: the output's reader leaving ends the run quietly."""
+        with socket.socket() as sock:  # a port nobody listens on: every call a quick fault
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        proc = subprocess.Popen([sys.executable, "-c", "from powerstrip.cli import main; main()", "adapter-test",
+                                 f"http://127.0.0.1:{port}/", "--protocol", "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.assertIn(b"14 protocol-2 sample call(s)", proc.stdout.readline())
+        proc.stdout.close()
+        _, err = proc.communicate(timeout=60)
+        self.assertEqual((proc.returncode, err.decode()), (1, ""))
+

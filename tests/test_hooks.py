@@ -16,9 +16,12 @@ from typing import Any
 from urllib.parse import quote
 
 from twisted.internet import defer, reactor
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
@@ -27,6 +30,7 @@ from powerstrip.config import Adapter
 from powerstrip.flow import ClientRequest, Flow, ServerResponse
 from powerstrip.hooks import HookChain
 from powerstrip.matching import Route
+from powerstrip.upstream import DockerAddress, tcp_endpoint
 from tests.fakes import FakeAdapters, Tracker, echo_post, echo_pre, unused_port
 
 Handler = Callable[[Request, dict], Any]
@@ -394,6 +398,29 @@ class ConnectionFaultTests(HookTestCase):
         self.assertEqual(response.content_type, "application/json")
         self.assertEqual(json.loads(response.body), {"message": str(fault)})
         self.assertEqual([(h.adapter, h.outcome) for h in flow.hooks], [("gone", "AdapterFault")])
+
+    @defer.inlineCallbacks
+    def test_refused_ip_address_fails_at_once(self) -> Any:
+        """A refused connection to an IP address is a fault straight away, not after
+        HostnameEndpoint's 0.3 s attempt interval, which every call to a down adapter
+        (``failure: ignore`` ones too) would otherwise pay."""
+        clock = MemoryReactorClock()
+        client = AdapterClient(clock)
+        self.addCleanup(client.close)
+        gone = Adapter("gone", "http://127.0.0.1:9/hook", timeout=5)
+        d = HookChain(client).run_pre(self.pre_flow(gone))
+        [(host, port, factory, _, _)] = clock.tcpClients
+        self.assertEqual((host, port), ("127.0.0.1", 9))
+        factory.clientConnectionFailed(clock.connectors[0], Failure(ConnectionRefusedError()))
+        fault = yield self.assertFailure(d, AdapterFault)  # the clock never moved
+        self.assertFault(fault, gone, 502, "cannot connect")
+
+    def test_endpoints_by_host(self) -> None:
+        """Adapters and dockerd alike: IP addresses are dialled directly, names resolved."""
+        for host, kind in [("127.0.0.1", TCP4ClientEndpoint), ("::1", TCP6ClientEndpoint),
+                           ("localhost", HostnameEndpoint)]:
+            self.assertIsInstance(tcp_endpoint(reactor, host, 2375), kind, host)
+        self.assertIsInstance(DockerAddress.parse("tcp://127.0.0.1:2375").endpoint(reactor), TCP4ClientEndpoint)
 
     @defer.inlineCallbacks
     def test_timeout_no_answer(self) -> Any:
