@@ -315,14 +315,14 @@ class UsageTests(TestCase):
 
     def test_a_reader_that_stops_is_no_error(self) -> None:
         """``powerstrip adapter-test URL | head -2``: the output's reader leaving ends the run quietly."""
-        with socket.socket() as sock:  # a port nobody listens on: every call a quick fault
+        with socket.socket() as sock:  # accepts, never answers: each call's line comes after its timeout
             sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        proc = subprocess.Popen([sys.executable, "-c", "from powerstrip.cli import main; main()", "adapter-test",
-                                 f"http://127.0.0.1:{port}/", "--protocol", "2"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.assertIn(b"14 protocol-2 sample call(s)", proc.stdout.readline())
-        proc.stdout.close()
-        _, err = proc.communicate(timeout=60)
+            sock.listen(16)
+            proc = subprocess.Popen([sys.executable, "-c", "from powerstrip.cli import main; main()", "adapter-test",
+                                     f"http://127.0.0.1:{sock.getsockname()[1]}/", "--timeout", "200ms"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.assertIn(b"8 protocol-1 sample call(s)", proc.stdout.readline())
+            proc.stdout.close()  # before the first call's line is written
+            _, err = proc.communicate(timeout=60)
         self.assertEqual((proc.returncode, err.decode()), (1, ""))
 

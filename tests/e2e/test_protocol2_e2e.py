@@ -82,7 +82,6 @@ class _Setup:
         return name
 
 
-
 class _Protocol2(_Setup):
     cli: str
 
