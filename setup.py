@@ -12,8 +12,17 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(include=["powerstrip", "powerstrip.*"]) + ["twisted.plugins"],
+    # An explicit root makes `pip install -e .` (setuptools' default, "lenient"
+    # editable mode) write a plain .pth naming this checkout instead of an
+    # import-hook finder. twistd finds plugins by scanning twisted.plugins.__path__,
+    # which Twisted builds from the *directories* on sys.path that hold a
+    # twisted/plugins/; a finder maps modules by import hooks and puts no such
+    # directory there, so `twistd powerstrip` was unknown outside the checkout.
+    # (The checkout root on sys.path also makes examples/ importable, as the
+    # README's python:examples.NAME:adapter URLs expect.) Wheels are unaffected.
+    package_dir={"": "."},
     package_data={
-        "powerstrip": ["schemas/*/*.json"],  # the adapter protocol's JSON Schemas and samples
+        "powerstrip": ["schemas/*/*.json", "engine_api.json"],  # adapter protocol schemas; Engine API data
         "twisted": ["plugins/powerstrip_plugin.py", "plugins/powerstrip_adapter_plugin.py"],
     },
     install_requires=[
@@ -23,7 +32,10 @@ setup(
         "zope.interface>=6.0",
         "prometheus_client>=0.17",  # disable_created_metrics()
     ],
-    entry_points={"console_scripts": ["powerstrip = powerstrip.cli:main"]},
+    # powerstrip.healthcheck.console: `powerstrip healthcheck` (a container health
+    # check, run every few seconds) starts without importing Twisted; the other
+    # commands go to powerstrip.cli.main.
+    entry_points={"console_scripts": ["powerstrip = powerstrip.healthcheck:console"]},
     extras_require={
         "test": ["docker>=7.0", "hypothesis>=6.0", "ruff"],
     },

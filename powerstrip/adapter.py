@@ -18,7 +18,12 @@
             return response
 
 A hook function gets typed objects (:class:`Request`, :class:`Response`),
-with the body parsed as JSON when it is JSON. It returns the (modified)
+with the body parsed as JSON when it is JSON. ``request.json`` is ``None`` only
+when the request has no body (or one that streams unseen): a body that is not
+strict JSON raises :class:`UnreadableBody` (a ``ValueError``), never reads as
+"nothing to check"; a hook that lets it escape refuses the call with a 400
+saying why (catch it, or test ``request.json_error``, to decide otherwise).
+It returns the (modified)
 object, or ``None`` for "unchanged", or raises :class:`Refuse` to deny the
 call with a status and a message the Docker CLI prints. It may also return a
 Deferred or be ``async def``.
@@ -52,6 +57,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from powerstrip import gojson
 from powerstrip.config import parse_rule
 from powerstrip.matching import rule_matches
 
@@ -81,6 +87,20 @@ class Refuse(Exception):  # noqa: N818 -- it reads as what the hook does: raise 
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class UnreadableBody(ValueError):
+    """``Request.json`` of a body that is not strict JSON: the hook cannot know what dockerd reads.
+
+    ``reason`` says why (invalid JSON, duplicate keys, NaN, invalid UTF-8..., as
+    :mod:`powerstrip.gojson` refuses them). Powerstrip itself refuses such bodies on the
+    Engine API's JSON routes before any hook is called, so an adapter meets this on other
+    routes, from another proxy, or in tests. Uncaught in a hook, the SDK answers 400.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the request body is not readable JSON: {reason}")
+        self.reason = reason
 
 
 class NeedsProtocol2(Exception):  # noqa: N818 -- says what is missing
@@ -255,7 +275,10 @@ class _Body:
     @json.setter
     def json(self, value: Any) -> None:
         if self._json is _UNSET:
-            self._original = self._parsed()
+            try:
+                self._original = self._parsed()
+            except UnreadableBody:
+                self._original = _UNSET  # replacing an unreadable body: whatever is assigned differs
         self._json = value
 
     def _parsed(self) -> Any:
@@ -313,6 +336,38 @@ class Request(_Body):
 
     def __post_init__(self, headers: Mapping[str, Any] | None) -> None:
         _init_headers(self, headers)
+
+    @property
+    def json(self) -> Any:
+        """The body parsed as JSON: ``None`` only when there is no body; edit it in place or assign it.
+
+        Read the way dockerd's Go decoder reads it (:func:`powerstrip.gojson.loads`).
+
+        :raises UnreadableBody: the body is there but is not strict JSON (a policy must not
+            take that for "nothing to check").
+        """
+        return _Body.json.fget(self)  # type: ignore[attr-defined]
+
+    @json.setter
+    def json(self, value: Any) -> None:
+        _Body.json.fset(self, value)  # type: ignore[attr-defined]
+
+    @property
+    def json_error(self) -> str | None:
+        """Why the body is not readable JSON (what :attr:`json` would raise), or None if it is."""
+        try:
+            self._parsed()
+        except UnreadableBody as e:
+            return e.reason
+        return None
+
+    def _parsed(self) -> Any:
+        if not self.body:
+            return None
+        try:
+            return gojson.loads(self.body.encode("utf-8", "surrogatepass"))
+        except gojson.GoJSONError as e:
+            raise UnreadableBody(str(e)) from None
 
     @property
     def path(self) -> str:
@@ -567,6 +622,9 @@ class Adapter:
             return failure  # the caller gave up (in-process timeout): not the hook's fault
         if failure.check(Refuse):
             return failure.value.status, {"message": failure.value.message}
+        if failure.check(UnreadableBody):
+            # Fail closed: a hook that could not read the body did not approve it.
+            return 400, {"message": f"adapter '{self.name}': {failure.getErrorMessage()}"}
         if failure.check(NeedsProtocol2):
             # The adapter's own mistake, not a crash: its message says it all.
             log.error("adapter {name}: {kind} for {method} {uri}: {error}", name=self.name, kind=kind,

@@ -1,4 +1,4 @@
-"""Calling one adapter: the version-1 wire protocol over treq.
+"""Calling one adapter: the wire protocol (versions 1 and 2) over treq.
 
 An adapter is anything that answers an HTTP POST. :class:`AdapterClient`
 sends it the hook payload, bounds the call in time and size, and turns every
@@ -13,6 +13,7 @@ way it can go wrong into one of two exceptions:
 from __future__ import annotations
 
 import json
+import weakref
 from typing import Any
 from urllib.parse import unquote
 
@@ -23,7 +24,15 @@ from twisted.internet.endpoints import UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseDone, ResponseNeverReceived
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    RequestNotSent,
+    RequestTransmissionFailed,
+    ResponseDone,
+    ResponseNeverReceived,
+)
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
@@ -158,16 +167,78 @@ class _Endpoints:
         return endpoint
 
 
+def _unanswered_close(failure: Failure) -> bool:
+    """Whether a request failed because its connection closed before any of
+    the answer arrived (and not because the call was cancelled)."""
+    if not failure.check(ResponseNeverReceived, RequestNotSent, RequestTransmissionFailed):
+        return False
+    reasons = getattr(failure.value, "reasons", [])
+    return not any(r.check(defer.CancelledError) for r in reasons)
+
+
+class _StalePooled(Exception):  # noqa: N818 -- a signal between the pool and the client, never shown
+    """A request met a pooled connection the adapter had closed: it was never read."""
+
+
+class _Reused:
+    """A connection the pool had handed out before (kept alive since): a request
+    that meets the adapter's close on it fails with :class:`_StalePooled`.
+
+    An adapter may close an idle connection at any moment: one that closes
+    after every reply without saying ``Connection: close`` (Python's
+    ``http.server`` speaking HTTP/1.0) does so right after each answer, and
+    the pool keeps the connection until it sees the close. A request written
+    into that close was never read by the adapter, so sending it again is safe
+    though the call is a POST; on a new connection there is no such race, so a
+    close there is the adapter's fault and is not retried.
+    """
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    def request(self, request: Any) -> defer.Deferred:
+        """Send ``request``; an unanswered close becomes :class:`_StalePooled`."""
+        def stale(failure: Failure) -> Any:
+            if _unanswered_close(failure):
+                raise _StalePooled()
+            return failure
+
+        return self._connection.request(request).addErrback(stale)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+
+class _AdapterPool(HTTPConnectionPool):
+    """The adapter calls' connection pool: it marks the connections it hands out again."""
+
+    def __init__(self, reactor: Any, persistent: bool = True) -> None:
+        super().__init__(reactor, persistent=persistent)
+        self._handed_out: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def getConnection(self, key: Any, endpoint: Any) -> defer.Deferred:
+        """A connection for ``key``; one handed out before comes wrapped in :class:`_Reused`."""
+        def mark(connection: Any) -> Any:
+            if connection in self._handed_out:
+                return _Reused(connection)
+            self._handed_out.add(connection)
+            return connection
+
+        return super().getConnection(key, endpoint).addCallback(mark)
+
+
 class AdapterClient:
     """Makes hook calls with treq over one persistent connection pool."""
 
     def __init__(self, reactor: Any, max_reply: int = DEFAULT_MAX_REPLY) -> None:
         self._reactor = reactor
-        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool = _AdapterPool(reactor, persistent=True)
         # Hooks run on every matching Docker call: keep enough warm
         # connections per adapter that a burst does not pay for set-up.
         self.pool.maxPersistentPerHost = 16
-        self.pool.retryAutomatically = False  # a hook call is not idempotent
+        # Twisted's own retry covers idempotent methods only; _AdapterPool
+        # retries the one case that is safe for a (non-idempotent) hook call.
+        self.pool.retryAutomatically = False
         self._endpoints = _Endpoints(reactor)
         self._http = HTTPClient(Agent.usingEndpointFactory(reactor, self._endpoints, pool=self.pool))
         self.max_reply = max_reply
@@ -213,13 +284,19 @@ class AdapterClient:
         body = json.dumps(payload, separators=(",", ":")).encode()
         # A redirect is the adapter's answer like any other non-2xx status:
         # refused, not followed.
-        d = self._http.post(
-            url, data=_Payload(body), headers={b"Content-Type": [b"application/json"]},
-            allow_redirects=False, unbuffered=True,
-        )
+        d = self._send(url, body, self.pool.maxPersistentPerHost)
         d.addCallback(self._read, adapter)
         d.addTimeout(adapter.timeout, self._reactor, onTimeoutCancel=_timed_out)
         d.addErrback(self._fault, adapter)
+        return d
+
+    def _send(self, url: Any, body: bytes, retries: int) -> defer.Deferred:
+        # A request that met a pooled connection the adapter had closed goes
+        # again (each idle connection may be such a one; a new one never is).
+        d = self._http.post(url, data=_Payload(body), headers={b"Content-Type": [b"application/json"]},
+                            allow_redirects=False, unbuffered=True)
+        if retries > 0:
+            d.addErrback(lambda f: f.trap(_StalePooled) and self._send(url, body, retries - 1))
         return d
 
     def _read(self, response: Any, adapter: Adapter) -> defer.Deferred:
@@ -244,6 +321,8 @@ class AdapterClient:
             raise AdapterFault(adapter, f"reply larger than {self.max_reply} bytes")
         if failure.check(ConnectError, DNSLookupError):
             raise AdapterFault(adapter, f"cannot connect: {failure.getErrorMessage()}")
+        if failure.check(_StalePooled):
+            raise AdapterFault(adapter, "connection lost before a reply (the adapter closed it)")
         if failure.check(ResponseNeverReceived):
             reasons = "; ".join(r.getErrorMessage() or r.type.__name__ for r in failure.value.reasons)
             raise AdapterFault(adapter, f"connection lost before a reply ({reasons})")

@@ -17,7 +17,9 @@ Either way the request is not forwarded (AuthZReq), or dockerd's response
 is replaced (AuthZRes). An authz adapter always fails closed:
 ``failure: ignore`` does not apply to it.
 
-The bodies it judges are the bodies dockerd gets: when an authz adapter is
+Credentials in bodies (:mod:`powerstrip.redact`: swarm tokens, secret and
+config data...) are shown as ``"<redacted>"`` unless the adapter has
+``secrets: true``, and never logged. The bodies it judges are the bodies dockerd gets: when an authz adapter is
 among a request's hooks, every request body is buffered and shown to it
 whatever its framing or ``Content-Type`` (see :func:`must_buffer`), except
 the tar archives of the calls that take one, which dockerd never reads as
@@ -38,6 +40,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from powerstrip import redact
 from powerstrip.adapters import AdapterClient, AdapterFault, Refused
 from powerstrip.caller import Caller
 from powerstrip.config import Adapter
@@ -244,8 +247,9 @@ def call(client: AdapterClient, flow: Flow, adapter: Adapter, phase: str, verbos
         method = AUTHZ_RES
         payload = response_payload(flow)
     target = dataclasses.replace(adapter, url=adapter.url.rstrip("/") + "/" + method)
+    shown = redact.authz(payload)  # credentials: never logged, shown only with secrets: true
     if verbose:
-        log.info("{where} sent {payload}", where=where, payload=_shown(payload), **fields)
+        log.info("{where} sent {payload}", where=where, payload=_shown(shown), **fields)
 
     def judged(result: tuple[int, str | None, bytes]) -> Flow:
         if verbose:
@@ -272,7 +276,7 @@ def call(client: AdapterClient, flow: Flow, adapter: Adapter, phase: str, verbos
         flow.hooks.append(HookRecord(adapter.name, phase, time.monotonic() - started, outcome))
         return result
 
-    d = client.post(target, payload)
+    d = client.post(target, payload if adapter.secrets else shown)
     d.addCallback(judged)
     d.addErrback(failed)
     return d.addBoth(record)

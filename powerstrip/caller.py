@@ -39,15 +39,8 @@ class Caller:
                 "Gid": self.gid, "Pid": self.pid, "User": self.user, "Certificate": self.certificate}
 
 
-def caller_of(channel: Any) -> Caller:
-    """The :class:`Caller` of ``channel``'s connection (read once, then kept on the channel)."""
-    caller = getattr(channel, "_powerstrip_caller", None)
-    if caller is None:
-        caller = channel._powerstrip_caller = _read(channel.transport)
-    return caller
-
-
-def _read(transport: Any) -> Caller:
+def read_caller(transport: Any) -> Caller:
+    """The :class:`Caller` on the other end of ``transport`` (read it once per connection)."""
     peer = transport.getPeer()
     if ISSLTransport.providedBy(transport):
         cert = _certificate(transport)

@@ -2,10 +2,15 @@
 
 - ``powerstrip check [adapters.yml]`` validates the file and prints the
   routing table: each endpoint rule with its pre- and post-hooks in the order
-  they run, the event rules with their adapters, and each adapter's URL and policy.
+  they run, the event rules with their adapters, and each adapter's URL and policy;
+  then a warning for each rule that can never match an Engine API call, and a
+  notice for each key that spells an API version (:func:`lint`).
 - ``powerstrip explain "POST /v1.41/containers/create" [--config FILE]``
   shows which rules match that call and which hooks would run, in order;
   ``powerstrip explain "container die"``, which adapters a Docker event goes to.
+- ``powerstrip healthcheck [--listen ENDPOINT | --admin ENDPOINT]`` asks a
+  running Powerstrip for ``/_ping`` (or the admin ``/readyz``): exit 0 when it
+  answers 200, else 1 (:mod:`powerstrip.healthcheck`).
 - ``powerstrip adapter-test URL [--timeout 5s] [--protocol 1|2] [--only pre-hook|post-hook|unwind|event]``
   sends an adapter real sample calls (:mod:`powerstrip.samples`) and
   checks each answer against the protocol's schemas (:mod:`powerstrip.schema`).
@@ -17,19 +22,23 @@ that does not speak the protocol, 2 for a usage error.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
 import time
+from fnmatch import fnmatchcase
 from typing import Any, TextIO
 
 from twisted.internet import defer, task
 
+from powerstrip import __version__, engine_api, healthcheck
 from powerstrip.adapters import AdapterClient, AdapterFault
+from powerstrip.apipath import Versions, versions_match
 from powerstrip.config import DEFAULT_CONFIG, Adapter, Config, ConfigError, load_config, parse_adapter
 from powerstrip.events import DOCKER_EVENT_TYPES, match_event
 from powerstrip.exchange import streams_unhooked
-from powerstrip.matching import match
+from powerstrip.matching import glob_meets_template, key_version, match, path_globs, request_path, rule_matches
 from powerstrip.samples import samples
 from powerstrip.schema import protocols, validate
 
@@ -42,13 +51,69 @@ def _policy(adapter: Adapter) -> str:
     return f"timeout {adapter.timeout:g}s, failure: {'ignore' if adapter.ignore_faults else 'fail'}"
 
 
+def _versions(versions: Versions) -> str:
+    return ", ".join(op + v for op, v in versions)
+
+
+#: dockerd routes the swagger leaves out (api/server/router/{grpc,build}), so no warning is given for them.
+_UNDOCUMENTED = (("POST", "/grpc"), ("POST", "/build/cancel"))
+
+
+def engine_api_routes() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """``(versions, routes)`` of the shipped Engine API data (:mod:`powerstrip.engine_api`):
+    ``(METHOD, template)`` pairs, plus the few routes dockerd has and the swagger omits."""
+    return engine_api.versions(), engine_api.routes() + _UNDOCUMENTED
+
+
+def lint(config: Config) -> list[str]:
+    """What ``check`` says about rules that are valid but likely wrong, one line each:
+
+    - a ``warning`` for a rule whose path matches no route of the Engine API (a
+      glob's ``*`` matches any characters, a template's ``{id}`` any non-empty
+      segment), or whose method matches no method of the routes it does match:
+      its hooks would never run;
+    - a ``notice`` for a key that spells an API version, which is not part of a
+      path: the rule applies at every version unless its ``versions:`` says otherwise.
+    """
+    versions, routes = engine_api_routes()
+    templates = sorted({t for _, t in routes})
+    out = []
+    for ep in config.endpoints:
+        globs = path_globs(ep.path)
+        version = key_version(ep.path)
+        if version is not None:
+            example = version[1:] if version[1:].replace(".", "").isdigit() else "1.41"
+            scope = (f"at the API versions {_versions(ep.versions)} (its versions: field) and unversioned"
+                     if ep.versions else f"at every API version (/vN.NN/... or none); to limit it, add "
+                                         f"versions: \"=={example}\"")
+            out.append(f"notice: {ep.pattern!r}: an API version in a key is not part of the path: this rule "
+                       f"applies to {globs[0]} {scope}")
+        hits = [(m, t) for m, t in routes if glob_meets_template(globs[0], t)]
+        if not hits and len(globs) > 1:
+            # /*/start: a * that stands for more than the version spans the path's
+            # segments, not the inside of an image name (or every such rule would
+            # match some DELETE /images/{name}).
+            hits = [(m, t) for m, t in routes if glob_meets_template(globs[1], t, slashed_names=False)]
+        if not hits:
+            near = difflib.get_close_matches(globs[0], templates, n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            out.append(f"warning: {ep.pattern!r}: {globs[0]} matches no Engine API route (API "
+                       f"{', '.join(versions)}){hint}: its hooks would never run")
+        elif not any(fnmatchcase(m, ep.method) for m, _ in hits):
+            methods = ", ".join(sorted({m for m, _ in hits}))
+            out.append(f"warning: {ep.pattern!r}: {ep.method} matches no method of the routes {globs[0]} "
+                       f"matches ({methods}): its hooks would never run")
+    return out
+
+
 def routing_table(config: Config) -> str:
     """The rules and adapters of ``config``, as ``check`` prints them."""
     events = f"{len(config.events)} event rule(s), " if config.events else ""
     lines = [f"{config.source}: valid, {len(config.endpoints)} endpoint rule(s), {events}"
              f"{len(config.adapters)} adapter(s)", ""]
     width = max((len(e.pattern) for e in config.endpoints), default=0)
-    lines += [f"  {e.pattern:<{width}}  pre: {_names(e.pre)}  post: {_names(e.post)}" for e in config.endpoints]
+    lines += [f"  {e.pattern:<{width}}  pre: {_names(e.pre)}  post: {_names(e.post)}"
+              + (f"  versions: {_versions(e.versions)}" if e.versions else "") for e in config.endpoints]
     if config.events:
         # Each adapter gets each matching event on its own queue: a list, not a chain.
         width = max(len(rule.pattern) for rule in config.events)
@@ -74,7 +139,13 @@ def explain(config: Config, call: str) -> str:
     if not method or not path.startswith("/"):
         raise ValueError(f"expected 'METHOD /path', e.g. 'POST /v1.41/containers/create', not {call!r}")
     route = match(config, method.upper(), path)
-    lines = [f"{method.upper()} {path}"]
+    version, route_path = request_path(path)
+    lines = [f"{method.upper()} {path}",
+             f"  path {route_path} at API version {version}" if version else
+             f"  path {route_path}, unversioned: dockerd's current API version, within every rule's versions:"]
+    # Rules the call would match but for their versions: field.
+    lines += [f"  not matched: {e.pattern} (versions: {_versions(e.versions)})" for e in config.endpoints
+              if rule_matches(e.method, e.path, method, path) and not versions_match(e.versions, version)]
     if not route.hooked:
         lines.append("  no rule matches: passed straight to Docker")
         return "\n".join(lines)
@@ -180,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``powerstrip`` console script."""
     default = os.environ.get("POWERSTRIP_CONFIG", DEFAULT_CONFIG)
     parser = argparse.ArgumentParser(prog="powerstrip", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"powerstrip {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="validate an adapters file and print its routing table")
     check.add_argument("config", nargs="?", default=default, help=f"[default: $POWERSTRIP_CONFIG or {DEFAULT_CONFIG}]")
@@ -193,7 +265,12 @@ def main(argv: list[str] | None = None) -> int:
                        help="the protocol version of the calls [default: 1]")
     probe.add_argument("--only", choices=(*_HOOKS, "unwind", "event"),
                        help="send only these calls (unwind and event: protocol 2)")
+    health = commands.add_parser("healthcheck", help="exit 0 if a running Powerstrip answers (for container "
+                                                      "health checks), else 1")
+    healthcheck.add_arguments(health)
     args = parser.parse_args(argv)
+    if args.command == "healthcheck":
+        return healthcheck.run(args, health)
     if args.command == "adapter-test":
         if args.url.startswith("python:"):
             probe.error("an in-process adapter has no URL to call: give an http://, https:// or http+unix:// URL")
@@ -223,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.command == "check":
         print(routing_table(config))
+        findings = lint(config)
+        if findings:
+            print("\n" + "\n".join(findings))
         return 0
     try:
         print(explain(config, args.call))

@@ -6,14 +6,16 @@ The format is the original Powerstrip's version 1::
     endpoints:
       "POST /*/containers/create":
         pre: [flocker, weave]
-      "POST /*/containers/*/start":
+      "POST /containers/*/start":   # the /vN.NN prefix is never part of a key
         post: [weave]
+        versions: ">=1.40"          # optional: only these API versions
     adapters:
       flocker: http://flocker/flocker-adapter
       weave:
         url: http://weave/extension
         timeout: 2s          # per call; default 30s
         failure: ignore      # fail (default) | ignore
+        secrets: true        # see credentials unredacted (powerstrip.redact); default false
       audit: python:mypackage.audit:adapter   # in-process (powerstrip.adapter SDK)
 
 Everything wrong with a file is reported as a :class:`ConfigError` whose
@@ -30,14 +32,16 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
+from powerstrip.apipath import Versions, parse_versions
+
 #: What an adapter call may take before it counts as a timeout fault.
 DEFAULT_ADAPTER_TIMEOUT = 30.0
 #: Where Powerstrip and the ``powerstrip`` command look without --config or $POWERSTRIP_CONFIG.
 DEFAULT_CONFIG = "/etc/powerstrip/adapters.yml"
 
 _TOP_KEYS = {"version", "endpoints", "adapters", "events"}
-_ENDPOINT_KEYS = {"pre", "post"}
-_ADAPTER_KEYS = {"url", "timeout", "failure", "protocol", "unwind", "type"}
+_ENDPOINT_KEYS = {"pre", "post", "versions"}
+_ADAPTER_KEYS = {"url", "timeout", "failure", "protocol", "unwind", "type", "secrets"}
 _METHOD = re.compile(r"^[A-Za-z*?\[\]!]+$")
 _MAX_SOCKET_PATH = 107  # sun_path on Linux, less its terminating NUL
 
@@ -64,6 +68,9 @@ class Adapter:
     unwind: bool = False
     #: ``powerstrip`` (hook calls) or ``authz`` (Docker's authorization-plugin protocol).
     type: str = "powerstrip"
+    #: ``secrets: true``: its hook calls show credentials as sent, not ``"<redacted>"``
+    #: (:mod:`powerstrip.redact`).
+    secrets: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,9 @@ class Endpoint:
     path: str
     pre: tuple[Adapter, ...] = ()
     post: tuple[Adapter, ...] = ()
+    #: ``versions:``: the API versions the rule applies to (every one when empty);
+    #: see :func:`powerstrip.apipath.versions_match`.
+    versions: Versions = ()
 
 
 @dataclass(frozen=True)
@@ -226,6 +236,9 @@ def _parse_adapter(name: object, spec: object, fail) -> Adapter:
         raise fail(f"adapter '{name}': unwind must be true or false, not {unwind!r}")
     if unwind and protocol != 2:
         raise fail(f"adapter '{name}': unwind calls are protocol 2: add 'protocol: 2'")
+    secrets = spec.get("secrets", False)
+    if not isinstance(secrets, bool):
+        raise fail(f"adapter '{name}': secrets must be true or false, not {secrets!r}")
     kind = spec.get("type", "powerstrip")
     if kind not in ("powerstrip", "authz"):
         raise fail(f"adapter '{name}': type must be 'powerstrip' or 'authz', not {kind!r}")
@@ -233,7 +246,7 @@ def _parse_adapter(name: object, spec: object, fail) -> Adapter:
         raise fail(f"adapter '{name}': an authz adapter speaks Docker's authorization-plugin protocol over "
                    "HTTP and fails closed: no 'protocol', 'unwind', 'failure: ignore' or python: URL")
     return Adapter(name=name, url=url, timeout=timeout, ignore_faults=failure == "ignore", in_process=in_process,
-                   protocol=protocol, unwind=unwind, type=kind)
+                   protocol=protocol, unwind=unwind, type=kind, secrets=secrets)
 
 
 def parse_rule(text: str) -> tuple[str, str]:
@@ -271,7 +284,11 @@ def _parse_endpoint(pattern: object, spec: object, adapters: dict[str, Adapter],
         raise fail(f"endpoint {pattern!r}: expected a mapping with 'pre' and/or 'post', not {_kind(spec)}")
     unknown = sorted(map(str, set(spec) - _ENDPOINT_KEYS))
     if unknown:
-        raise fail(f"endpoint {pattern!r}: unknown key(s) {', '.join(unknown)} (allowed: pre, post)")
+        raise fail(f"endpoint {pattern!r}: unknown key(s) {', '.join(unknown)} (allowed: pre, post, versions)")
+    try:
+        versions = parse_versions(spec["versions"]) if "versions" in spec else ()
+    except ValueError as e:
+        raise fail(f"endpoint {pattern!r}: versions: {e}") from None
     if not spec.get("pre") and not spec.get("post"):
         raise fail(f"endpoint {pattern!r}: has neither 'pre' nor 'post' adapters")
     hooks: dict[str, tuple[Adapter, ...]] = {}
@@ -287,7 +304,7 @@ def _parse_endpoint(pattern: object, spec: object, adapters: dict[str, Adapter],
                 raise fail(f"endpoint {pattern!r}: {phase}-hook adapter {n!r} is not defined "
                            f"under 'adapters' (defined: {known})")
         hooks[phase] = tuple(adapters[n] for n in names)
-    return Endpoint(pattern=pattern, method=method, path=path, **hooks)
+    return Endpoint(pattern=pattern, method=method, path=path, versions=versions, **hooks)
 
 
 def _kind(value: object) -> str:

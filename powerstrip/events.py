@@ -475,7 +475,7 @@ class EventQueue:
 
 
 class EventHooks(service.Service):
-    """The event hooks of a :class:`~powerstrip.resource.PowerstripResource`.
+    """The event hooks of a :class:`~powerstrip.proxy.Proxy`.
 
     Follows dockerd's events while ``resource.config`` has event rules (a
     reload that adds or removes them starts or stops following) and feeds

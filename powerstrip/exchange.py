@@ -1,55 +1,114 @@
-"""One client request's way through Powerstrip.
+"""One client request's way through Powerstrip, as an explicit state machine.
 
-An :class:`Exchange` owns one :class:`~powerstrip.flow.Flow` and moves it one
-way: client request → matched route → pre-hooks → dockerd → post-hooks →
-client. It is the :class:`~powerstrip.upstream.ResponseListener` of its
-dockerd connection, so response heads are relayed the moment they arrive
-and bodies stream through unless a post-hook needs them whole.
+An :class:`Exchange` carries one request from the front to dockerd and the
+answer back. Where it is, is one :class:`Stage`, changed in one place
+(:meth:`Exchange._to`)::
+
+    ROUTED ─┬─────────────────────────────┐
+            └─ READING_BODY (for hooks) ──┤
+                                          ├─ PRE_HOOKS ─┐
+                                          └─────────────┴─ CONNECTING ─ AWAITING ─┬─ STREAMING ───┬─ DONE
+                                                                                  ├─ POST_HOOKS ──┤
+                                                                                  └─ SPLICED ─────┘
+    any stage before DONE ── ABANDONED (the client went away, or was refused mid-request)
+
+A request with no hooks is relayed as bytes: its head goes to dockerd as it
+was received (when it can), and the response's head and body come back as
+dockerd framed them, with only ``Powerstrip-Request-Id`` added. Hooked
+requests take the Deferred-chained pipeline of :mod:`powerstrip.hooks`.
+
+The end of every exchange (``DONE`` or ``ABANDONED``) is reported once to
+the proxy's observers (access log, metrics) and, after a failure, to the
+``unwind: true`` adapters.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import re
-import time
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IPullProducer, IPushProducer
+from twisted.internet.interfaces import IPullProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from powerstrip import hookbody
 from powerstrip.adapters import AdapterFault, Refused
 from powerstrip.authz import must_buffer
-from powerstrip.caller import caller_of
 from powerstrip.flow import REQUEST_ID_HEADER, ClientRequest, Flow, ServerResponse, error_response
 from powerstrip.hooks import ShortCircuit
 from powerstrip.http11 import (
+    HOP_BY_HOP,
+    RequestHead,
     ResponseHead,
     end_to_end,
     header_value,
     is_json,
     is_origin_form,
-    is_upgrade,
     media_type,
 )
-from powerstrip.matching import match
+from powerstrip.matching import request_path
 from powerstrip.splice import Splice
 from powerstrip.tls import describe
-from powerstrip.upstream import UpstreamConnection, request_head
+from powerstrip.upstream import DECODE, RELAY, SPLICE, UpstreamConnection, request_head
 
 if TYPE_CHECKING:
-    from powerstrip.resource import PowerstripResource
-    from powerstrip.web import StreamingRequest
+    from powerstrip.front import FrontConnection
+    from powerstrip.proxy import Proxy
 
 log = Logger()
+
+
+class Stage(enum.Enum):
+    """Where one request is on its way."""
+
+    ROUTED = "routed"
+    READING_BODY = "reading body"
+    PRE_HOOKS = "pre-hooks"
+    CONNECTING = "connecting"
+    AWAITING = "awaiting response"
+    STREAMING = "streaming"
+    POST_HOOKS = "post-hooks"
+    SPLICED = "spliced"
+    DONE = "done"
+    ABANDONED = "abandoned"
+
+
+#: The stages after which nothing more happens.
+ENDED = frozenset((Stage.DONE, Stage.ABANDONED))
+#: What unwind calls say a hook failed in.
+_FAILED_IN = {Stage.PRE_HOOKS: "pre-hook", Stage.POST_HOOKS: "post-hook"}
+#: Stages in which the request may already be at dockerd.
+_AT_DOCKER = frozenset((Stage.AWAITING, Stage.STREAMING, Stage.POST_HOOKS, Stage.SPLICED))
 
 _FRAMING = (b"content-length", b"transfer-encoding")
 #: How much of a streamed Docker error is kept for unwind calls.
 _ERROR_KEPT = 64 * 1024
 #: The ``Failure.Message`` of an unwind call for a client that left before its request was sent.
 CLIENT_GONE = "the client went away before the request was sent to Docker"
+_REASONS = {200: b"OK", 201: b"Created", 204: b"No Content", 304: b"Not Modified", 400: b"Bad Request",
+            401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found", 409: b"Conflict", 413: b"Payload Too Large",
+            500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable",
+            504: b"Gateway Timeout"}
+
+#: Docker calls whose responses are streams or long polls. Post-hooks would
+#: have to hold them until they end: ``docker run`` sends ``start`` only after
+#: the ``wait`` response head arrived, so holding ``wait`` deadlocks it, and
+#: ``events``/``logs -f`` never end. They stream through unhooked.
+_STREAMING = re.compile(
+    r"^(/v[0-9.]+)?/(events|build|session|grpc|images/create|images/load|images/.+/push"
+    r"|containers/[^/]+/(wait|attach|logs|stats)|exec/[^/]+/start)$"
+)
+#: The calls dockerd hijacks for clients that ask for no upgrade ("200 OK" and a raw stream).
+_HIJACKS = re.compile(r"^(/v[0-9.]+)?/(containers/[^/]+/attach|exec/[^/]+/start)$")
+
+
+def streams_unhooked(path: str) -> bool:
+    """Whether ``path`` is one of Docker's streaming calls, whose responses post-hooks never see."""
+    return _STREAMING.match(path) is not None
 
 
 def _message(resp: ServerResponse) -> str:
@@ -62,33 +121,6 @@ def _message(resp: ServerResponse) -> str:
     except (ValueError, AttributeError):
         pass
     return text.strip() or f"status {resp.code}"
-
-
-@implementer(IPushProducer)
-class _ReadThrottle:
-    """Lets dockerd's connection pause reading from the client (body upload)."""
-
-    def __init__(self, channel: Any) -> None:
-        self.channel = channel
-
-    def pauseProducing(self) -> None:
-        self.channel.pause_reading()
-
-    def resumeProducing(self) -> None:
-        self.channel.resume_reading()
-
-    def stopProducing(self) -> None:
-        pass
-
-
-#: Docker calls whose responses are streams or long polls. Post-hooks would
-#: have to hold them until they end: ``docker run`` sends ``start`` only after
-#: the ``wait`` response head arrived, so holding ``wait`` deadlocks it, and
-#: ``events``/``logs -f`` never end. They stream through unhooked.
-_STREAMING = re.compile(
-    r"^(/v[0-9.]+)?/(events|build|session|grpc|images/create|images/load|images/.+/push"
-    r"|containers/[^/]+/(wait|attach|logs|stats)|exec/[^/]+/start)$"
-)
 
 
 @implementer(IPullProducer)
@@ -113,18 +145,13 @@ class _FlushWatcher:
         self.lost()
 
 
-def _when_flushed(transport: Any, then: Any, lost: Any) -> None:
+def when_flushed(transport: Any, then: Any, lost: Any) -> None:
     """Run ``then`` when ``transport`` has flushed its write buffer (``lost`` if it closes first)."""
     if transport.producer is not None:
         transport.unregisterProducer()
     watcher = _FlushWatcher(transport, then, lost)
     transport.registerProducer(watcher, False)
     watcher.registering = False
-
-
-def streams_unhooked(path: str) -> bool:
-    """Whether ``path`` is one of Docker's streaming calls, whose responses post-hooks never see."""
-    return _STREAMING.match(path) is not None
 
 
 def _post_hookable(head: ResponseHead, method: str, path: str) -> bool:
@@ -140,381 +167,488 @@ def _post_hookable(head: ResponseHead, method: str, path: str) -> bool:
 class Exchange:
     """Carries one request from the client to dockerd and the answer back."""
 
-    def __init__(self, request: StreamingRequest, resource: PowerstripResource) -> None:
-        self.request = request
-        self.resource = resource
-        self.channel = request.channel
-        config = resource.config  # a snapshot: a reload does not change this request
-        method = request.method.decode("latin-1").upper()
-        uri = request.uri.decode("latin-1")
-        headers = [(k, v) for k, vs in request.requestHeaders.getAllRawHeaders() for v in vs]
-        self.flow = Flow(ClientRequest(method, uri, headers), match(config, method, uri),
-                         caller=caller_of(self.channel))
-        te = (header_value(headers, b"transfer-encoding") or b"").lower()
-        self.chunked_in = b"chunked" in te
-        cl = header_value(headers, b"content-length")
-        self.length_in = int(cl) if cl is not None and cl.isdigit() else None
-        self.has_body = self.chunked_in or bool(self.length_in)
-        self.upgrade = is_upgrade(headers)
+    def __init__(self, proxy: Proxy, client: FrontConnection, head: RequestHead) -> None:
+        self.proxy = proxy
+        self.client = client
+        self.head = head
+        self.stage = Stage.ROUTED
+        route = proxy.route(head.method, head.target)
+        self.flow = Flow(ClientRequest(head.method, head.target, head.headers), route,
+                         caller=client.caller if route.hooked else None)
         self.conn: UpstreamConnection | None = None
         self.status: int | None = None
+        self.docker_status: int | None = None
+        #: Response bytes sent to the client (body only), and request body bytes passed on.
         self.bytes_out = 0
-        #: Request body bytes passed on (to dockerd, or whole to the pre-hooks).
         self.bytes_in = 0
         #: The hijacked stream, once there is one (its bytes count too).
         self.splice: Splice | None = None
-        self._counted = False
         self.head_sent = False
-        self.done = False
-        #: Where the request is: pre-hook, docker, post-hook (for unwind calls).
-        self._stage = "pre-hook"
+        #: The answer will be the connection's last.
+        self.closing = not head.keep_alive
         #: (stage, adapter or None) of a failure unwind calls must hear of.
         self._failure: tuple[str, str | None] | None = None
-        #: Whether the request has been sent to dockerd (a client leaving before that unwinds).
-        self._sent = False
-        self.docker_status: int | None = None
+        self._pending: defer.Deferred | None = None
+        self._early: list[bytes] | None = None
+        self._chunks: list[bytes] | None = None
+        self._held = 0  # bytes counted against --max-buffered
+        self._resp_head: ResponseHead | None = None
         self._err_head: ResponseHead | None = None
         self._err_body: list[bytes] | None = None
-        self._pending: defer.Deferred | None = None
-        self._stream_buf: list[bytes] | None = None
-        self._resp_head: ResponseHead | None = None
-        self._resp_buf: list[bytes] | None = None
-        self._resp_size = 0
+        self._relay_close = False  # the response ends with dockerd's connection
+        self._head_out: bytes | None = None  # a relayed response head not written yet
+        self._producing = False
+        self._eof = False
         self._attempts = 0
-        resource.inflight.add(request)
-        request.notifyFinish().addBoth(self._request_ended)
-        request.on_error = self.crash
-        request.on_client_eof = self._client_eof
+        proxy.inflight.add(self)
 
-    # -- stage 1: the request body -------------------------------------------
+    # -- the one place the stage changes -------------------------------------------------
+
+    def _to(self, stage: Stage) -> None:
+        self.stage = stage
+        if stage in ENDED:
+            self._release_held()
+            self.proxy.inflight.discard(self)
+            self._unwind()
+            self.proxy.ended(self)
+
+    @property
+    def ended(self) -> bool:
+        """Whether this exchange is over (answered, or abandoned)."""
+        return self.stage in ENDED
+
+    # -- the request and its body -------------------------------------------------------
 
     def start(self) -> None:
-        """Begin: gather what the pre-hooks need, then run them."""
-        req, route, request = self.flow.request, self.flow.route, self.request
-        if not is_origin_form(req.uri):
-            # Docker's API only has paths; anything else is not forwarded.
-            self.channel.persistent = False
-            self._respond(error_response(400, f"powerstrip: bad request target {req.uri[:80]!r}"))
+        """Begin: gather what the pre-hooks need, then run them (or go straight to dockerd)."""
+        head = self.head
+        if not is_origin_form(head.target):  # the front only passes origin-form targets: a safety net
+            self.closing = True
+            self._respond(error_response(400, f"powerstrip: bad request target {head.target[:80]!r}"))
             return
-        if self.has_body and (route.pre and is_json(header_value(req.headers, b"content-type"))
-                              or must_buffer(route.pre + route.post, req.method, req.path)):
-            self._buffer_body()
-            return
-        if self.has_body:
+        if head.has_body:
+            if self._buffers_body():
+                self._to(Stage.READING_BODY)
+                self._chunks = []
+                self.client.read_body(decode=True, deadline=self.proxy.limits.body_deadline)
+                return
             # Streamed bodies are never held: reading pauses until dockerd is
             # connected, and a slow dockerd then paces the client.
-            req.streamed = True
-            self._stream_buf = request.take_early()
-            request.body_sink = self._stream_buf.append
-            request.body_end = self._body_end
-            if not request.body_complete:
-                self.channel.pause_reading()
+            self.flow.request.streamed = True
+            self._early = []
+            self.client.read_body(decode=False)
         self._run_pre()
 
-    def _buffer_body(self) -> None:
-        limit = self.resource.limits.max_json_body
-        chunks = self.request.take_early()
-        size = sum(map(len, chunks))
+    def _buffers_body(self) -> bool:
+        route, head = self.flow.route, self.head
+        if must_buffer(route.pre + route.post, head.method, head.path):
+            return True
+        if not route.pre:
+            return False
+        return hookbody.wants_body(head.method, request_path(head.path)[1], head.content_type)
 
-        def sink(data: bytes) -> None:
-            nonlocal size
-            size += len(data)
-            if size > limit:
-                # Answer once the body has been read (and dropped): answering from
-                # inside the parser's body callback would end the request under it.
-                chunks.clear()
-                self.request.body_sink = lambda data: None
-                self.request.body_end = lambda: self._respond(error_response(
-                    413, f"powerstrip: JSON request body larger than {limit} bytes cannot be "
-                         "handed to adapters (see --max-json-body)"))
-            else:
-                chunks.append(data)
+    def request_data(self, data: bytes) -> None:
+        """A piece of the request body from the front (de-framed when buffered for hooks)."""
+        if self.stage is Stage.READING_BODY:
+            self._hold(data)
+            return
+        if self._early is not None:  # dockerd is not connected yet: hold this, read no more
+            self._early.append(data)
+            self.client.pause()
+            return
+        if self.conn is not None:
+            self.conn.transport.write(data)
 
-        def end() -> None:
-            self.flow.request.body = b"".join(chunks)
-            self.bytes_in = size
-            self._run_pre()
+    def request_end(self) -> None:
+        """The whole request body has arrived."""
+        if self.flow.request.streamed:
+            self.bytes_in = self.client.body_payload
+        if self.stage is Stage.READING_BODY:
+            self._body_buffered()
+        elif self.conn is not None and self._early is None:
+            self._upload_done()
 
-        self.request.body_sink = sink
-        self.request.body_end = end
-        if self.request.body_complete:
-            end()
+    def _hold(self, data: bytes) -> None:
+        limits = self.proxy.limits
+        size = self.bytes_in + len(data)
+        if size > limits.max_json_body:
+            self.closing = True
+            self._respond(error_response(
+                413, f"powerstrip: request body larger than {limits.max_json_body} bytes cannot be handed "
+                     "to adapters (see --max-json-body)"))
+            return
+        if not self._reserve(len(data)):
+            return
+        self.bytes_in = size
+        self._chunks.append(data)
 
-    # -- stage 2: pre-hooks ------------------------------------------------------
+    def _reserve(self, n: int) -> bool:
+        """Count ``n`` more bytes held for hooks against ``--max-buffered``; answer 503 if over."""
+        proxy = self.proxy
+        if proxy.buffered + n > proxy.limits.max_buffered:
+            proxy.metrics.refused(503)
+            self.closing = True
+            self._respond(error_response(
+                503, f"powerstrip: too many bytes held for hooks across all requests (over "
+                     f"{proxy.limits.max_buffered}, see --max-buffered); try again shortly"))
+            return False
+        proxy.buffered += n
+        self._held += n
+        return True
+
+    def _release_held(self) -> None:
+        if self._held:
+            self.proxy.buffered -= self._held
+            self._held = 0
+
+    def _body_buffered(self) -> None:
+        head = self.head
+        body = b"".join(self._chunks)
+        self._chunks = None
+        if self.flow.route.pre:
+            try:
+                body = hookbody.read_for_hooks(head.method, request_path(head.path)[1], head.content_type, body)
+            except hookbody.BodyRefused as e:
+                self._respond(error_response(400, e.message))
+                return
+        self.flow.request.body = body
+        self._run_pre()
+
+    # -- pre-hooks -------------------------------------------------------------------
 
     def _run_pre(self) -> None:
         if self.flow.route.pre:
-            self._pending = self.resource.chain.run_pre(self.flow)
+            # Reading goes on meanwhile (pipelined bytes wait in the front's buffer),
+            # so that a client that goes away is noticed and its hook calls cancelled.
+            self._to(Stage.PRE_HOOKS)
+            self._pending = self.proxy.chain.run_pre(self.flow)
             self._pending.addCallbacks(lambda _: self._connect(), self._hook_failed)
         else:
             self._connect()
 
     def _hook_failed(self, failure: Failure) -> None:
-        if failure.check(defer.CancelledError) or self.done:
+        if failure.check(defer.CancelledError) or self.ended:
             return
         if failure.check(Refused, ShortCircuit):
             if failure.check(Refused) or failure.value.response.code >= 400:
-                self._failure = (self._stage, failure.value.adapter.name)
+                self._failure = (_FAILED_IN[self.stage], failure.value.adapter.name)
             self._respond(failure.value.response)
         elif failure.check(AdapterFault):
-            self._failure = (self._stage, failure.value.adapter.name)
-            log.warn("{flow}: {error}", flow=self._name(), error=str(failure.value), request_id=self.flow.id)
+            self._failure = (_FAILED_IN[self.stage], failure.value.adapter.name)
+            log.warn("{flow}: {error}", flow=self.name, error=str(failure.value), request_id=self.flow.id)
             self._respond(failure.value.response())
         else:
             self.crash(failure)
 
-    # -- stage 3: dockerd ----------------------------------------------------------
+    # -- dockerd -----------------------------------------------------------------------
 
     def _connect(self) -> None:
-        if self.done:
+        if self.ended:
             return
-        self._stage = "docker"
+        self._to(Stage.CONNECTING)
         self._attempts += 1
-        self._pending = self.resource.upstream.acquire()
+        idle = self.proxy.upstream.idle()
+        if idle is not None:  # no Deferred on the fast path
+            self._send(idle)
+            return
+        if self.flow.request.streamed and self.client.body_pending:
+            self.client.pause()
+        self._pending = self.proxy.upstream.connect()
         self._pending.addCallbacks(self._send, self._connect_failed)
 
     def _connect_failed(self, failure: Failure) -> None:
-        if failure.check(defer.CancelledError) or self.done:
+        self._pending = None
+        if failure.check(defer.CancelledError) or self.ended:
             return
         self._failure = ("docker", None)
         self._respond(error_response(
-            502, f"powerstrip: cannot reach Docker at {self.resource.upstream.address}: "
-                 f"{describe(failure)}"))
+            502, f"powerstrip: cannot reach Docker at {self.proxy.upstream.address}: {describe(failure)}"))
 
-    def _send(self, conn: UpstreamConnection) -> None:
-        self._pending = None
-        if self.done:
-            conn.transport.loseConnection()
-            return
-        self.conn = conn
-        req = self.flow.request
-        headers = [(k, v) for k, v in end_to_end(req.headers, keep_upgrade=self.upgrade)
-                   if k.lower() not in _FRAMING]
+    def _request_head(self) -> bytes:
+        head, req = self.head, self.flow.request
+        if head.plain and not self.flow.route.pre:
+            return head.raw  # as received: strictly read, nothing to change
+        headers = [(k, v) for k, v in end_to_end(req.headers, keep_upgrade=head.upgrade)
+                   if k.lower() not in _FRAMING and k.lower() != b"expect"]
         if header_value(headers, b"host") is None:
             headers.insert(0, (b"Host", b"docker"))
         if req.streamed:
-            if self.chunked_in:
+            if head.chunked:
                 headers.append((b"Transfer-Encoding", b"chunked"))
             else:
-                headers.append((b"Content-Length", b"%d" % self.length_in))
-        elif req.body or self.length_in is not None or self.chunked_in:
+                headers.append((b"Content-Length", b"%d" % head.content_length))
+        elif req.body or head.has_body or head.content_length is not None:
             headers.append((b"Content-Length", b"%d" % len(req.body or b"")))
-        conn.start(self, request_head(req.method, req.uri, headers), head_only=req.method == "HEAD")
-        self._sent = True
+        return request_head(req.method, req.uri, headers)
+
+    def _send(self, conn: UpstreamConnection) -> None:
+        self._pending = None
+        if self.ended:
+            conn.transport.loseConnection()
+            return
+        self.conn = conn
+        self._to(Stage.AWAITING)
+        req = self.flow.request
+        conn.start(self, self._request_head(), head_only=req.method == "HEAD")
         if not req.streamed:
             if req.body:
                 conn.transport.write(req.body)
             conn.request_finished()
-            if self.channel.read_eof:
-                self._client_eof()
+            self.client.resume()
+            if self._eof:
+                self.client_eof()
             return
-        for piece in self._stream_buf:
-            self._write_body(piece)
-        self._stream_buf = None
-        if self.request.body_complete:
-            self._body_end()
+        early, self._early = self._early, None
+        for piece in early:
+            conn.transport.write(piece)
+        if not self.client.body_pending:
+            self._upload_done()
+            self.client.resume()
             return
-        self.request.body_sink = self._write_body
-        conn.transport.registerProducer(_ReadThrottle(self.channel), True)
-        self.channel.resume_reading()
+        conn.transport.registerProducer(self.client, True)
+        self.client.resume()
 
-    def _client_eof(self) -> None:
-        # Not for a connection that may still become a stream (an upgrade, or
-        # stream bytes already sent): the splice passes the EOF on after them.
-        if self.upgrade or self.channel.has_buffered_input():
-            return
-        if self.conn is not None and not self.done and self._stream_buf is None:
-            self.conn.end_after_response()
-
-    def _write_body(self, data: bytes) -> None:
-        if self.conn is None:
-            return  # dockerd is gone; the client is being answered already
-        self.bytes_in += len(data)
-        if self.chunked_in:
-            self.conn.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
-        else:
-            self.conn.transport.write(data)
-
-    def _body_end(self) -> None:
+    def _upload_done(self) -> None:
         conn = self.conn
-        if conn is None or self._stream_buf is not None:
-            return  # still waiting for dockerd; _send finishes the body
-        if self.chunked_in:
-            conn.transport.write(b"0\r\n\r\n")
         if conn.transport.producer is not None:
             conn.transport.unregisterProducer()
         conn.request_finished()
+        if self._eof:
+            self.client_eof()
 
-    # -- stage 4: the response (ResponseListener) ------------------------------
+    def client_eof(self) -> None:
+        """The client shut its write side after sending its whole request."""
+        self._eof = True
+        self.closing = True
+        # Not for a connection that may still become a stream (an upgrade, or
+        # stream bytes already sent): the splice passes the EOF on after them.
+        if self.head.upgrade or self.client.has_buffered_input():
+            return
+        if self.conn is not None and self._early is None and self.stage in (Stage.AWAITING, Stage.STREAMING):
+            self.conn.end_after_response()
 
-    def head_received(self, head: ResponseHead) -> None:
+    # -- the response (ResponseListener) ------------------------------------------------
+
+    def head_received(self, head: ResponseHead) -> str:
         self.status = self.docker_status = head.code
+        req = self.flow.request
+        if head.code == 101:
+            if not self.head.upgrade:
+                return RELAY  # a protocol switch nobody asked for: the connection fails (502)
+            self._hijacked(head)
+            return SPLICE
+        framed = head.header(b"content-length") is not None or head.header(b"transfer-encoding") is not None
+        bodiless = req.method == "HEAD" or head.code in (204, 304)
+        if not framed and not bodiless:
+            if head.code == 200 and _HIJACKS.match(req.path):
+                self._hijacked(head)  # an old client's attach or exec: "200 OK" and a raw stream
+                return SPLICE
+            self._relay_close = self.closing = True
         if self.flow.route.post:
-            if _post_hookable(head, self.flow.request.method, self.flow.request.path):
-                self._resp_head, self._resp_buf = head, []
-                return
+            if _post_hookable(head, req.method, req.path) and not self._relay_close:
+                self._resp_head, self._chunks = head, []
+                return DECODE
             log.info("{flow}: post-hooks skipped: {ctype} response streams unseen",
-                     flow=self._name(), ctype=(head.header(b"content-type") or b"streaming").decode("latin-1"),
+                     flow=self.name, ctype=(head.header(b"content-type") or b"streaming").decode("latin-1"),
                      request_id=self.flow.id)
         if head.code >= 400 and self.flow.prepared:
             # Unwind calls will want Docker's error, which streams past otherwise.
             self._err_head, self._err_body = head, []
-        request = self.request
-        request.setResponseCode(head.code, head.reason or None)
-        for k, v in end_to_end(head.headers):
-            request.responseHeaders.addRawHeader(k, v)
-        self._stamp()
+        how = RELAY
+        if not self.head.minor and head.header(b"transfer-encoding") is not None:
+            # An HTTP/1.0 client cannot read chunked framing: the body goes de-chunked,
+            # delimited by the connection's end.
+            how, self._relay_close, self.closing = DECODE, True, True
         # Relay the head now: `docker run` sends `start` only once the `wait`
         # response head has arrived, and its body comes much later.
-        request.write(b"")
+        self._to(Stage.STREAMING)
         self.head_sent = True
-        request.registerProducer(self.conn.transport, True)
+        # Written with the first body bytes, or at the latest when this read
+        # of dockerd's ends (body_continues): one write instead of two.
+        self._head_out = self._relay_head(head, keep_framing=how is RELAY)
+        return how
+
+    def _relay_head(self, head: ResponseHead, keep_framing: bool = True) -> bytes:
+        if self.client.body_pending or self.client.read_eof:
+            # Answered before the body was all read, the rest is dropped; or the client is done.
+            self.closing = True
+        stamp = b"%s: %s\r\n" % (REQUEST_ID_HEADER, self.flow.id.encode())
+        if self.closing:
+            stamp += b"Connection: close\r\n"
+        if keep_framing and not head.hop_by_hop():
+            return head.raw[:-2] + stamp + b"\r\n"
+        lines = [b"HTTP/1.1 %d %s" % (head.code, head.reason)]
+        lines.extend(k + b": " + v for k, v in end_to_end(head.headers))
+        if keep_framing:
+            lines.extend(k + b": " + v for k, v in head.headers if k.lower() == b"transfer-encoding")
+        return b"\r\n".join(lines) + b"\r\n" + stamp + b"\r\n"
 
     def body_data(self, data: bytes) -> None:
-        if self._resp_buf is None:
-            self.bytes_out += len(data)
-            self.request.write(data)
-            if self._err_body is not None and self.bytes_out <= _ERROR_KEPT:
+        if self._resp_head is None:
+            if self._err_body is not None and self.conn.payload <= _ERROR_KEPT:
                 self._err_body.append(data)
+            if self._head_out is not None:
+                data, self._head_out = self._head_out + data, None
+            self.client.write(data)
             return
-        self._resp_size += len(data)
-        limit = self.resource.limits.max_response_body
-        if self._resp_size > limit:
-            self._resp_buf = None
+        limit = self.proxy.limits.max_response_body
+        if self._held + len(data) > limit:
+            self._resp_head = None
             self._abort_upstream()
             self._respond(error_response(
                 502, f"powerstrip: Docker's response is larger than {limit} bytes, the most "
                      "post-hooks can be given (see --max-response-body)"))
             return
-        self._resp_buf.append(data)
+        if self._reserve(len(data)):
+            self._chunks.append(data)
+        else:
+            self._abort_upstream()
+
+    def body_continues(self) -> None:
+        if self._head_out is not None:
+            head, self._head_out = self._head_out, None
+            self.client.write(head)
+        if self.stage is Stage.STREAMING and not self._producing:
+            # A slow client pauses dockerd's side (and lets it go at the end).
+            self._producing = True
+            self.client.transport.registerProducer(self.conn.transport, True)
 
     def body_done(self) -> None:
         conn, self.conn = self.conn, None  # the connection may go back to the pool now
-        if self._resp_buf is None:
-            self.request.unregisterProducer()
-            conn.transport.resumeProducing()  # a slow client may have paused it
+        if self._resp_head is None:
+            self.bytes_out = conn.payload
+            if self._head_out is not None:
+                head, self._head_out = self._head_out, None
+                self.client.write(head)
+            if self._producing:
+                self._producing = False
+                self.client.transport.unregisterProducer()
+                conn.transport.resumeProducing()  # a slow client may have paused it
             self._finish()
             return
-        head, body = self._resp_head, b"".join(self._resp_buf)
-        self._resp_buf = None
+        head, body = self._resp_head, b"".join(self._chunks)
+        self._resp_head = self._chunks = None
         self.flow.response = ServerResponse(head.code, end_to_end(head.headers), body)
-        self._stage = "post-hook"
-        self._pending = self.resource.chain.run_post(self.flow)
+        self._to(Stage.POST_HOOKS)
+        self._pending = self.proxy.chain.run_post(self.flow)
         self._pending.addCallbacks(lambda flow: self._respond(flow.response), self._hook_failed)
 
-    def hijacked(self, conn: UpstreamConnection, head: ResponseHead, leftover: bytes) -> None:
-        self.status = self.docker_status = head.code
-        self.done = self.head_sent = True
+    def _hijacked(self, head: ResponseHead) -> None:
+        conn = self.conn
+        self.head_sent = True
         if self.flow.route.post:
             log.info("{flow}: post-hooks skipped: connection hijacked ({code})",
-                     flow=self._name(), code=head.code, request_id=self.flow.id)
-        # The 101 head goes out verbatim and on its own: docker-py reads it with
-        # a buffered reader and can lose stream bytes that share its segment.
+                     flow=self.name, code=head.code, request_id=self.flow.id)
+        # The head goes out verbatim and on its own: docker-py reads it with a
+        # buffered reader and can lose stream bytes that share its segment.
         # So dockerd is not read again until the head has left.
         conn.transport.pauseProducing()
-        self.channel.transport.write(head.raw)
-        _when_flushed(self.channel.transport, lambda: self._splice(conn, leftover),
-                      lambda: self._lost_before_splice(conn))
+        self._to(Stage.SPLICED)
+        self.proxy.inflight.discard(self)  # a stream is drained as a stream, not as a request
+        transport = self.client.transport
+        transport.write(head.raw)
+        when_flushed(transport, lambda: self._splice(conn), lambda: self._lost_before_splice(conn))
 
     def _lost_before_splice(self, conn: UpstreamConnection) -> None:
-        # The client left before the 101 head was out: no stream will start,
-        # so the paused dockerd connection must not be left open.
-        self.resource.inflight.discard(self.request)
+        # The client left before the head was out: no stream will start, so
+        # the paused dockerd connection must not be left open.
         conn.transport.loseConnection()
-        self._log_line()
+        if not self.ended:
+            self._to(Stage.DONE)
 
-    def _splice(self, conn: UpstreamConnection, leftover: bytes) -> None:
-        client = self.channel.transport
-        # A stream never finishes as a request: from here on it is drained as a stream.
-        self.resource.inflight.discard(self.request)
+    def _splice(self, conn: UpstreamConnection) -> None:
+        self.conn = None
         if not conn.connected:
-            client.loseConnection()  # dockerd went away before the stream began
-            self._log_line()
+            self.client.close()  # dockerd went away before the stream began
+            self._to(Stage.DONE)
             return
-        splice = Splice(client, conn.transport, on_close=self._splice_closed)
-        self.resource.streams.add(splice)
-        self.splice = splice
-        self.resource.metrics.streams.inc()
-        conn.raw_sink = splice
+        splice = self.splice = Splice(self.client.transport, conn.transport, on_close=self._splice_closed)
+        self.proxy.streams.add(splice)
+        self.proxy.metrics.streams.inc()
+        leftover = conn.take_raw(splice)
         if leftover:
             splice.upstream_data(leftover)
         conn.transport.resumeProducing()
-        self.channel.hijack(splice)
+        self.client.hijack(splice)
+
+    def _splice_closed(self, splice: Splice) -> None:
+        self.proxy.streams.discard(splice)
+        if not self.ended:
+            self._to(Stage.DONE)
 
     def failed(self, reason: Failure) -> None:
         conn, self.conn = self.conn, None
-        if self.done:
+        if self.ended:
             return
         replayable = not self.flow.request.streamed
         if conn is not None and conn.reused and not conn.got_bytes and replayable and self._attempts < 8:
             # An idle keep-alive connection dockerd had already closed: retry
-            # once more on another (nothing was answered, the body is in hand).
+            # on another (nothing was answered, the body is in hand).
             self._connect()
             return
         self._failure = ("docker", None)
         if self.head_sent:
+            if conn is not None:
+                self.bytes_out = conn.payload
             log.warn("{flow}: Docker connection lost mid-response: {why}",
-                     flow=self._name(), why=describe(reason), request_id=self.flow.id)
-            self.done = True
-            self.channel.transport.loseConnection()
-            self._log_line()
+                     flow=self.name, why=describe(reason), request_id=self.flow.id)
+            self.client.transport.loseConnection()
+            self._to(Stage.DONE)
             return
         self._respond(error_response(
-            502, f"powerstrip: lost the connection to Docker at {self.resource.upstream.address}: "
+            502, f"powerstrip: lost the connection to Docker at {self.proxy.upstream.address}: "
                  f"{describe(reason)}"))
 
-    # -- the end ----------------------------------------------------------------
+    # -- the end ------------------------------------------------------------------------
 
     def _respond(self, resp: ServerResponse) -> None:
         """Answer the client with a complete response (error, adapter or hooked)."""
-        if self.done:
+        if self.ended:
             return
         if self.head_sent:
             # Too late for a clean error: cutting the stream short is the signal.
-            self.done = True
-            self.channel.transport.loseConnection()
-            self._log_line()
+            self.client.transport.loseConnection()
+            self._to(Stage.DONE)
             return
+        self._abort_pending()
         self.status = resp.code
         self.flow.response = resp  # what the client got, for unwind calls
-        request = self.request
-        request.setResponseCode(resp.code)
-        for k, v in resp.headers:
-            if k.lower() not in _FRAMING:
-                request.responseHeaders.addRawHeader(k, v)
-        self._stamp()
+        if self.client.body_pending or self.client.read_eof:
+            # Answered before the body was all read: the rest is read and dropped, then close.
+            self.closing = True
         length = b"%d" % len(resp.body)
         if self.flow.request.method == "HEAD" and not resp.body:
             # A HEAD answer describes the body a GET would get: keep dockerd's length.
             length = header_value(resp.headers, b"content-length") or length
-        request.responseHeaders.setRawHeaders(b"Content-Length", [length])
-        request.write(resp.body)
+        lines = [b"HTTP/1.1 %d %s" % (resp.code, _REASONS.get(resp.code, b"Status"))]
+        lines.extend(k + b": " + v for k, v in resp.headers if k.lower() not in _FRAMING
+                     and k.lower() not in HOP_BY_HOP)
+        lines.append(b"Content-Length: " + length)
+        lines.append(b"%s: %s" % (REQUEST_ID_HEADER, self.flow.id.encode()))
+        if self.closing:
+            lines.append(b"Connection: close")
+        self.head_sent = True
+        self.client.write(b"\r\n".join(lines) + b"\r\n\r\n" + resp.body)
         self.bytes_out = len(resp.body)
         self._finish()
 
-    def _stamp(self) -> None:
-        """The headers Powerstrip adds to every answer it sends (not to a 101, relayed verbatim)."""
-        self.request.responseHeaders.setRawHeaders(REQUEST_ID_HEADER, [self.flow.id.encode()])
-        self._say_if_closing()
-
-    def _say_if_closing(self) -> None:
-        """Add ``Connection: close`` to a response after which the connection ends.
-
-        An answer that comes before the request body was all read (refused,
-        failed, or dockerd answering early) ends the connection once the rest
-        is read (see :meth:`_finish`); a keep-alive client not told so sends its
-        next request into a closing connection.
-        """
-        if not self.request.body_complete:
-            self.channel.persistent = False
-        if not self.channel.persistent:
-            self.request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+    def _finish(self) -> None:
+        if self._relay_close:
+            self.closing = True
+        self._to(Stage.DONE)
+        self.client.answered(keep_alive=not self.closing)
 
     def crash(self, failure: Failure) -> None:
         """A bug surfaced while handling this request: log it, answer 500, keep serving."""
-        log.failure("{flow}: internal error", failure, flow=self._name(), request_id=self.flow.id)
+        log.failure("{flow}: internal error", failure, flow=self.name, request_id=self.flow.id)
         self._abort_upstream()
         self._respond(error_response(500, f"powerstrip: internal error: {failure.getErrorMessage()}"))
+
+    def _abort_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            # Even if "called": a hook chain starts fired and waits on each call in turn.
+            pending.cancel()
 
     def _abort_upstream(self) -> None:
         conn, self.conn = self.conn, None
@@ -522,70 +656,36 @@ class Exchange:
             conn.listener = None
             conn.transport.abortConnection()
 
-    def _finish(self) -> None:
-        self.done = True
-        self._log_line()
-        if self.request._disconnected:
+    def abandon(self) -> None:
+        """The client went away (or was refused) before its answer was complete."""
+        if self.ended:
             return
-        if not self.request.body_complete:
-            # Answered before the body was all read (refused, failed): the
-            # answer is out, the rest of the body is read and dropped, and the
-            # request ends with it -- ending it under the parser would break
-            # the parser. The connection cannot carry another request.
-            self.channel.persistent = False
-            self.request.body_sink = lambda data: None
-            self.request.body_end = self.request.finish
-            self.channel.resume_reading()
-            return
-        if self.channel.read_eof:
-            self.channel.persistent = False
-        self.request.finish()
-
-    def _request_ended(self, result: Failure | None) -> None:
-        self.resource.inflight.discard(self.request)
-        if isinstance(result, Failure):
-            self._client_gone(result)
-
-    def _client_gone(self, failure: Failure) -> None:
-        if self.done:
-            # Counted already, unless a hijack's client left before its stream began.
-            self._count()
-            return
-        self.done = True
-        if self._pending is not None:
-            self._pending.cancel()
+        sent = self.stage in _AT_DOCKER
+        if self.stage is Stage.STREAMING and self.conn is not None:
+            self.bytes_out = self.conn.payload  # what was relayed until now
+        self._abort_pending()  # records the interrupted hook call
         self._abort_upstream()
-        self._count()  # after the cancel, which records the interrupted hook call
-        log.info("{flow}: client went away", flow=self._name(), request_id=self.flow.id)
-        if not self._sent:
+        log.info("{flow}: client went away", flow=self.name, request_id=self.flow.id)
+        if not sent:
             # dockerd never got the request: what pre-hooks set up for it is for nothing.
             # (Once it was sent, dockerd may have carried it out: nothing is unwound.)
             self._failure = ("client", None)
-            self._unwind()
+        self._to(Stage.ABANDONED)
 
-    def _splice_closed(self, splice: Splice) -> None:
-        self.resource.streams.discard(splice)
-        self._log_line(f" stream in={splice.bytes_in}B out={splice.bytes_out}B",
-                       stream_bytes_in=splice.bytes_in, stream_bytes_out=splice.bytes_out)
-
-    def _name(self) -> str:
-        return f"#{self.flow.id} {self.flow.request.method} {self.flow.request.uri}"
-
-    def _count(self) -> None:
-        """Record this request in the metrics, once, however it ended."""
-        if not self._counted:
-            self._counted = True
-            self.resource.metrics.request_done(self)
+    @property
+    def name(self) -> str:
+        """``#id METHOD target``, as log lines name this request."""
+        return f"#{self.flow.id} {self.head.method} {self.head.target}"
 
     def _unwind(self) -> None:
         """After a failed request, let ``unwind: true`` adapters release what their pre-hooks set up."""
-        prepared, self.flow.prepared = self.flow.prepared, []
+        flow = self.flow
+        prepared, flow.prepared = flow.prepared, []
         failure = self._failure
         if failure is None and self.docker_status is not None and self.docker_status >= 400:
             failure = ("docker", None)
         if not prepared or failure is None:
             return
-        flow = self.flow
         flow.prepared = prepared
         stage, adapter = failure
         if stage == "client":
@@ -598,20 +698,4 @@ class Exchange:
                 flow.response = ServerResponse(self.status or 502, [])
             message = _message(flow.response)
         # After the client has its answer, and never in its way.
-        self.resource.reactor().callLater(0, self.resource.chain.run_unwind, flow, stage, adapter, message)
-
-    def _log_line(self, extra: str = "", **fields: Any) -> None:
-        self._count()  # metrics count with the access log off too
-        self._unwind()
-        if not self.resource.access_log:
-            return
-        ms = (time.monotonic() - self.flow.started) * 1000
-        hooks = "".join(f" {h.phase}:{h.adapter}={h.seconds * 1000:.1f}ms({h.outcome})"
-                        for h in self.flow.hooks)
-        # The text line says it all; the fields are for --log-format json.
-        req = self.flow.request
-        log.info("{line}", line=f"{self._name()} -> {self.status} {self.bytes_out}B {ms:.1f}ms{hooks}{extra}",
-                 request_id=self.flow.id, method=req.method, path=req.uri, status=self.status,
-                 bytes=self.bytes_out, duration_ms=round(ms, 1),
-                 hooks=[{"adapter": h.adapter, "phase": h.phase, "ms": round(h.seconds * 1000, 1),
-                         "outcome": h.outcome} for h in self.flow.hooks], **fields)
+        self.proxy.reactor.callLater(0, self.proxy.chain.run_unwind, flow, stage, adapter, message)

@@ -9,7 +9,9 @@ answered itself: likewise) or :class:`~powerstrip.adapters.AdapterFault`
 response, a refusal, or a fault. When a request fails after ``unwind: true``
 adapters' pre-hooks succeeded, :meth:`HookChain.run_unwind` tells them.
 
-Each adapter gets calls in its own protocol version (:meth:`HookChain.payload`).
+Each adapter gets calls in its own protocol version (:meth:`HookChain.payload`),
+with credentials redacted unless it has ``secrets: true``; logs always redact
+them (:mod:`powerstrip.redact`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from powerstrip import authz
+from powerstrip import authz, redact
 from powerstrip.adapters import AdapterClient, AdapterFault, Refused
 from powerstrip.config import Adapter
 from powerstrip.flow import ClientRequest, Flow, HookRecord, ServerResponse
@@ -126,7 +128,8 @@ class HookChain:
     def _call(self, flow: Flow, adapter: Adapter, phase: str) -> defer.Deferred:
         if adapter.type == "authz":  # Docker's authorization-plugin protocol, not hook calls
             return authz.call(self.client, flow, adapter, phase, verbose=self.verbose)
-        payload = self.payload(flow, adapter, phase)
+        original = self.payload(flow, adapter, phase)
+        shown = redact.payload(original)
         if phase == "pre-hook":
             expect, apply = "ModifiedClientRequest", self._apply_request
         else:
@@ -137,9 +140,11 @@ class HookChain:
             flow.hooks.append(HookRecord(adapter.name, phase, time.monotonic() - started, outcome))
             return result
 
-        d = self.client.call(adapter, payload, expect)
+        d = self.client.call(adapter, original if adapter.secrets else shown, expect)
         if self.verbose:
-            self._log_call(flow, adapter, phase, payload, d)
+            self._log_call(flow, adapter, phase, shown, redact.hidden(shown, original), d)
+        if not adapter.secrets:
+            d.addCallback(redact.restore_reply, shown, original)
         d.addCallback(apply, flow, adapter)
         if phase == "pre-hook" and adapter.unwind:
             d.addCallback(self._prepared, adapter)
@@ -195,9 +200,11 @@ class HookChain:
 
     def _unwind_one(self, flow: Flow, adapter: Adapter, payload: dict) -> defer.Deferred:
         started = time.monotonic()
+        shown = redact.payload(payload)
+        hidden = redact.hidden(shown, payload)
         if self.verbose:
             log.info("#{id} unwind {adapter} sent {payload}", id=flow.id, adapter=adapter.name,
-                     payload=_shown(payload), request_id=flow.id)
+                     payload=_shown(shown), request_id=flow.id)
 
         def done(result: Any) -> None:
             flow.hooks.append(HookRecord(adapter.name, "unwind", time.monotonic() - started,
@@ -207,25 +214,30 @@ class HookChain:
                          error=result.getErrorMessage(), request_id=flow.id)
             elif not 200 <= result[0] < 300:
                 log.warn("#{id} unwind {adapter} answered {code}: {body}", id=flow.id, adapter=adapter.name,
-                         code=result[0], body=result[2][:200], request_id=flow.id)
+                         code=result[0], body=redact.scrub(result[2][:200].decode("utf-8", "replace"), hidden),
+                         request_id=flow.id)
 
-        return self.client.post(adapter, payload).addBoth(done)
+        return self.client.post(adapter, payload if adapter.secrets else shown).addBoth(done)
 
     @staticmethod
-    def _log_call(flow: Flow, adapter: Adapter, phase: str, payload: dict, d: defer.Deferred) -> None:
+    def _log_call(flow: Flow, adapter: Adapter, phase: str, shown: dict, hidden: list[str],
+                  d: defer.Deferred) -> None:
+        """Log the call (``shown``: redacted), and the reply or refusal, with what
+        ``hidden`` holds (the redacted values) blanked even where a hook echoes it."""
         where = f"#{flow.id} {phase} {adapter.name}"
         fields = {"request_id": flow.id, "adapter": adapter.name, "phase": phase}
-        log.info("{where} sent {payload}", where=where, payload=_shown(payload), **fields)
+        log.info("{where} sent {payload}", where=where, payload=_shown(shown), **fields)
 
         def replied(reply: dict) -> dict:
-            log.info("{where} replied {reply}", where=where, reply=_shown(reply), **fields)
+            log.info("{where} replied {reply}", where=where,
+                     reply=redact.scrub(_shown(redact.reply(reply, shown)), hidden), **fields)
             return reply
 
         def refused(failure: Any) -> Any:
             if failure.check(Refused):
                 resp = failure.value.response
                 log.info("{where} refused {code} {body}", where=where, code=resp.code,
-                         body=_shown(resp.body.decode("utf-8", "replace")), **fields)
+                         body=redact.scrub(_shown(resp.body.decode("utf-8", "replace")), hidden), **fields)
             return failure
 
         d.addCallbacks(replied, refused)

@@ -28,7 +28,16 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from twisted.application import service
-from twisted.logger import FileLogObserver, ILogObserver, LogEvent, formatEvent
+from twisted.internet.protocol import Factory
+from twisted.logger import (
+    FileLogObserver,
+    FilteringLogObserver,
+    ILogObserver,
+    LogEvent,
+    PredicateResult,
+    formatEvent,
+    textFileLogObserver,
+)
 from twisted.python import logfile
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
@@ -181,6 +190,21 @@ def twistd_log_file(twistd_options: Mapping[str, Any] | None, reactor: Any = Non
     return out
 
 
+def _chatter(event: LogEvent) -> PredicateResult:
+    # "Starting factory" / "Stopping factory" of twisted.web's HTTP client: one
+    # pair per adapter or readiness connection, which is most of a log otherwise.
+    factory = event.get("factory")
+    if isinstance(factory, Factory) and type(factory).__module__.startswith("twisted.web.") \
+            and str(event.get("log_format", "")).startswith(("Starting factory", "Stopping factory")):
+        return PredicateResult.no
+    return PredicateResult.maybe
+
+
+def quiet_client_factories(observer: Any) -> FilteringLogObserver:
+    """``observer`` without twisted.web's per-connection client factory lines."""
+    return FilteringLogObserver(observer, [_chatter])
+
+
 class PowerstripService(service.MultiService):
     """Powerstrip's top service; under twistd it also sets up the log format.
 
@@ -192,11 +216,19 @@ class PowerstripService(service.MultiService):
         super().__init__()
         self.log_format = log_format
         self.twistd_options = twistd_options
+        #: Objects with an ``out`` attribute (the access log) given the log file once it is known.
+        self.log_file_users: list[Any] = []
 
     def setServiceParent(self, parent: Any) -> None:
         # twistd attaches the service to its Componentized application right
         # before AppLogger.start looks the observer up on it (app.py, run()).
-        if self.log_format == "json" and isinstance(parent, Componentized) \
-                and parent.getComponent(ILogObserver, None) is None:
-            parent.setComponent(ILogObserver, json_file_observer(twistd_log_file(self.twistd_options)))
+        # The observer is set here in both formats, so that the access log can
+        # write to the very file object it writes to (one buffer, in order).
+        if isinstance(parent, Componentized) and parent.getComponent(ILogObserver, None) is None:
+            out = twistd_log_file(self.twistd_options)
+            observer = json_file_observer(out) if self.log_format == "json" else textFileLogObserver(out)
+            parent.setComponent(ILogObserver, quiet_client_factories(observer))
+            for user in self.log_file_users:
+                if user is not None:
+                    user.out = out
         super().setServiceParent(parent)

@@ -1,6 +1,6 @@
 """Prometheus metrics, served by the admin listener at ``GET /metrics``.
 
-Each :class:`~powerstrip.resource.PowerstripResource` owns one
+Each :class:`~powerstrip.proxy.Proxy` owns one
 :class:`Metrics` with its own ``CollectorRegistry`` (never the process-wide
 default), so several proxies in one process count apart.
 
@@ -41,11 +41,11 @@ HOOK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 
 # Methods become labels as they are; anything else is "other", so a client
 # cannot create label values (series) at will.
-_METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS")}
+_METHODS = {m: m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _FAULT = AdapterFault.__name__
 
 
-def method_label(method: bytes) -> str:
+def method_label(method: str) -> str:
     """The ``method`` label for a request method as the client sent it."""
     return _METHODS.get(method) or _METHODS.get(method.upper(), "other")
 
@@ -115,6 +115,12 @@ class Metrics:
         self.event_stream_up = Gauge(
             "powerstrip_events_connected", "1 while Powerstrip follows dockerd's event stream, else 0",
             registry=reg)
+        refused = Counter(
+            "powerstrip_refused", "Requests and connections Powerstrip refused itself, by status: 400 "
+            "unreadable request, 408 too slow, 431 head too large, 503 over --max-connections or --max-buffered",
+            ["code"], registry=reg)
+        self._refused: dict[int, Any] = {code: refused.labels(str(code)) for code in (400, 408, 431, 503)}
+        self._refused_counter = refused
         self._children: dict[tuple, Any] = {}
         self._request_children: dict[tuple, tuple[Any, Any]] = {}
 
@@ -130,7 +136,7 @@ class Metrics:
         flow = exchange.flow
         route = flow.route.patterns[0] if flow.route.patterns else NO_ROUTE
         # Keyed by the label values (never raw client input), so the cache stays as small as the series.
-        key = (route, method_label(exchange.request.method), exchange.status)
+        key = (route, method_label(exchange.head.method), exchange.status)
         pair = self._request_children.get(key)
         if pair is None:
             code = NO_CODE if key[2] is None else str(key[2])
@@ -152,6 +158,13 @@ class Metrics:
             self._child(self.hook_duration, hook.adapter, hook.phase).observe(hook.seconds)
             if hook.outcome == _FAULT:
                 self._child(self.hook_faults, hook.adapter).inc()
+
+    def refused(self, code: int) -> None:
+        """Count a request or connection Powerstrip refused itself with ``code``."""
+        child = self._refused.get(code)
+        if child is None:
+            child = self._refused[code] = self._refused_counter.labels(str(code))
+        child.inc()
 
     def reloaded(self, ok: bool) -> None:
         """Count a configuration reload attempt and whether it took effect."""

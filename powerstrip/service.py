@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource as resource_module
 import signal
 import socket
 import stat
@@ -14,15 +15,17 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
+from powerstrip.access import AccessLog
 from powerstrip.admin import admin_site
 from powerstrip.config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from powerstrip.events import DEFAULT_QUEUE_BOUND, EventHooks
+from powerstrip.exposure import exposure_warning, in_container
+from powerstrip.front import DEFAULT_CLIENT_TIMEOUT, FrontFactory
 from powerstrip.logs import FORMATS, PowerstripService
+from powerstrip.proxy import Limits, Proxy
 from powerstrip.reload import ConfigWatcher, reload_config
-from powerstrip.resource import Limits, PowerstripResource
 from powerstrip.tls import DockerTLS, ListenerTLS, TLSConfigError, default_cert_path
 from powerstrip.upstream import DEFAULT_DOCKER, DockerAddress
-from powerstrip.web import DEFAULT_CLIENT_TIMEOUT, PowerstripSite
 
 DEFAULT_LISTEN = "tcp:2375:interface=127.0.0.1"
 
@@ -42,7 +45,7 @@ class Options(usage.Options):
 
     synopsis = "[--config adapters.yml] [--docker URL] [--listen ENDPOINT ...]"
     optFlags = [
-        ["no-access-log", None, "Log no line per request (about 20% more small requests/s)"],
+        ["no-access-log", None, "Log no line per request"],
         ["verbose", "v", "Also log every hook payload and adapter reply"],
         ["watch-config", None, "Reload the adapters file when it changes (as on SIGHUP)"],
         ["tls", None, "Serve TLS on tcp: listeners (--tlscert, --tlskey)"],
@@ -63,11 +66,18 @@ class Options(usage.Options):
          _size],
         ["admin", None, None, "Twisted endpoint for the admin listener: GET /healthz, GET /readyz, GET /metrics "
                               "(e.g. tcp:9375:interface=127.0.0.1) [default: none]"],
+        ["admin-tlscert", None, None, "Serve TLS on a tcp: --admin with this certificate (PEM; a chain may follow)"],
+        ["admin-tlskey", None, None, "The key of --admin-tlscert (PEM)"],
+        ["admin-tlscacert", None, None, "With --admin-tlscert: require admin clients' certificates signed by this CA"],
         ["config", "c", None, "Adapters file [default: $POWERSTRIP_CONFIG, else "
                               f"{DEFAULT_CONFIG}; pass-through if that is missing]"],
         ["docker", "d", None, f"Docker daemon URL [default: $DOCKER_HOST, else {DEFAULT_DOCKER}]"],
         ["max-json-body", None, "16M", "Largest JSON request body handed to pre-hooks (413 above)", _size],
         ["max-response-body", None, "64M", "Largest response handed to post-hooks (502 above)", _size],
+        ["max-buffered", None, "256M", "Most bytes held for hooks at once, all requests together (503 above)",
+         _size],
+        ["max-connections", None, None, "Most client connections open at once; more are answered 503 and "
+                                        "closed [default: the open-file limit less 64, at most 10000]", int],
         ["log-format", None, "text", "text (twistd's lines) or json (one JSON object a line), written "
                                      "where twistd logs: stdout with -n, else --logfile"],
         ["drain-timeout", None, 10.0, "On SIGTERM, seconds to let requests in flight finish before "
@@ -92,7 +102,7 @@ class Options(usage.Options):
         self._check_log_format()
         if self["event-queue"] < 1:
             raise usage.UsageError(f"--event-queue must be at least 1, not {self['event-queue']}")
-        for key in ("max-json-body", "max-response-body", "max-header-size"):
+        for key in ("max-json-body", "max-response-body", "max-header-size", "max-buffered"):
             if isinstance(self[key], str):  # twisted.python.usage leaves defaults uncoerced
                 self[key] = _size(self[key])
         if not self["listen"]:
@@ -108,6 +118,7 @@ class Options(usage.Options):
                     f"the Docker URL {docker_url} is Powerstrip's own listener ({listen}): "
                     "unset DOCKER_HOST or pass --docker unix:///var/run/docker.sock")
         self["listener_tls"] = self._listener_tls()
+        self["admin_tls"] = self._admin_tls()
         self["docker_tls"] = self._docker_tls(env)
         path = self["config"] or env.get("POWERSTRIP_CONFIG")
         self["config_path"] = path or DEFAULT_CONFIG
@@ -143,6 +154,22 @@ class Options(usage.Options):
         if not any(_is_tcp(listen) for listen in self["listen"]):
             raise usage.UsageError("--tls/--tlsverify apply to tcp: listeners, and none is given")
         tls = ListenerTLS(self["tlscert"], self["tlskey"], self["tlscacert"] if self["tlsverify"] else None)
+        _check_tls(tls.options)
+        return tls
+
+    def _admin_tls(self) -> ListenerTLS | None:
+        # The admin listener's own certificates: its clients (probes,
+        # Prometheus) are not the Docker API's, and need not share a CA.
+        cert, key, ca = self["admin-tlscert"], self["admin-tlskey"], self["admin-tlscacert"]
+        if not (cert or key or ca):
+            return None
+        if not self["admin"]:
+            raise usage.UsageError("--admin-tlscert/--admin-tlskey/--admin-tlscacert need --admin")
+        if not (cert and key):
+            raise usage.UsageError("TLS on --admin needs both --admin-tlscert and --admin-tlskey")
+        if not _is_tcp(self["admin"]):
+            raise usage.UsageError(f"--admin-tlscert applies to a tcp: --admin, not {self['admin']}")
+        tls = ListenerTLS(cert, key, ca)
         _check_tls(tls.options)
         return tls
 
@@ -210,9 +237,30 @@ def clear_stale_socket(path: str) -> None:
     os.unlink(path)
 
 
-def _loopback_only(listen: str) -> bool:
-    m = re.search(r":interface=([^:]*)", listen)
-    return bool(m) and (m.group(1).startswith("127.") or m.group(1) in ("localhost", "\\:\\:1", "::1"))
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit, as Go does for dockerd;
+    returns (before, after). CPython leaves it at the common 1,024, which a
+    thousand idle sockets would exhaust."""
+    soft, hard = resource_module.getrlimit(resource_module.RLIMIT_NOFILE)
+    if hard == resource_module.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource_module.RLIM_INFINITY and soft < hard:
+        try:
+            resource_module.setrlimit(resource_module.RLIMIT_NOFILE, (hard, hard))
+            return soft, hard
+        except (ValueError, OSError):
+            pass
+    return soft, soft
+
+
+def connection_limit() -> int:
+    """The default ``--max-connections``: the open-file limit less room for
+    dockerd, adapter and listener sockets (each client may hold one of
+    dockerd's too), at most 10,000."""
+    soft, _ = resource_module.getrlimit(resource_module.RLIMIT_NOFILE)
+    if soft == resource_module.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(16, min(10_000, (soft - 64) // 2))
 
 
 def make_service(options: Options, reactor: Any = None) -> service.IService:
@@ -224,15 +272,21 @@ def make_service(options: Options, reactor: Any = None) -> service.IService:
         log.warn("no adapters file at {path}: running as a pure pass-through proxy",
                  path=DEFAULT_CONFIG)
         config = Config.passthrough()
-    limits = Limits(max_json_body=options["max-json-body"], max_response_body=options["max-response-body"])
-    resource = PowerstripResource(reactor, config, options["docker_address"], limits,
-                                  access_log=not options["no-access-log"], docker_tls=options["docker_tls"],
-                                  verbose=options["verbose"])
-    site = PowerstripSite(resource, timeout=options["client-timeout"] or None,
-                          max_head=options["max-header-size"])
-    tls: ListenerTLS | None = options["listener_tls"]
-    # Under twistd, options.parent holds twistd's -n/--logfile: where JSON lines go.
+    before, after = raise_open_file_limit()
+    log.info("open-file limit: {before} -> {after}", before=before, after=after)
+    timeout = options["client-timeout"] or None
+    limits = Limits(max_json_body=options["max-json-body"], max_response_body=options["max-response-body"],
+                    max_buffered=options["max-buffered"], body_deadline=timeout)
+    # Under twistd, options.parent holds twistd's -n/--logfile: where log lines go.
     top = PowerstripService(options["log-format"], options.parent)
+    access = None if options["no-access-log"] else AccessLog(reactor, fmt=options["log-format"])
+    top.log_file_users.append(access)
+    resource = Proxy(reactor, config, options["docker_address"], limits, access_log=access,
+                     docker_tls=options["docker_tls"], verbose=options["verbose"])
+    site = FrontFactory(resource, timeout=timeout, max_head=options["max-header-size"],
+                        max_connections=options["max-connections"] or connection_limit())
+    log.info("at most {n} client connections at once (--max-connections)", n=site.max_connections)
+    tls: ListenerTLS | None = options["listener_tls"]
     for listen in options["listen"]:
         url = docker_url_for(listen)
         if url and url.startswith("unix://"):
@@ -242,7 +296,16 @@ def make_service(options: Options, reactor: Any = None) -> service.IService:
     if options["watch-config"]:
         ConfigWatcher(resource, options["config_path"], reactor).setServiceParent(top)
     if options["admin"]:
-        strports.service(options["admin"], admin_site(reactor, resource), reactor=reactor).setServiceParent(top)
+        admin_tls: ListenerTLS | None = options.get("admin_tls")
+        warning = exposure_warning(options["admin"], "reads the routes, adapter names and metrics (/metrics) and "
+                                   "the adapters file's path (/readyz)", admin_tls is not None,
+                                   admin_tls is not None and admin_tls.ca is not None, in_container(),
+                                   verify_option="--admin-tlscacert")
+        if warning:
+            log.warn("{warning}", warning=warning.replace("WARNING: ", "WARNING: --admin ", 1))
+        admin = admin_site(reactor, resource)
+        strports.service(options["admin"], admin_tls.wrap(admin) if admin_tls else admin,
+                         reactor=reactor).setServiceParent(top)
     # Not a child of its own: _Announce stops it, then closes the adapter pool it delivers through.
     events = EventHooks(resource, reactor, queue_bound=options["event-queue"], drain_timeout=options["drain-timeout"])
     _Announce(options, config, resource, reactor, events).setServiceParent(top)
@@ -253,7 +316,7 @@ class _Announce(service.Service):
     """Says where Powerstrip listens (the original printed the line users need); on stop, drains
     requests and event hooks, then closes the connection pools."""
 
-    def __init__(self, options: Options, config: Config, resource: PowerstripResource, reactor: Any,
+    def __init__(self, options: Options, config: Config, resource: Proxy, reactor: Any,
                  events: EventHooks | None = None) -> None:
         self.options, self.config, self.resource, self.reactor = options, config, resource, reactor
         #: The event hooks, started and stopped with this service.
@@ -268,10 +331,10 @@ class _Announce(service.Service):
         tls: ListenerTLS | None = self.options["listener_tls"]
         for listen in self.options["listen"]:
             verified = _is_tcp(listen) and tls is not None and tls.ca is not None
-            if _is_tcp(listen) and not _loopback_only(listen) and not verified:
-                how = "with TLS but no client certificates (--tlsverify)" if tls else "without TLS"
-                log.warn("WARNING: {listen} accepts connections from other hosts {how}. Anyone who "
-                         "can reach it controls Docker, and so this host, as root.", listen=listen, how=how)
+            warning = exposure_warning(listen, "controls Docker, and so this host, as root", tls is not None,
+                                       verified, in_container())
+            if warning:
+                log.warn("{warning}", warning=warning)
             url = docker_url_for(listen)
             if url:
                 suffix = " DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=<client certificates>" if verified else ""

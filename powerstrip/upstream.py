@@ -6,6 +6,7 @@ its own: it writes a request head, lets the caller stream the body, parses
 the response head (relaying it the moment it is complete), decodes the body
 framing, and on a hijack (``101`` or a close-delimited body, as dockerd sends
 to clients that did not ask for an upgrade) hands the raw connection over.
+Bodies are relayed as framed: their framing is counted, not re-encoded.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer, endpoints
 from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from powerstrip.http11 import ChunkedDecoder, Headers, ProtocolError, ResponseHead, parse_response_head
+from powerstrip.http11 import ChunkedFraming, Headers, ProtocolError, ResponseHead, parse_response_head
 from powerstrip.splice import half_close
 from powerstrip.tls import DockerTLS, TLSClientEndpoint
 
@@ -85,25 +87,32 @@ def tcp_endpoint(reactor: Any, host: str, port: int) -> Any:
     return endpoints.HostnameEndpoint(reactor, host, port, timeout=10)
 
 
+#: What a listener does with a response body (its answer to :meth:`ResponseListener.head_received`).
+RELAY, DECODE, SPLICE = "relay", "decode", "splice"
+
+
 class ResponseListener(TypingProtocol):
     """What an exchange reports to, in order: a head, then body or hijack."""
 
-    def head_received(self, head: ResponseHead) -> None:
-        """The full response head arrived (interim 1xx heads are skipped); a
-        body follows."""
+    def head_received(self, head: ResponseHead) -> str:
+        """The full response head arrived (interim 1xx heads are skipped).
+
+        Returns :data:`RELAY` (the body's bytes are wanted as framed, to be
+        relayed untouched), :data:`DECODE` (the payload is wanted, de-framed)
+        or :data:`SPLICE` (the connection becomes a raw byte stream: see
+        :meth:`UpstreamConnection.take_raw`). A 101 head, and a body
+        delimited by the connection's end, can only be spliced or relayed.
+        """
 
     def body_data(self, data: bytes) -> None:
-        """A piece of the (de-framed) response body."""
+        """A piece of the response body (framed or not, as asked)."""
+
+    def body_continues(self) -> None:
+        """The response did not end within the read that brought its head:
+        the moment to set up flow control. Called at most once."""
 
     def body_done(self) -> None:
         """The response body is complete."""
-
-    def hijacked(self, conn: UpstreamConnection, head: ResponseHead, leftover: bytes) -> None:
-        """Instead of a head and body: the connection is now a raw byte stream.
-
-        ``head`` is the 101 (or close-delimited) head; ``leftover``, stream
-        bytes that arrived with it.
-        """
 
     def failed(self, reason: Failure) -> None:
         """The connection broke before the response was complete."""
@@ -111,7 +120,12 @@ class ResponseListener(TypingProtocol):
 
 @implementer(IHalfCloseableProtocol)
 class UpstreamConnection(Protocol):
-    """One HTTP/1.1 connection to dockerd, carrying one exchange at a time."""
+    """One HTTP/1.1 connection to dockerd, carrying one exchange at a time.
+
+    Response bodies are not re-encoded: their framing (``Content-Length``,
+    chunked, or the connection's end) is only counted, so the bytes a relay
+    passes on are dockerd's own.
+    """
 
     def __init__(self) -> None:
         self.listener: ResponseListener | None = None
@@ -129,7 +143,11 @@ class UpstreamConnection(Protocol):
         self._buf = b""
         self._head: ResponseHead | None = None
         self._left: int | None = None
-        self._chunks: ChunkedDecoder | None = None
+        self._chunks: ChunkedFraming | None = None
+        self._payload = 0
+        self._sink: Callable[[bytes], None] | None = None
+        self._until_close = False
+        self._continues = False
         self._no_body_expected = False
         self._request_done = False
         self._response_done = False
@@ -162,6 +180,14 @@ class UpstreamConnection(Protocol):
         self._request_done = True
         self._maybe_idle()
 
+    def take_raw(self, sink: Any) -> bytes:
+        """After :data:`SPLICE`: from now on every byte from dockerd goes to
+        ``sink`` (``upstream_data/eof/lost``). Returns the stream bytes that
+        arrived with the head."""
+        self.raw_sink = sink
+        leftover, self._buf = self._buf, b""
+        return leftover
+
     # -- the response side --------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
@@ -175,6 +201,9 @@ class UpstreamConnection(Protocol):
             return
         try:
             self._received(data)
+            if self.listener is not None and not self._continues and self._head is not None:
+                self._continues = True
+                self.listener.body_continues()
         except Exception:  # off-protocol answer (or a bug in a listener): end this exchange
             failure = Failure()
             listener, self.listener = self.listener, None
@@ -195,54 +224,60 @@ class UpstreamConnection(Protocol):
                 head = parse_response_head(raw)
                 if 100 <= head.code < 200 and head.code != 101:
                     continue  # interim response (100 Continue): not relayed
-                self._got_head(head)
-                if self.listener is None:
-                    return
+                if not self._got_head(head):
+                    return  # spliced, or done
             data, self._buf = self._buf, b""
             if not data:
                 return
         self._body(data)
 
-    def _got_head(self, head: ResponseHead) -> None:
+    def _got_head(self, head: ResponseHead) -> bool:
+        """Take a final head; whether body bytes are to be read next."""
         self._head = head
         listener = self.listener
-        te = (head.header(b"transfer-encoding") or b"").lower()
+        te = head.header(b"transfer-encoding")
         cl = head.header(b"content-length")
         conn = (head.header(b"connection") or b"").lower()
         self._close_after = b"close" in conn or head.version == b"HTTP/1.0"
         if head.code == 101:
-            self._hijack(listener, head)
-            return
-        if self._no_body_expected or head.code in (204, 304):
+            self._until_close = True
+        elif self._no_body_expected or head.code in (204, 304):
             self._left = 0
-        elif b"chunked" in te:
-            self._chunks = ChunkedDecoder()
+        elif te is not None and b"chunked" in te.lower():
+            self._chunks = ChunkedFraming()
         elif cl is not None:
             if not cl.strip().isdigit():
                 raise ProtocolError(f"bad Content-Length {cl[:20]!r}")
             self._left = int(cl)
         else:
-            # Body delimited by the connection's end: the old-client form of a
-            # hijack ("200 OK" + raw stream). Hand the raw stream over.
-            self._hijack(listener, head)
-            return
-        listener.head_received(head)
+            # Delimited by the connection's end: a relay reads to EOF, and the
+            # hijack endpoints' answer to old clients ("200 OK" + raw stream)
+            # becomes a splice.
+            self._until_close = True
+        how = listener.head_received(head)
+        if how == SPLICE:
+            self.listener = None
+            self.reusable = False
+            return False
+        if self._until_close:
+            if head.code == 101:
+                raise ProtocolError("101 Switching Protocols to a request that asked for no upgrade")
+            self._close_after = True
+        self._sink = None if how == RELAY else listener.body_data
         if self._left == 0 and self.listener is listener:
             self._finish_response()
-
-    def _hijack(self, listener: ResponseListener, head: ResponseHead) -> None:
-        self.listener = None
-        self.reusable = False
-        leftover, self._buf = self._buf, b""
-        listener.hijacked(self, head, leftover)
+            return False
+        return self.listener is listener
 
     def _body(self, data: bytes) -> None:
         listener = self.listener
         if self._chunks is not None:
-            for piece in self._chunks.feed(data):
-                listener.body_data(piece)
+            sink = self._sink
+            used = self._chunks.scan(data, sink)
+            if sink is None:
+                listener.body_data(data if used == len(data) else data[:used])
             if self._chunks.done:
-                if self._chunks.rest:
+                if used < len(data):
                     self._close_after = True  # pipelined garbage: do not reuse
                 self._finish_response()
             return
@@ -252,12 +287,22 @@ class UpstreamConnection(Protocol):
                 if extra:
                     self._close_after = True
                 self._left = 0
+                self._payload += len(data)
                 if data:
                     listener.body_data(data)
                 self._finish_response()
             else:
                 self._left -= len(data)
+                self._payload += len(data)
                 listener.body_data(data)
+            return
+        self._payload += len(data)
+        listener.body_data(data)  # until the connection's end
+
+    @property
+    def payload(self) -> int:
+        """Body bytes of the current response so far, less chunk framing."""
+        return self._chunks.payload if self._chunks is not None else self._payload
 
     def _finish_response(self) -> None:
         listener, self.listener = self.listener, None
@@ -278,8 +323,10 @@ class UpstreamConnection(Protocol):
     def readConnectionLost(self) -> None:
         if self.raw_sink is not None:
             self.raw_sink.upstream_eof()
-        else:
-            self.transport.loseConnection()
+            return
+        if self._until_close and self.listener is not None:
+            self._finish_response()  # a close-delimited body is complete
+        self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
         pass
@@ -291,6 +338,9 @@ class UpstreamConnection(Protocol):
         if self.raw_sink is not None:
             self.raw_sink.upstream_lost()
             return
+        if self._until_close and self.listener is not None and reason.check(ConnectionDone):
+            self._finish_response()
+            return
         listener, self.listener = self.listener, None
         if listener is not None:
             listener.failed(reason)
@@ -299,7 +349,10 @@ class UpstreamConnection(Protocol):
 class UpstreamPool:
     """Connects to dockerd and keeps idle keep-alive connections for reuse.
 
-    Hijacked connections never come back: they belong to their stream.
+    Hijacked connections never come back: they belong to their stream. Idle
+    ones are closed after ``idle_timeout`` by one sweep timer, not a timer
+    per connection and request (a callLater and a cancel on every request
+    would be most of a pass-through's bookkeeping).
     """
 
     def __init__(self, reactor: Any, address: DockerAddress, max_idle: int = 32,
@@ -308,23 +361,33 @@ class UpstreamPool:
         self.address = address
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
-        self._idle: list[UpstreamConnection] = []
-        self._timers: dict[UpstreamConnection, Any] = {}
+        #: Idle connections, the most recently used last, with when they became idle.
+        self._idle: list[tuple[UpstreamConnection, float]] = []
+        self._sweeper: Any = None
         #: How to dial dockerd (TLS included); the admin listener's probe uses it too.
         self.endpoint = address.endpoint(reactor, tls)
         self._factory = Factory.forProtocol(UpstreamConnection)
+        self._factory.noisy = False
 
-    def acquire(self) -> defer.Deferred:
-        """Fire with a connection ready for one exchange (an idle one if any)."""
+    def idle(self) -> UpstreamConnection | None:
+        """An idle keep-alive connection to reuse (the most recent), if there is one."""
         while self._idle:
-            conn = self._idle.pop()
-            self._cancel_timer(conn)
+            conn = self._idle.pop()[0]
             if conn.transport is not None and conn.connected:
                 conn.reused = True
-                return defer.succeed(conn)
+                return conn
+        return None
+
+    def connect(self) -> defer.Deferred:
+        """Fire with a new connection to dockerd."""
         d = self.endpoint.connect(self._factory)
         d.addCallback(self._adopt)
         return d
+
+    def acquire(self) -> defer.Deferred:
+        """Fire with a connection ready for one exchange (an idle one if any)."""
+        conn = self.idle()
+        return defer.succeed(conn) if conn is not None else self.connect()
 
     def _adopt(self, conn: UpstreamConnection) -> UpstreamConnection:
         conn.on_idle = self._release
@@ -335,24 +398,32 @@ class UpstreamPool:
         if len(self._idle) >= self.max_idle:
             conn.transport.loseConnection()
             return
-        self._idle.append(conn)
-        self._timers[conn] = self.reactor.callLater(self.idle_timeout, conn.transport.loseConnection)
+        self._idle.append((conn, self.reactor.seconds()))
+        if self._sweeper is None:
+            self._sweeper = self.reactor.callLater(self.idle_timeout, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        cutoff = self.reactor.seconds() - self.idle_timeout
+        stale = [conn for conn, since in self._idle if since <= cutoff]
+        self._idle = [(conn, since) for conn, since in self._idle if since > cutoff]
+        for conn in stale:
+            conn.transport.loseConnection()
+        if self._idle:
+            self._sweeper = self.reactor.callLater(self._idle[0][1] + self.idle_timeout - self.reactor.seconds(),
+                                                   self._sweep)
 
     def _forget(self, conn: UpstreamConnection) -> None:
-        self._cancel_timer(conn)
-        if conn in self._idle:
-            self._idle.remove(conn)
-
-    def _cancel_timer(self, conn: UpstreamConnection) -> None:
-        timer = self._timers.pop(conn, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        self._idle = [(c, since) for c, since in self._idle if c is not conn]
 
     def close(self) -> None:
         """Drop every idle connection (shutdown, tests)."""
-        for conn in list(self._idle):
+        if self._sweeper is not None and self._sweeper.active():
+            self._sweeper.cancel()
+        self._sweeper = None
+        idle, self._idle = self._idle, []
+        for conn, _ in idle:
             conn.transport.loseConnection()
-        self._idle.clear()
 
 
 def request_head(method: str, uri: str, headers: Headers) -> bytes:

@@ -107,7 +107,8 @@ class HandleTests(SynchronousTestCase):
 
         @adapter.pre_hook
         def look(request: Request) -> Request:
-            self.assertIsNone(request.json)
+            # Not JSON: the SDK says so (json_error) rather than reading it as "no body".
+            self.assertIsNotNone(request.json_error)
             request.uri += "?x=1"
             return request
 

@@ -65,6 +65,7 @@ class CommandTests(TestCase):
         self.assertEqual(code, 0)
         self.assertEqual(out.splitlines(), [
             "POST /v1.41/containers/create",
+            "  path /containers/create at API version 1.41",
             "  matching rules (file order): POST /*/containers/create, * /*/containers/*",
             "  pre-hooks:  flocker -> weave",
             "  post-hooks: weave",

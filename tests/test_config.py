@@ -235,7 +235,16 @@ class InvalidConfigTests(TestCase):
                 prehooks: [a]
             adapters:
               a: http://a/
-            """, "endpoint 'POST /*/containers/create'", "unknown key(s) prehooks", "allowed: pre, post")
+            """, "endpoint 'POST /*/containers/create'", "unknown key(s) prehooks", "allowed: pre, post, versions")
+
+    def test_versions_field(self) -> None:
+        cfg = parse_config('endpoints:\n  "POST /x": {pre: [a], versions: ">=1.40, <1.44"}\n  "POST /y": {pre: [a]}\n'
+                           'adapters: {a: {url: "http://a/", secrets: true}}\n')
+        self.assertEqual([e.versions for e in cfg.endpoints], [((">=", "1.40"), ("<", "1.44")), ()])
+        self.assertTrue(cfg.adapters["a"].secrets)
+        for bad in ('"1.44"', '">= 1.x"', "1.44", '">=1.40 <1.44"'):
+            self.assertRejected(f'endpoints:\n  "POST /x": {{pre: [a], versions: {bad}}}\nadapters: {{a: "http://a/"}}\n',
+                                "endpoint 'POST /x': versions:", "comma-separated list of comparisons")
 
     def test_hooks_not_a_list(self) -> None:
         self.assertRejected("""\
@@ -336,6 +345,7 @@ class InvalidConfigTests(TestCase):
             ('{url: "http://a/", timeout: 0}', "adapter 'a': timeout 0 is not a duration"),
             ('{url: "http://a/", failure: retry}', "failure must be 'fail' or 'ignore', not 'retry'"),
             ('{url: "http://a/", retries: 3}', "adapter 'a': unknown key(s) retries"),
+            ('{url: "http://a/", secrets: yes please}', "adapter 'a': secrets must be true or false"),
             ('{url: "http+unix://run%2Fa.sock/hook"}', "the host of an http+unix:// URL is the socket's absolute path"),
             ('{url: "http+unix://%2F' + 'x' * 120 + '/hook"}', "is longer than the 107 bytes"),
         ):

@@ -43,7 +43,7 @@ from powerstrip.events import (
     match_event,
     since_param,
 )
-from powerstrip.resource import PowerstripResource
+from powerstrip.proxy import Proxy
 from powerstrip.service import Options, make_service
 from powerstrip.upstream import DockerAddress
 
@@ -155,7 +155,7 @@ def failing(times: int) -> Callable[[dict], int]:
     return answer
 
 
-def scrape(resource: PowerstripResource) -> dict[tuple[str, frozenset], float]:
+def scrape(resource: Proxy) -> dict[tuple[str, frozenset], float]:
     text = generate_latest(resource.metrics.registry).decode()
     return {(s.name, frozenset(s.labels.items())): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
@@ -210,7 +210,7 @@ class EventHooksTestCase(TestCase):
 
     def start(self, events: str | Config, bound: int = 100, drain_timeout: float = 5.0) -> EventHooks:
         config = events if isinstance(events, Config) else self.config(events)
-        self.resource = PowerstripResource(reactor, config, DockerAddress.parse(f"unix://{self.sock}"))
+        self.resource = Proxy(reactor, config, DockerAddress.parse(f"unix://{self.sock}"))
         hooks = EventHooks(self.resource, reactor, queue_bound=bound, drain_timeout=drain_timeout, clock=self.clock)
         hooks.startService()
         self.addCleanup(self.shut, hooks)

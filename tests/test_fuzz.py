@@ -16,11 +16,11 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from powerstrip.config import Config, ConfigError, parse_config
+from powerstrip.front import FrontFactory
 from powerstrip.http11 import ProtocolError, parse_response_head
 from powerstrip.matching import match
-from powerstrip.resource import PowerstripResource
+from powerstrip.proxy import Proxy
 from powerstrip.upstream import DockerAddress
-from powerstrip.web import PowerstripSite
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -132,8 +132,8 @@ class FrontFuzz(SynchronousTestCase):
 
     def _feed(self, data: bytes) -> tuple[StringTransport, list[bytes]]:
         reactor = MemoryReactorClock()
-        resource = PowerstripResource(reactor, Config.passthrough(), DockerAddress.parse("unix:///fuzz.sock"))
-        site = PowerstripSite(resource, reactor=reactor)
+        resource = Proxy(reactor, Config.passthrough(), DockerAddress.parse("unix:///fuzz.sock"))
+        site = FrontFactory(resource)
         channel = site.buildProtocol(None)
         client = StringTransport()
         channel.makeConnection(client)

@@ -34,23 +34,24 @@ def sleep(seconds: float) -> defer.Deferred:
 
 class HeadSizeTests(ProxyTestCase):
     @defer.inlineCallbacks
-    def test_head_over_the_limit_is_413(self) -> Any:
+    def test_head_over_the_limit_is_431(self) -> Any:
+        """Too large a head: 431 Request Header Fields Too Large (RFC 6585), as dockerd answers."""
         self.start(site_options={"max_head": 2048})
         client = yield self.connect()
         client.send(request(b"GET", b"/v1.41/info", *[(b"X-Pad-%d" % i, b"x" * 100) for i in range(30)]))
         resp = yield client.response()
-        message = self.assertDockerError(resp, 413, "powerstrip: request head larger than 2048 bytes")
+        message = self.assertDockerError(resp, 431, "powerstrip: request head larger than 2048 bytes")
         self.assertIn("--max-header-size", message)
         yield client.wait_eof()
         self.assertNothingReachedDocker()
 
     @defer.inlineCallbacks
-    def test_one_line_over_the_limit_is_413(self) -> Any:
+    def test_one_line_over_the_limit_is_431(self) -> Any:
         self.start(site_options={"max_head": 2048})
         client = yield self.connect()
         client.send(request(b"GET", b"/v1.41/info", (b"X-Registry-Config", b"e" * 5000)))
         resp = yield client.response()
-        self.assertDockerError(resp, 413, "powerstrip: request head larger than 2048 bytes")
+        self.assertDockerError(resp, 431, "powerstrip: request head larger than 2048 bytes")
         self.assertNothingReachedDocker()
 
     @defer.inlineCallbacks
@@ -68,29 +69,32 @@ class HeadSizeTests(ProxyTestCase):
 
 class MalformedRequestTests(ProxyTestCase):
     @defer.inlineCallbacks
-    def assertRejected(self, data: bytes) -> Any:
+    def assertRejected(self, data: bytes, why: str) -> Any:
         self.start()
         client = yield self.connect()
         client.send(data)
         resp = yield client.response()
-        self.assertDockerError(resp, 400, "powerstrip: malformed or ambiguous HTTP request (not forwarded)")
+        self.assertDockerError(resp, 400, "powerstrip: " + why)
         yield client.wait_eof()
         self.assertNothingReachedDocker()
 
     def test_bad_request_line(self) -> Any:
-        return self.assertRejected(b"GET /v1.41/info\r\n\r\n")
+        return self.assertRejected(b"GET /v1.41/info\r\n\r\n", "malformed request line")
 
     def test_header_without_colon(self) -> Any:
-        return self.assertRejected(b"GET /v1.41/info HTTP/1.1\r\nHost: docker\r\nno colon here\r\n\r\n")
+        return self.assertRejected(b"GET /v1.41/info HTTP/1.1\r\nHost: docker\r\nno colon here\r\n\r\n",
+                                   "malformed header line")
 
     def test_content_length_with_transfer_encoding(self) -> Any:
         return self.assertRejected(request(b"POST", b"/v1.41/containers/create",
                                            (b"Content-Length", b"5"), (b"Transfer-Encoding", b"chunked"),
-                                           body=chunk(b"hello") + LAST_CHUNK))
+                                           body=chunk(b"hello") + LAST_CHUNK),
+                                   "both Content-Length and Transfer-Encoding")
 
     def test_two_content_lengths(self) -> Any:
         return self.assertRejected(request(b"POST", b"/v1.41/containers/create",
-                                           (b"Content-Length", b"5"), (b"Content-Length", b"6"), body=b"hello!"))
+                                           (b"Content-Length", b"5"), (b"Content-Length", b"6"), body=b"hello!"),
+                                   "more than one Content-Length header")
 
     @defer.inlineCallbacks
     def test_hop_by_hop_headers_stay_here(self) -> Any:
@@ -149,7 +153,7 @@ class ClientTimeoutTests(ProxyTestCase):
         client.send(request(b"POST", b"/v1.41/containers/create", (b"Content-Type", b"application/json"),
                             (b"Content-Length", b"100"), body=b'{"Image":'))
         resp = yield client.response()
-        self.assertDockerError(resp, 408, "powerstrip: the request did not arrive in time")
+        self.assertDockerError(resp, 408, "powerstrip: the request body did not arrive in time")
         self.assertEqual(self.adapters.calls, [])
         self.assertNothingReachedDocker()
 

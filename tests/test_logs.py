@@ -19,13 +19,21 @@ from typing import Any
 from twisted.application import service
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
-from twisted.logger import FileLogObserver, ILogObserver, Logger, LogPublisher, globalLogPublisher
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    Logger,
+    LogLevel,
+    LogPublisher,
+    globalLogPublisher,
+)
 from twisted.python import log as legacy
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from powerstrip import logs
+from powerstrip.access import AccessLog
 from powerstrip.logs import PowerstripService, format_json_line, twistd_log_file
 from powerstrip.service import Options
 from tests import test_proxy as proxy
@@ -202,16 +210,27 @@ class InstallTests(TestCase):
     def test_json_sets_the_application_observer_to_the_logfile(self) -> None:
         app = self.attach("json", {"logfile": self.path, "nodaemon": True})
         observer = app.getComponent(ILogObserver)
-        self.assertIsInstance(observer, FileLogObserver)
+        self.assertIsInstance(observer, FilteringLogObserver)
         self.emit(observer, "one")
         self.emit(observer, "two")
         self.assertEqual([r["message"] for r in self.read_lines(self.path)], ["one", "two"])
         # The service is still the application's, as with a plain MultiService.
         self.assertEqual(len(list(service.IServiceCollection(app))), 1)
 
-    def test_text_leaves_twistd_its_own_observer(self) -> None:
-        app = self.attach("text", {"logfile": self.path, "nodaemon": True})
-        self.assertIsNone(app.getComponent(ILogObserver, None))
+    def test_text_is_twistds_own_format_on_a_shared_file(self) -> None:
+        """Text lines as twistd writes them, to a file the access log shares (one buffer, in order)."""
+        access = AccessLog(None)
+        top = PowerstripService("text", {"logfile": self.path, "nodaemon": True})
+        top.log_file_users.append(access)
+        app = service.Application("powerstrip")
+        top.setServiceParent(app)
+        observer = app.getComponent(ILogObserver)
+        observer({"log_format": "hello {x}", "x": 1, "log_time": 0.0, "log_namespace": "t",
+                  "log_level": LogLevel.info})
+        access.out.flush()
+        with open(self.path, encoding="utf-8") as f:
+            line = f.read()
+        self.assertIn("[t#info] hello 1", line)
 
     def test_an_observer_already_set_is_kept(self) -> None:
         app = service.Application("powerstrip")
@@ -294,7 +313,7 @@ class InstallTests(TestCase):
 
 
 def access_events(events: list[dict]) -> list[dict]:
-    return [e for e in events if e.get("log_namespace") == "powerstrip.exchange" and "status" in e]
+    return [e for e in events if e.get("log_namespace") == "powerstrip.access" and "status" in e]
 
 
 class RequestLogTests(proxy.ProxyTestCase):
@@ -337,7 +356,7 @@ class RequestLogTests(proxy.ProxyTestCase):
         self.assertRegex(request_id, r"^[0-9a-f]{16}$")
         [record] = yield self.wait_for(request_id=request_id)
         self.assertEqual({k: record[k] for k in ("level", "namespace", "method", "path", "status", "hooks")},
-                         {"level": "info", "namespace": "powerstrip.exchange", "method": "GET",
+                         {"level": "info", "namespace": "powerstrip.access", "method": "GET",
                           "path": "/v1.41/version?x=1", "status": 200, "hooks": []})
         self.assertEqual(record["bytes"], len(resp.body))
         self.assertIsInstance(record["duration_ms"], float)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
+from powerstrip.apipath import parse_versions
 from powerstrip.config import Adapter, Config, Endpoint, parse_config
-from powerstrip.matching import NO_ROUTE, Route, candidate_paths, match
+from powerstrip.matching import NO_ROUTE, Route, key_version, match, path_globs, request_path
 
 A, B, C, D = (Adapter(n, f"http://{n}/hook") for n in "abcd")
 
 
-def rule(pattern: str, pre: tuple[Adapter, ...] = (), post: tuple[Adapter, ...] = ()) -> Endpoint:
+def rule(pattern: str, pre: tuple[Adapter, ...] = (), post: tuple[Adapter, ...] = (),
+         versions: str | None = None) -> Endpoint:
     """An endpoint as :func:`powerstrip.config.parse_config` would build it."""
     method, path = pattern.split()
-    return Endpoint(pattern, method.upper(), path, pre, post)
+    return Endpoint(pattern, method.upper(), path, pre, post, parse_versions(versions) if versions else ())
 
 
 def config(*endpoints: Endpoint) -> Config:
@@ -42,17 +44,16 @@ class GlobTests(MatchTestCase):
         self.assertNoMatch(cfg, "POST", "/v1.41/containers/abc123/start/more")
 
     def test_exact_path(self) -> None:
-        cfg = config(rule("GET /v1.41/info", pre=(A,)))
-        self.assertMatches(cfg, "GET", "/v1.41/info", "GET /v1.41/info")
-        self.assertNoMatch(cfg, "GET", "/v1.40/info")
+        cfg = config(rule("GET /info", pre=(A,)))
+        self.assertMatches(cfg, "GET", "/v1.41/info", "GET /info")
+        self.assertMatches(cfg, "GET", "/info", "GET /info")
         self.assertNoMatch(cfg, "GET", "/v1.41/infos")
+        self.assertNoMatch(cfg, "GET", "/v1.41/x/info")
 
     def test_question_mark(self) -> None:
-        cfg = config(rule("GET /v1.4?/info", pre=(A,)))
-        self.assertMatches(cfg, "GET", "/v1.41/info", "GET /v1.4?/info")
-        self.assertMatches(cfg, "GET", "/v1.40/info", "GET /v1.4?/info")
-        self.assertNoMatch(cfg, "GET", "/v1.4/info")
-        self.assertNoMatch(cfg, "GET", "/v1.410/info")
+        cfg = config(rule("GET /containers/?/json", pre=(A,)))
+        self.assertMatches(cfg, "GET", "/v1.41/containers/a/json", "GET /containers/?/json")
+        self.assertNoMatch(cfg, "GET", "/v1.41/containers/ab/json")
 
     def test_brackets(self) -> None:
         cfg = config(rule("DELETE /*/containers/[ab]*", pre=(A,)))
@@ -105,18 +106,18 @@ class QueryStringTests(MatchTestCase):
         self.assertNoMatch(cfg, "POST", "/v1.41/images/create?x=/v1/containers/create")
         self.assertNoMatch(cfg, "GET", "/v1.41/version?q=/v1.41/info")
 
-    def test_candidate_paths_strip_the_query(self) -> None:
-        self.assertEqual(candidate_paths("/v1.41/containers/json?all=1"), ("/v1.41/containers/json",))
-        self.assertEqual(candidate_paths("/_ping?x=1"), ("/_ping", "/v/_ping"))
+    def test_request_path_strips_the_query(self) -> None:
+        self.assertEqual(request_path("/v1.41/containers/json?all=1"), ("1.41", "/containers/json"))
+        self.assertEqual(request_path("/_ping?x=/v1.41/y"), (None, "/_ping"))
 
 
 class UnversionedTests(MatchTestCase):
-    def test_candidate_paths(self) -> None:
-        self.assertEqual(candidate_paths("/v1.41/_ping"), ("/v1.41/_ping",))
-        self.assertEqual(candidate_paths("/v1/_ping"), ("/v1/_ping",))
-        self.assertEqual(candidate_paths("/_ping"), ("/_ping", "/v/_ping"))
-        self.assertEqual(candidate_paths("/containers/create"), ("/containers/create", "/v/containers/create"))
-        self.assertEqual(candidate_paths("/version"), ("/version", "/v/version"))
+    def test_request_path(self) -> None:
+        self.assertEqual(request_path("/v1.41/_ping"), ("1.41", "/_ping"))
+        self.assertEqual(request_path("/v1/_ping"), ("1", "/_ping"))
+        self.assertEqual(request_path("/_ping"), (None, "/_ping"))
+        self.assertEqual(request_path("/version"), (None, "/version"))
+        self.assertEqual(request_path("/%761.41/containers/%63reate"), ("1.41", "/containers/create"))
 
     def test_unversioned_path_hits_star_version_rule(self) -> None:
         cfg = config(rule("POST /*/containers/create", pre=(A,)))
@@ -130,10 +131,11 @@ class UnversionedTests(MatchTestCase):
         self.assertMatches(star, "GET", "/v1.41/_ping", "GET /*/_ping")
         bare = config(rule("GET /_ping", pre=(A,)))
         self.assertMatches(bare, "GET", "/_ping", "GET /_ping")
-        self.assertNoMatch(bare, "GET", "/v1.41/_ping")
+        self.assertMatches(bare, "GET", "/v1.41/_ping", "GET /_ping")
         versioned = config(rule("GET /v1.41/_ping", pre=(A,)))
         self.assertMatches(versioned, "GET", "/v1.41/_ping", "GET /v1.41/_ping")
-        self.assertNoMatch(versioned, "GET", "/_ping")
+        self.assertMatches(versioned, "GET", "/v1.24/_ping", "GET /v1.41/_ping")
+        self.assertMatches(versioned, "GET", "/_ping", "GET /v1.41/_ping")
 
     def test_unversioned_version_endpoint(self) -> None:
         """``/version`` is not mistaken for a version prefix."""
@@ -228,3 +230,62 @@ class DecodedPathTests(TestCase):
                            "adapters:\n  a: http://a/\n")
         for path in ("/v1.41/containers/%63reate", "/containers/%63reate", "/v1.41/%63ontainers/create?name=x"):
             self.assertTrue(match(cfg, "POST", path).hooked, path)
+
+
+class PathIdentityTests(MatchTestCase):
+    """The version prefix is never part of a path (issue 13, item 1)."""
+
+    SPELLINGS = ("POST /containers/create", "POST /*/containers/create", "POST /v1.41/containers/create",
+                 "POST /v1.*/containers/create", "POST /v*/containers/create", "POST /v1.4[01]/containers/create")
+    REQUESTS = ("/containers/create", "/v1.41/containers/create", "/v1.24/containers/create",
+                "/v1.56/containers/create?name=x", "/v1/containers/create", "/%76%31.41/containers/create")
+
+    def test_every_spelling_matches_every_version(self) -> None:
+        for spelling in self.SPELLINGS:
+            cfg = config(rule(spelling, pre=(A,)))
+            for path in self.REQUESTS:
+                self.assertMatches(cfg, "POST", path, spelling)
+            self.assertNoMatch(cfg, "POST", "/v1.41/containers/abc/start")
+            if "/*/" not in spelling:  # whose * matches across /, as always: an over-match is harmless
+                self.assertNoMatch(cfg, "POST", "/v1.41/v1.41/containers/create")  # dockerd: 404
+
+    def test_start_at_any_version(self) -> None:
+        cfg = config(rule("POST /v1.41/containers/*/start", pre=(A,)))
+        for path in ("/v1.40/containers/c/start", "/containers/c/start", "/v1.41/containers/c/start"):
+            self.assertMatches(cfg, "POST", path, "POST /v1.41/containers/*/start")
+
+    def test_star_first_segment_keeps_its_old_meaning(self) -> None:
+        """``/*/start`` matched any path ending in /start: it still does, versioned or not."""
+        cfg = config(rule("POST /*/start", pre=(A,)))
+        for path in ("/v1.41/containers/c/start", "/containers/c/start", "/exec/e/start"):
+            self.assertMatches(cfg, "POST", path, "POST /*/start")
+
+    def test_path_globs(self) -> None:
+        self.assertEqual(path_globs("/v1.41/info"), ("/info",))
+        self.assertEqual(path_globs("/v1.*/containers/*"), ("/containers/*",))
+        self.assertEqual(path_globs("/*/info"), ("/info", "/*/info"))
+        self.assertEqual(path_globs("/version"), ("/version",))
+        self.assertEqual(path_globs("/volumes/*"), ("/volumes/*",))
+        self.assertEqual(path_globs("*"), ("*",))
+        self.assertEqual((key_version("/v1.41/info"), key_version("/*/info"), key_version("/volumes")),
+                         ("v1.41", None, None))
+
+    def test_versions_field(self) -> None:
+        cfg = config(rule("POST /containers/create", pre=(A,), versions=">=1.44"))
+        self.assertMatches(cfg, "POST", "/v1.44/containers/create", "POST /containers/create")
+        self.assertMatches(cfg, "POST", "/v1.50/containers/create", "POST /containers/create")
+        self.assertNoMatch(cfg, "POST", "/v1.41/containers/create")
+        self.assertNoMatch(cfg, "POST", "/v1.5/containers/create")  # 1.5 < 1.44, as dockerd orders them
+        # Unversioned: dockerd's own current version, unknown here: the hook runs.
+        self.assertMatches(cfg, "POST", "/containers/create", "POST /containers/create")
+
+    def test_versions_range(self) -> None:
+        cfg = config(rule("POST /containers/create", pre=(A,), versions=">1.40, <=1.43"))
+        for v, hit in (("1.40", False), ("1.41", True), ("1.43", True), ("1.43.0", True), ("1.44", False)):
+            self.assertEqual(match(cfg, "POST", f"/v{v}/containers/create").hooked, hit, v)
+
+    def test_versions_from_yaml(self) -> None:
+        cfg = parse_config('endpoints:\n  "POST /containers/create": {pre: [a], versions: "==1.41"}\n'
+                           'adapters: {a: "http://a/"}\n')
+        self.assertTrue(match(cfg, "POST", "/v1.41/containers/create").hooked)
+        self.assertFalse(match(cfg, "POST", "/v1.42/containers/create").hooked)

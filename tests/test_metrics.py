@@ -23,8 +23,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 from powerstrip.admin import admin_site
 from powerstrip.config import parse_config
 from powerstrip.metrics import DURATION_BUCKETS, Metrics, method_label
+from powerstrip.proxy import Proxy
 from powerstrip.reload import reload_config
-from powerstrip.resource import PowerstripResource
 from powerstrip.upstream import DockerAddress
 from tests.fakes import echo_pre, reply, unused_port
 from tests.test_proxy import (
@@ -50,7 +50,7 @@ def parse(text: str) -> dict[tuple[str, frozenset], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def scrape(resource: PowerstripResource) -> dict[tuple[str, frozenset], float]:
+def scrape(resource: Proxy) -> dict[tuple[str, frozenset], float]:
     """What ``/metrics`` would serve for ``resource`` right now, parsed."""
     return parse(generate_latest(resource.metrics.registry).decode())
 
@@ -67,7 +67,7 @@ def total(samples: dict, name: str) -> float:
 
 class MetricsTestCase(ProxyTestCase):
     @defer.inlineCallbacks
-    def counted(self, resource: PowerstripResource, n: int) -> Any:
+    def counted(self, resource: Proxy, n: int) -> Any:
         """Wait until ``n`` requests are counted in all (they end after the client sees the answer)."""
         deadline = time.monotonic() + 5
         while total(scrape(resource), "powerstrip_requests_total") < n:
@@ -299,7 +299,7 @@ class ReloadTests(TestCase):
         path = self.mktemp()
         with open(path, "w") as f:
             f.write("version: 1\nendpoints: {}\nadapters: {}\n")
-        resource = PowerstripResource(reactor, parse_config(PASSTHROUGH, "x"),
+        resource = Proxy(reactor, parse_config(PASSTHROUGH, "x"),
                                       DockerAddress.parse("unix:///nonexistent"))
         self.addCleanup(resource.close)
         m = scrape(resource)
@@ -317,7 +317,7 @@ class ReloadTests(TestCase):
 
 class UnitTests(TestCase):
     def test_method_labels_are_bounded(self) -> None:
-        self.assertEqual([method_label(m) for m in (b"GET", b"post", b"HEAD", b"BREW", b"X" * 100)],
+        self.assertEqual([method_label(m) for m in ("GET", "post", "HEAD", "BREW", "X" * 100)],
                          ["GET", "POST", "HEAD", "other", "other"])
 
     def test_buckets_span_a_millisecond_to_a_minute(self) -> None:
@@ -335,7 +335,7 @@ class EndpointTests(TestCase):
 
     @defer.inlineCallbacks
     def test_metrics_served_by_admin_site(self) -> Any:
-        proxy = PowerstripResource(reactor, parse_config(PASSTHROUGH, "x"),
+        proxy = Proxy(reactor, parse_config(PASSTHROUGH, "x"),
                                    DockerAddress.parse(f"tcp://127.0.0.1:{unused_port()}"))
         self.addCleanup(proxy.close)
         proxy.metrics.reloaded(False)

@@ -4,8 +4,8 @@ Each test runs, on 127.0.0.1 in this reactor:
 
 - a fake dockerd (:class:`tests.fakes.FakeDockerd`) that records every byte
   it gets and answers exactly the bytes the test scripts, when it says so;
-- Powerstrip itself: a :class:`~powerstrip.web.PowerstripSite` over a
-  :class:`~powerstrip.resource.PowerstripResource` pointed at the fake;
+- Powerstrip itself: a :class:`~powerstrip.front.FrontFactory` over a
+  :class:`~powerstrip.proxy.Proxy` pointed at the fake;
 - a raw client (:class:`tests.fakes.RawClient`) sending exact bytes;
 - when hooks are configured, fake adapters (a twisted.web Site).
 
@@ -27,11 +27,11 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from powerstrip.config import parse_config
-from powerstrip.exchange import _when_flushed
-from powerstrip.resource import Limits, PowerstripResource
+from powerstrip.exchange import when_flushed
+from powerstrip.front import FrontFactory
+from powerstrip.proxy import Limits, Proxy
 from powerstrip.tls import DockerTLS, ListenerTLS
 from powerstrip.upstream import DockerAddress
-from powerstrip.web import PowerstripSite
 from tests.fakes import (
     DockerConnection,
     FakeAdapters,
@@ -111,7 +111,7 @@ class ProxyTestCase(TestCase):
     def setUp(self) -> None:
         self.tracker = Tracker()
         self.ports: list[Any] = []
-        self.resources: list[PowerstripResource] = []
+        self.resources: list[Proxy] = []
         self.proxy_transports: list[Any] = []  # Powerstrip's side of each client connection
         self.dockerd = FakeDockerd(self.tracker)
         self.dockerd_port = self.listen(self.dockerd)
@@ -127,21 +127,21 @@ class ProxyTestCase(TestCase):
 
     def start(self, config: str = PASSTHROUGH, limits: Limits | None = None, docker: str | None = None,
               tls: ListenerTLS | None = None, docker_tls: DockerTLS | None = None, verbose: bool = False,
-              site_options: dict | None = None, **handlers: Any) -> PowerstripResource:
+              site_options: dict | None = None, **handlers: Any) -> Proxy:
         """Run Powerstrip with ``config`` (``$BASE`` is the fake adapters' URL) and adapter ``handlers``.
 
         ``tls`` puts its listener behind TLS; ``docker_tls`` talks TLS to the
-        fake dockerd; ``site_options`` go to :class:`PowerstripSite`.
+        fake dockerd; ``site_options`` go to :class:`FrontFactory`.
         """
         self.adapters.handlers.update(handlers)
         cfg = parse_config(config.replace("$BASE", self.adapter_base), "test")
         address = DockerAddress.parse(docker or f"tcp://127.0.0.1:{self.dockerd_port}")
-        resource = PowerstripResource(reactor, cfg, address, limits or Limits(), docker_tls=docker_tls,
+        resource = Proxy(reactor, cfg, address, limits or Limits(), docker_tls=docker_tls,
                                       verbose=verbose)
         # The pool's connections to dockerd are ended at clean-up like every other.
         self.tracker.track_factory(resource.upstream._factory)
         self.resources.append(resource)
-        site = PowerstripSite(resource, **(site_options or {}))
+        site = FrontFactory(resource, **(site_options or {}))
         self.proxy_port = self.listen(site if tls is None else tls.wrap(site))
         build = site.buildProtocol
 
@@ -391,21 +391,33 @@ class RequestBodyTests(ProxyTestCase):
         self.assertEqual(resp.code, 200)
 
     @defer.inlineCallbacks
-    def test_chunked_body_from_http10_client_goes_as_http11(self) -> Any:
-        """A chunked body sent as HTTP/1.0 would reach dockerd empty: upstream is always HTTP/1.1."""
+    def test_chunked_body_from_http10_client_refused(self) -> Any:
+        """Go ignores Transfer-Encoding in an HTTP/1.0 request (net/http, issue 12785) and
+        would read no body: two readings of one request, so it is refused, nothing forwarded."""
         self.start()
         client = yield self.connect()
         body = b"some tar bytes" * 50
         client.send(request(b"PUT", b"/v1.41/containers/abc/archive?path=/tmp", (b"Content-Type", b"text/plain"),
                             (b"Transfer-Encoding", b"chunked"), version=b"HTTP/1.0"),
                     chunk(body[:300]), chunk(body[300:]), LAST_CHUNK)
+        resp = yield client.response()
+        self.assertDockerError(resp, 400, "powerstrip: Transfer-Encoding in an HTTP/1.0 request")
+        yield client.wait_eof()
+        self.assertNothingReachedDocker()
+
+    @defer.inlineCallbacks
+    def test_http10_request_goes_as_http11(self) -> Any:
+        """An HTTP/1.0 request goes to dockerd as HTTP/1.1 (the pool's connections are 1.1),
+        and the connection closes after the answer, as 1.0 without keep-alive wants."""
+        self.start()
+        client = yield self.connect()
+        client.send(request(b"GET", b"/v1.41/info", version=b"HTTP/1.0"))
         conn, req = yield self.dockerd.next_request()
         self.assertEqual(req.version, b"HTTP/1.1")
-        self.assertTrue(req.chunked, req.raw_head)
-        self.assertEqual(req.body, body)
-        conn.send(response(b"200 OK", (b"Content-Length", b"0")))
+        conn.send(response(b"200 OK", (b"Content-Length", b"2"), body=b"{}"))
         resp = yield client.response()
-        self.assertEqual(resp.code, 200)
+        self.assertEqual((resp.code, resp.body), (200, b"{}"))
+        yield client.wait_eof()
 
     @defer.inlineCallbacks
     def test_content_length_body_streams_with_same_length(self) -> Any:
@@ -759,7 +771,8 @@ class HookTests(ProxyTestCase):
         self.assertEqual(req.values(b"content-type"), [b"application/json"])
         self.assertEqual(self.dockerd.connections[0].stream, b"", "bytes past the declared length")
         self.assertEqual((resp.code, resp.json()["Id"]), (201, "abc"))
-        self.assertEqual(self.adapters.calls[0][1]["ClientRequest"]["Body"], '{"Image": "busybox"}')
+        # Hooks see the body as dockerd will decode it (hookbody.read_for_hooks): canonical JSON.
+        self.assertEqual(self.adapters.calls[0][1]["ClientRequest"]["Body"], '{"Image":"busybox"}')
 
     @defer.inlineCallbacks
     def test_client_gone_stops_the_chain_even_with_failure_ignore(self) -> Any:
@@ -921,7 +934,7 @@ class HookTests(ProxyTestCase):
         client = yield self.connect()
         client.send(json_request(b"POST", b"/v1.41/containers/create", {"Image": "busybox", "Cmd": ["x"] * 100}))
         resp = yield client.response()
-        message = self.assertDockerError(resp, 413, "powerstrip: JSON request body larger than 100 bytes")
+        message = self.assertDockerError(resp, 413, "powerstrip: request body larger than 100 bytes")
         self.assertIn("--max-json-body", message)
         self.assertEqual(self.adapters.calls, [])
         self.assertNothingReachedDocker()
@@ -943,11 +956,11 @@ class DockerDownTests(ProxyTestCase):
 
 
 class FlushWatchTests(SynchronousTestCase):
-    """Waiting for a 101 head to leave before splicing (``exchange._when_flushed``)."""
+    """Waiting for a 101 head to leave before splicing (``exchange.when_flushed``)."""
 
     def test_flushed(self) -> None:
         transport, seen = StringTransport(), []
-        _when_flushed(transport, lambda: seen.append("flushed"), lambda: seen.append("lost"))
+        when_flushed(transport, lambda: seen.append("flushed"), lambda: seen.append("lost"))
         self.assertEqual(seen, [])  # registration alone is not a flush
         transport.producer.resumeProducing()
         self.assertEqual((seen, transport.producer), (["flushed"], None))
@@ -955,6 +968,6 @@ class FlushWatchTests(SynchronousTestCase):
     def test_lost_before_flush(self) -> None:
         """A client gone with the head unsent: ``lost`` runs, so dockerd's connection is closed."""
         transport, seen = StringTransport(), []
-        _when_flushed(transport, lambda: seen.append("flushed"), lambda: seen.append("lost"))
+        when_flushed(transport, lambda: seen.append("flushed"), lambda: seen.append("lost"))
         transport.producer.stopProducing()  # what a transport does when its connection is lost
         self.assertEqual(seen, ["lost"])

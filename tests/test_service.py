@@ -88,13 +88,13 @@ class ReloadTests(TestCase):
         from twisted.internet import reactor
 
         from powerstrip.config import load_config
+        from powerstrip.proxy import Proxy
         from powerstrip.reload import reload_config
-        from powerstrip.resource import PowerstripResource
 
         path = self.mktemp()
         with open(path, "w") as f:
             f.write(VALID)
-        resource = PowerstripResource(reactor, load_config(path), DockerAddress.parse("unix:///nonexistent"))
+        resource = Proxy(reactor, load_config(path), DockerAddress.parse("unix:///nonexistent"))
         self.addCleanup(resource.close)
         first = resource.config
         with open(path, "w") as f:
@@ -118,7 +118,7 @@ class AccessLogOptionTests(TestCase):
                 options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", *argv])
             top = make_service(options)
             site = next(s for s in top if hasattr(s, "factory")).factory
-            self.assertIs(site.resource.access_log, expected)
+            self.assertIs(site.proxy.access_log is not None, expected)
 
 
 class StaleSocketTests(TestCase):
@@ -171,7 +171,7 @@ class TLSOptionTests(TestCase):
                              "--listen", "tcp:0:interface=127.0.0.1", "--listen", f"unix:{self.mktemp()}")
         self.assertEqual(options["listener_tls"].ca, str(self.server / "ca.pem"))
         factories = [s.factory for s in make_service(options) if hasattr(s, "factory")]
-        self.assertEqual([type(f).__name__ for f in factories], ["HalfCloseableTLSFactory", "PowerstripSite"])
+        self.assertEqual([type(f).__name__ for f in factories], ["HalfCloseableTLSFactory", "FrontFactory"])
         self.assertIsInstance(factories[0], HalfCloseableTLSFactory)
 
     def test_tls_option_errors(self) -> None:

@@ -23,8 +23,10 @@ CREATE = "/v1.47/containers/create"
 
 def refuse_privileged(payload: dict) -> tuple[int, dict]:
     """A recording adapter's reply: refuse privileged creates, pass the rest."""
-    if payload["Type"] == "pre-hook" and '"Privileged": true' in (payload["ClientRequest"]["Body"] or ""):
-        return 403, {"message": "no privileged containers"}
+    if payload["Type"] == "pre-hook":
+        body = json.loads(payload["ClientRequest"]["Body"] or "{}")
+        if (body.get("HostConfig") or {}).get("Privileged"):
+            return 403, {"message": "no privileged containers"}
     key = "ModifiedClientRequest" if payload["Type"] == "pre-hook" else "ModifiedServerResponse"
     source = payload["ClientRequest"] if payload["Type"] == "pre-hook" else payload["ServerResponse"]
     return 200, {"PowerstripProtocolVersion": 1, key: source}

@@ -99,7 +99,7 @@ class LogfileTests(TestCase):
             [record] = self.access(records, *call)
             self.assertRegex(record["request_id"], REQUEST_ID, name)
             self.assertIn(f"#{record['request_id']} {record['method']} {record['path']} -> ", record["message"])
-            self.assertEqual((record["level"], record["namespace"]), ("info", "powerstrip.exchange"), name)
+            self.assertEqual((record["level"], record["namespace"]), ("info", "powerstrip.access"), name)
             self.assertIsInstance(record["status"], int)
             self.assertLess(record["status"], 300, record)
             self.assertIsInstance(record["bytes"], int)

@@ -1,0 +1,27 @@
+"""Print the shell block of README.md that follows ``<!-- ci-run: NAME -->``.
+
+ci/image.sh runs the README's image and Compose commands as written (with only
+the image tag, container name and ports swapped for its own): this is where
+it reads them, so a README edit that breaks them breaks CI.
+
+    python3 ci/readme_block.py NAME [README]
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+
+def block(name: str, text: str) -> str:
+    """The code of the fenced block right after the ``ci-run: name`` marker."""
+    m = re.search(rf"<!-- ci-run: {re.escape(name)} -->\n```[a-z]*\n(.*?)```", text, re.S)
+    if m is None:
+        raise SystemExit(f"README has no block marked <!-- ci-run: {name} -->")
+    return m.group(1)
+
+
+if __name__ == "__main__":
+    readme = Path(sys.argv[2] if len(sys.argv) > 2 else Path(__file__).resolve().parents[1] / "README.md")
+    sys.stdout.write(block(sys.argv[1], readme.read_text(encoding="utf-8")))
