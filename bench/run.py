@@ -53,9 +53,11 @@ LABEL = "powerstrip-bench"
 IMAGE = "busybox:latest"
 MiB = 1024 * 1024
 RELAYS = ("socat", "haproxy", "powerstrip")
-#: An experiment, in the request-rate section only: Powerstrip unchanged, but
-#: twistd's log observer drops info events (the per-request access line).
-QUIET = "powerstrip-quietlog"
+#: The yardstick, in the request-rate section only: the smallest Twisted relay
+#: that could beat Powerstrip (bench/bare_relay.py), run in the same run.
+BARE = "bare-relay"
+#: With --powerstrip-tree: Powerstrip from another checkout (an earlier commit), same run, same config.
+BEFORE = "powerstrip-before"
 SECTIONS = ("ping", "bulk", "hooks", "hijack", "profile")
 #: The SDK adapter of the hook section: in-process (``python:`` + this) and over HTTP.
 SDK_MODULE = "bench.sdk_adapter:adapter"
@@ -401,23 +403,32 @@ def python_impl(python: str) -> tuple[str, str]:
     return impl, version.strip()
 
 
-def start_powerstrip(procs: Procs, config: Path, tag: str = "nohook", quiet_log: bool = False,
-                     explicit_limits: bool = True, python: str | None = None,
-                     name: str | None = None, env_extra: dict[str, str] | None = None) -> Relay:
+def start_bare_relay(procs: Procs) -> Relay:
     port = free_port()
-    path = [str(REPO)] + ([str(HERE)] if quiet_log else []) + [os.environ.get("PYTHONPATH", "")]
+    r = Relay(BARE, procs.start([sys.executable, str(HERE / "bare_relay.py"), str(port), DOCKER_SOCK],
+                                "bare-relay.log"), port)
+    wait_ready(r)
+    return r
+
+
+def start_powerstrip(procs: Procs, config: Path, tag: str = "nohook",
+                     explicit_limits: bool = True, python: str | None = None,
+                     name: str | None = None, env_extra: dict[str, str] | None = None,
+                     tree: Path = REPO) -> Relay:
+    port = free_port()
+    path = [str(tree), os.environ.get("PYTHONPATH", "")]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p), **(env_extra or {}))
     env.pop("DOCKER_HOST", None)
     argv = [python or sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; run()",
-            "-n", "--pidfile="] + (["--logger", "quiet_log.observer"] if quiet_log else []) + [
+            "-n", "--pidfile=",
             "powerstrip", "--config", str(config),
             "--docker", f"unix://{DOCKER_SOCK}", "--listen", f"tcp:{port}:interface=127.0.0.1",
             # Passed explicitly: at da2b8a1 their defaults stay uncoerced strings
             # (twisted.python.usage), which breaks every post-hooked response;
             # section_hooks checks the defaults separately.
             ] + (["--max-json-body", "16M", "--max-response-body", "64M"] if explicit_limits else [])
-    name = name or ("powerstrip-quietlog" if quiet_log else "powerstrip")
-    r = Relay(name, procs.start(argv, f"powerstrip-{tag}.log", env=env, cwd=str(REPO)), port)
+    name = name or "powerstrip"
+    r = Relay(name, procs.start(argv, f"powerstrip-{tag}.log", env=env, cwd=str(tree)), port)
     wait_ready(r)
     return r
 
@@ -524,19 +535,26 @@ class Bench:
             self.alt_python = (path, impl, version)
             self.relay_names = RELAYS + (f"powerstrip-{impl if impl != 'cpython' else 'alt'}",)
             log(f"extra relay {self.relay_names[-1]}: Powerstrip under {path} ({version})")
+        if self.args.powerstrip_tree:
+            names = list(self.relay_names)
+            names.insert(len(RELAYS), BEFORE)  # an --powerstrip-python row stays last
+            self.relay_names = tuple(names)
 
     def start_relays(self) -> None:
         cfg = write_config(self.tmp / "nohook.yml")
         self.relays["socat"] = start_socat(self.procs)
         self.relays["haproxy"] = start_haproxy(self.procs, self.tmp)
         self.relays["powerstrip"] = start_powerstrip(self.procs, cfg)
+        if self.args.powerstrip_tree:
+            self.relays[BEFORE] = start_powerstrip(self.procs, cfg, tag="before", name=BEFORE,
+                                                   tree=Path(self.args.powerstrip_tree).resolve())
         if self.alt_python:
             alt = self.relay_names[-1]
             self.relays[alt] = start_powerstrip(self.procs, cfg, tag=alt.split("-", 1)[1],
                                                 python=self.alt_python[0], name=alt)
             self._jit_warmup(self.relays[alt])
         if "ping" in self.args.sections:
-            self.relays[QUIET] = start_powerstrip(self.procs, cfg, tag="quietlog", quiet_log=True)
+            self.relays[BARE] = start_bare_relay(self.procs)
         log("relays up: " + ", ".join(f"{r.name} :{r.port} pid {r.pid}" for r in self.relays.values()))
 
     def _jit_warmup(self, relay: Relay) -> None:
@@ -584,7 +602,7 @@ class Bench:
             runs: dict[str, list[dict]] = collections.defaultdict(list)
             for rep in range(a.reps):
                 # Interleaved, so that drift (other dockerd users) hits all relays alike.
-                for name in self.relay_names + (QUIET,):
+                for name in self.relay_names + (BARE,):
                     relay = self.relays[name]
                     wrk(self.procs, relay.url + path, conns, a.warmup)
                     r = wrk(self.procs, relay.url + path, conns, a.duration, watch=self.watch(relay))
@@ -595,7 +613,7 @@ class Bench:
                         f"p99 {r['p99']:.3f} ms cpu relay {r['cpu'].get('relay', 0):.0f}% "
                         f"dockerd {r['cpu'].get('dockerd', 0):.0f}% wrk {r['cpu'].get('wrk', 0):.0f}% "
                         f"machine {r['cpu'].get('machine', 0):.0f}% RSS {r['rss']:.1f} MiB")
-            for name in self.relay_names + (QUIET,):
+            for name in self.relay_names + (BARE,):
                 best = max(runs[name], key=lambda r: r["rps"])
                 rows.append({"test": label, "conns": conns, "relay": name, **{k: best[k] for k in (
                     "rps", "p50", "p99", "errors", "requests", "cpu")},
@@ -1015,6 +1033,12 @@ def collapse(path: Path, top: int = 20) -> dict:
 # -- report ------------------------------------------------------------------------------
 
 
+def tree_commit(tree: str) -> str:
+    """``git describe`` of a checkout, for the report."""
+    out = subprocess.run(["git", "-C", tree, "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+    return out.stdout.strip()[:80] or "not a git checkout"
+
+
 def _ratio(x: float, base: float) -> str:
     return f"{x / base:.2f}×" if base else "n/a"
 
@@ -1127,6 +1151,9 @@ def report(bench: Bench, elapsed: float) -> str:
              f"{a.jit_warmup if a.jit_warmup is not None else (10 if bench.alt_python[1] == 'pypy' else 0):g}s "
              "warm-up right after start (JIT); hooks and profile sections use CPython only"]
             if bench.alt_python else []),
+          *([f"- extra relay `{BEFORE}`: Powerstrip from the checkout `{a.powerstrip_tree}` "
+             f"({tree_commit(a.powerstrip_tree)}), same interpreter, same config: the before of a before/after"]
+            if a.powerstrip_tree else []),
           "- all three relays front the same dockerd unix socket and listen on **TCP loopback 127.0.0.1** "
           "(socat `TCP-LISTEN,fork,nodelay` → `UNIX-CONNECT`; HAProxy `mode http`, keep-alive, "
           "`timeout tunnel 1h`, backend server on the unix socket; Powerstrip `twistd -n powerstrip` "
@@ -1140,27 +1167,32 @@ def report(bench: Bench, elapsed: float) -> str:
 
     if "ping" in res:
         L += ["## 1. Request rate (keep-alive, wrk -t1)", "",
-              "| request | conns | relay | req/s | × socat | p50 ms | p99 ms | relay CPU µs/req | CPU relay "
-              "| CPU dockerd | CPU wrk | machine busy | errors | RSS MiB (peak) |",
-              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| request | conns | relay | req/s | × socat | × bare-relay | p50 ms | p99 ms | relay CPU µs/req "
+              "| CPU relay | CPU dockerd | CPU wrk | machine busy | errors | RSS MiB (peak) |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         socat = {(r["test"], r["conns"]): r for r in res["ping"] if r["relay"] == "socat"}
+        bare = {(r["test"], r["conns"]): r for r in res["ping"] if r["relay"] == BARE}
         for r in res["ping"]:
             s = socat[(r["test"], r["conns"])]
+            b = bare.get((r["test"], r["conns"]), {"rps": 0})
             L.append(f"| {r['test']} | {r['conns']} | {r['relay']} | {r['rps']:,.0f} | {_ratio(r['rps'], s['rps'])} "
+                     f"| {_ratio(r['rps'], b['rps'])} "
                      f"| {r['p50']:.3f} | {r['p99']:.3f} | {r['cpu'].get('relay', 0) * 1e4 / max(r['rps'], 1):.0f} "
                      f"| {r['cpu'].get('relay', 0):.0f}% "
                      f"| {r['cpu'].get('dockerd', 0):.0f}% | {r['cpu'].get('wrk', 0):.0f}% "
                      f"| {r['cpu'].get('machine', 0):.0f}% | {r['errors']} "
                      f"| {r.get('rss', 0):.1f} ({r.get('hwm', 0):.1f}) |")
-            if r["relay"] == "powerstrip" and r["test"] == "GET /_ping":
+            if r["relay"] == "powerstrip" and (r["test"] == "GET /_ping" or r["conns"] == 8):
                 ratio = r["rps"] / s["rps"] if s["rps"] else 0
-                targets.append((f"no-hook passthrough ≥ 0.8× socat req/s, /_ping, {r['conns']} conn",
-                                f"{ratio:.2f}×", ratio >= 0.8))
+                targets.append((f"no-hook passthrough ≥ 0.8× socat req/s, {r['test']}, {r['conns']} conn",
+                                f"{ratio:.2f}× (bare-relay {_ratio(b['rps'], s['rps'])})", ratio >= 0.8))
         L += ["", "RSS = VmRSS of the relay's process tree after the measurement (largest over the reps); "
                   "peak = VmHWM, the process's high-water mark since it started.", ""]
-        L += ["", f"`{QUIET}` is an experiment, not a relay: the same Powerstrip with twistd's log observer "
-                  "replaced by bench/quiet_log.py, which drops info events (the per-request access line) "
-                  "before formatting; the gap to `powerstrip` is what the text access log costs.", ""]
+        L += ["", f"`{BARE}` is the yardstick, not a product: bench/bare_relay.py, the smallest Twisted relay "
+                  "that could beat Powerstrip (heads found with bytes.find and forwarded as bytes, pooled UNIX "
+                  "connections, Content-Length/chunked counted; no parsing, hooks, log, metrics or limits). "
+                  "Powerstrip ÷ bare-relay is what Powerstrip's own work costs; bare-relay ÷ socat is what "
+                  "CPython and Twisted's reactor cost.", ""]
 
     if "bulk" in res:
         b = res["bulk"]
@@ -1296,6 +1328,9 @@ def main() -> int:
     ap.add_argument("--powerstrip-python", metavar="PATH",
                     help="also run Powerstrip under this interpreter (e.g. /opt/pypy-venv/bin/python, which "
                          "needs Twisted, treq, PyYAML installed) as an extra relay row 'powerstrip-<impl>'")
+    ap.add_argument("--powerstrip-tree", metavar="DIR",
+                    help="also run Powerstrip from this other checkout (e.g. a git worktree of an earlier "
+                         "commit) as an extra relay row 'powerstrip-before': a before/after in one run")
     ap.add_argument("--jit-warmup", type=float, metavar="SECONDS",
                     help="one-off load on the --powerstrip-python relay before any measurement [10 for PyPy, else 0]")
     ap.add_argument("--results", help="where to write the markdown report "

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Soak test: a real Powerstrip in front of the real dockerd, with adapters that fail.
 
-    python bench/soak.py                  # >= 20,000 requests + 200 hijacked sessions, ~5-8 min
+    python bench/soak.py                  # >= 100,000 requests + 1,000 hijacked sessions, ~15-20 min
     python bench/soak.py --quick          # ~1.5 min smoke run
     python bench/soak.py --requests 50000 --sessions 500 --workers 12 --settle 60
 
@@ -1335,8 +1335,8 @@ def _mix(text: str) -> dict[str, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests", type=int, default=20000, help="mixed API requests (default 20000)")
-    ap.add_argument("--sessions", type=int, default=200, help="hijacked sessions (default 200)")
+    ap.add_argument("--requests", type=int, default=100000, help="mixed API requests (default 100000)")
+    ap.add_argument("--sessions", type=int, default=1000, help="hijacked sessions (default 1000)")
     ap.add_argument("--workers", type=int, default=8, help="request threads, one keep-alive connection each")
     ap.add_argument("--session-threads", type=int, default=4, help="concurrent hijacked sessions")
     ap.add_argument("--settle", type=float, default=45.0,

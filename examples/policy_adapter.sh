@@ -6,7 +6,8 @@
 #
 # Pre-hook on "POST /*/containers/create" and "POST /*/containers/*/exec":
 # refuses with a 403 whose message the docker CLI prints, failing closed (a
-# call with no readable JSON object as body is refused too). Checked on
+# create or exec with no readable JSON object as body is refused too; other
+# calls it is pointed at, which have no body to judge, go on). Checked on
 # create, in HostConfig and at the body's top level (dockerd 20.10 reads
 # HostConfig fields there when HostConfig is absent): Privileged, NetworkMode,
 # PidMode, IpcMode, UTSMode, UsernsMode "host", CapAdd, Devices,
@@ -56,13 +57,16 @@ verdict=$(printf '%s' "$payload" | jq -r '
       then "bind mounts of host paths are not allowed here"
     else empty end;
   (.ClientRequest.Request | split("?")[0]) as $path
-  | (.ClientRequest.Body // error("no body")) | fromjson
-  | if type != "object" then error("not an object")
-    elif ($path | test("/exec$")) then
-      (if (.Privileged // false) != false then "privileged exec is not allowed here" else "" end)
-    else
-      [(.HostConfig // {} | if type == "object" then . else error("HostConfig is not an object") end
-        | hc_violations), (. | hc_violations)] | first // ""
+  | if .Type != "pre-hook" or ($path | test("/containers/create$|/containers/[^/]+/exec$") | not)
+    then ""  # nothing to judge: not a pre-hook, or a call with no body
+    else (.ClientRequest.Body // error("no body")) | fromjson
+    | if type != "object" then error("not an object")
+      elif ($path | test("/exec$")) then
+        (if (.Privileged // false) != false then "privileged exec is not allowed here" else "" end)
+      else
+        [(.HostConfig // {} | if type == "object" then . else error("HostConfig is not an object") end
+          | hc_violations), (. | hc_violations)] | first // ""
+      end
     end
 ' 2>/dev/null) || verdict="the request body is not a JSON object this policy can check"
 if [ -n "$verdict" ]; then

@@ -53,7 +53,7 @@ from powerstrip.http11 import (
 from powerstrip.matching import request_path
 from powerstrip.splice import Splice
 from powerstrip.tls import describe
-from powerstrip.upstream import DECODE, RELAY, SPLICE, UpstreamConnection, request_head
+from powerstrip.upstream import CHUNKED, CLOSE, DECODE, RELAY, SPLICE, UpstreamConnection, request_head
 
 if TYPE_CHECKING:
     from powerstrip.front import FrontConnection
@@ -77,12 +77,10 @@ class Stage(enum.Enum):
     ABANDONED = "abandoned"
 
 
-#: The stages after which nothing more happens.
-ENDED = frozenset((Stage.DONE, Stage.ABANDONED))
 #: What unwind calls say a hook failed in.
 _FAILED_IN = {Stage.PRE_HOOKS: "pre-hook", Stage.POST_HOOKS: "post-hook"}
 #: Stages in which the request may already be at dockerd.
-_AT_DOCKER = frozenset((Stage.AWAITING, Stage.STREAMING, Stage.POST_HOOKS, Stage.SPLICED))
+AT_DOCKER = frozenset((Stage.AWAITING, Stage.STREAMING, Stage.POST_HOOKS, Stage.SPLICED))
 
 _FRAMING = (b"content-length", b"transfer-encoding")
 #: How much of a streamed Docker error is kept for unwind calls.
@@ -206,7 +204,7 @@ class Exchange:
 
     def _to(self, stage: Stage) -> None:
         self.stage = stage
-        if stage in ENDED:
+        if stage is Stage.DONE or stage is Stage.ABANDONED:  # (Enum hashing is Python code: no set here)
             self._release_held()
             self.proxy.inflight.discard(self)
             self._unwind()
@@ -215,7 +213,7 @@ class Exchange:
     @property
     def ended(self) -> bool:
         """Whether this exchange is over (answered, or abandoned)."""
-        return self.stage in ENDED
+        return self.stage is Stage.DONE or self.stage is Stage.ABANDONED
 
     # -- the request and its body -------------------------------------------------------
 
@@ -412,6 +410,7 @@ class Exchange:
         conn = self.conn
         if conn.transport.producer is not None:
             conn.transport.unregisterProducer()
+        self.client.resumeProducing()  # dockerd's pace no longer holds the client (unregistering does not say so)
         conn.request_finished()
         if self._eof:
             self.client_eof()
@@ -437,10 +436,9 @@ class Exchange:
                 return RELAY  # a protocol switch nobody asked for: the connection fails (502)
             self._hijacked(head)
             return SPLICE
-        framed = head.header(b"content-length") is not None or head.header(b"transfer-encoding") is not None
-        bodiless = req.method == "HEAD" or head.code in (204, 304)
-        if not framed and not bodiless:
-            if head.code == 200 and _HIJACKS.match(req.path):
+        if head.framing is CLOSE:
+            if head.code == 200 and _HIJACKS.match(req.path) and \
+                    (head.header(b"content-type") or b"").startswith(b"application/vnd.docker."):
                 self._hijacked(head)  # an old client's attach or exec: "200 OK" and a raw stream
                 return SPLICE
             self._relay_close = self.closing = True
@@ -455,7 +453,7 @@ class Exchange:
             # Unwind calls will want Docker's error, which streams past otherwise.
             self._err_head, self._err_body = head, []
         how = RELAY
-        if not self.head.minor and head.header(b"transfer-encoding") is not None:
+        if not self.head.minor and head.framing is CHUNKED:
             # An HTTP/1.0 client cannot read chunked framing: the body goes de-chunked,
             # delimited by the connection's end.
             how, self._relay_close, self.closing = DECODE, True, True
@@ -660,7 +658,7 @@ class Exchange:
         """The client went away (or was refused) before its answer was complete."""
         if self.ended:
             return
-        sent = self.stage in _AT_DOCKER
+        sent = self.stage in AT_DOCKER
         if self.stage is Stage.STREAMING and self.conn is not None:
             self.bytes_out = self.conn.payload  # what was relayed until now
         self._abort_pending()  # records the interrupted hook call

@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from powerstrip.caller import Caller, read_caller
-from powerstrip.flow import error_response
+from powerstrip.flow import REQUEST_ID_HEADER, error_response, new_request_id
 from powerstrip.http11 import BadRequest, ChunkedFraming, ProtocolError, find_head_end, parse_request_head
 
 if TYPE_CHECKING:
@@ -244,7 +244,7 @@ class FrontConnection(Protocol):
             self.close()
             return
         self.state = Reading.HEAD
-        self._release(1)
+        self._release(3)  # neither Powerstrip nor the last request's upload holds reading back now
         self._arm(self._idle_timeout if not self._buf else self._head_timeout)
         if self._buf:
             self._read_heads()
@@ -270,17 +270,21 @@ class FrontConnection(Protocol):
     def refuse(self, code: int, message: str) -> None:
         """Answer ``code`` with a Docker-style JSON error and close: nothing of
         this request was or will be forwarded."""
-        log.info("refused {code} from {peer}: {message}", code=code, message=message,
-                 peer=self.caller.remote_address or self.caller.transport)
+        exchange = self.exchange
+        request_id = exchange.flow.id if exchange is not None else new_request_id()
+        log.info("#{request_id} refused {code} from {peer}: {message}", code=code, message=message,
+                 peer=self.caller.remote_address or self.caller.transport, request_id=request_id)
         self.proxy.metrics.refused(code)
-        if self.exchange is not None and self.exchange.head_sent:
+        if exchange is not None and exchange.head_sent:
             self.transport.abortConnection()  # mid-answer: a clean error is impossible
             return
-        if self.exchange is not None:
-            self.exchange.abandon()
+        if exchange is not None:
+            exchange.abandon()
         body = error_response(code, message).body
         self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                             b"Connection: close\r\n\r\n%s" % (code, _RESPONSES.get(code, b"Error"), len(body), body))
+                             b"%s: %s\r\nConnection: close\r\n\r\n%s"
+                             % (code, _RESPONSES.get(code, b"Error"), len(body), REQUEST_ID_HEADER,
+                                request_id.encode(), body))
         self.close()
 
     def close(self) -> None:
@@ -358,7 +362,10 @@ class FrontConnection(Protocol):
         func()
 
     def _idle_timeout(self) -> None:
-        self.close()  # an idle keep-alive connection: close quietly
+        # An idle keep-alive connection: closed without an answer (clients reconnect).
+        log.info("closing an idle connection from {peer} (--client-timeout {timeout:g}s)",
+                 peer=self.caller.remote_address or self.caller.transport, timeout=self.timeout)
+        self.close()
 
     def _head_timeout(self) -> None:
         self.refuse(408, "powerstrip: the request head did not arrive in time (see --client-timeout)")

@@ -157,13 +157,15 @@ class ResponseHead:
     relays :attr:`raw` as it came.
     """
 
-    __slots__ = ("version", "code", "reason", "raw", "_lower", "_headers")
+    __slots__ = ("version", "code", "reason", "raw", "framing", "_lower", "_headers")
 
     def __init__(self, version: bytes, code: int, reason: bytes, headers: Headers | None = None,
                  raw: bytes = b"") -> None:
         self.version, self.code, self.reason, self.raw = version, code, reason, raw
         self._headers = headers
         self._lower: bytes | None = None
+        #: How the body is delimited, once the reader has decided (``powerstrip.upstream``'s LENGTH, CHUNKED...).
+        self.framing: str | None = None
 
     def __repr__(self) -> str:
         return f"ResponseHead({self.version!r}, {self.code}, {self.reason!r}, {self.headers!r})"

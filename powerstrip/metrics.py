@@ -13,11 +13,14 @@ and uncontended lock-protected increments.
 from __future__ import annotations
 
 import time
-from collections.abc import Sized
+from bisect import bisect_left
+from collections.abc import Iterator, Sized
 from typing import TYPE_CHECKING, Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 from powerstrip.adapters import AdapterFault
 
@@ -50,6 +53,69 @@ def method_label(method: str) -> str:
     return _METHODS.get(method) or _METHODS.get(method.upper(), "other")
 
 
+class _Traffic:
+    """Requests, their durations and bytes, counted in plain Python numbers.
+
+    A request's end is on every request's path: a ``prometheus_client``
+    counter increment and histogram observation take a lock each and cost
+    more than the rest of a pass-through's bookkeeping. Counting here costs a
+    dict lookup, a bisect and a few additions; the metric families are built
+    only when ``/metrics`` is scraped.
+    """
+
+    def __init__(self) -> None:
+        #: (route, method label, code label) -> requests ended.
+        self.requests: dict[tuple[str, str, str], int] = {}
+        #: route -> [bucket counts (last: +Inf), sum of seconds].
+        self.durations: dict[str, list[Any]] = {}
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._keys: dict[tuple[str, str, int | None], tuple[str, str, str]] = {}
+
+    def add(self, route: str, method: str, code: int | None, seconds: float, bytes_in: int, bytes_out: int) -> None:
+        """Count one request that ended."""
+        raw = (route, method, code)
+        key = self._keys.get(raw)
+        if key is None:
+            # Keyed by label values (never raw client input): as small as the series.
+            key = self._keys[raw] = (route, method_label(method), NO_CODE if code is None else str(code))
+        self.requests[key] = self.requests.get(key, 0) + 1
+        hist = self.durations.get(route)
+        if hist is None:
+            hist = self.durations[route] = [[0] * (len(DURATION_BUCKETS) + 1), 0.0]
+        hist[0][bisect_left(DURATION_BUCKETS, seconds)] += 1
+        hist[1] += seconds
+        self.bytes_in += bytes_in
+        self.bytes_out += bytes_out
+
+    def collect(self) -> Iterator[Any]:
+        """The metric families, for the registry (``/metrics``)."""
+        requests = CounterMetricFamily(
+            "powerstrip_requests",
+            "Client requests ended (answered, failed or abandoned), by endpoint rule, method and status",
+            labels=["route", "method", "code"])
+        for labels, n in list(self.requests.items()):
+            requests.add_metric(list(labels), n)
+        yield requests
+        duration = HistogramMetricFamily(
+            "powerstrip_request_duration_seconds",
+            "Time from a request's head arriving to its end (for streams: to the stream's close)",
+            labels=["route"])
+        for route, (counts, total) in list(self.durations.items()):
+            cumulative, buckets = 0, []
+            for bound, n in zip((*DURATION_BUCKETS, float("inf")), counts, strict=True):
+                cumulative += n
+                buckets.append((floatToGoString(bound), cumulative))
+            duration.add_metric([route], buckets, total)
+        yield duration
+        yield CounterMetricFamily(
+            "powerstrip_client_received_bytes",
+            "Bytes received from clients: request bodies passed on, and hijacked-stream bytes", value=self.bytes_in)
+        yield CounterMetricFamily(
+            "powerstrip_client_sent_bytes",
+            "Bytes sent to clients: response bodies, and hijacked-stream bytes", value=self.bytes_out)
+
+
 class Metrics:
     """The metrics of one proxy; ``registry`` is what ``/metrics`` exposes.
 
@@ -60,14 +126,9 @@ class Metrics:
     def __init__(self, inflight: Sized, streams: Sized) -> None:
         self.registry = CollectorRegistry()
         reg = self.registry
-        self.requests = Counter(
-            "powerstrip_requests",
-            "Client requests ended (answered, failed or abandoned), by endpoint rule, method and status",
-            ["route", "method", "code"], registry=reg)
-        self.duration = Histogram(
-            "powerstrip_request_duration_seconds",
-            "Time from a request's head arriving to its end (for streams: to the stream's close)",
-            ["route"], buckets=DURATION_BUCKETS, registry=reg)
+        #: Requests ended, their durations and byte counts: plain counters, read at scrape time.
+        self.traffic = _Traffic()
+        reg.register(self.traffic)
         self.hook_calls = Counter(
             "powerstrip_hook_calls", "Adapter calls, by adapter, phase and outcome",
             ["adapter", "phase", "outcome"], registry=reg)
@@ -83,12 +144,6 @@ class Metrics:
               registry=reg).set_function(streams.__len__)
         Gauge("powerstrip_requests_in_flight", "Requests being answered now (streams not included)",
               registry=reg).set_function(inflight.__len__)
-        self.bytes_in = Counter(
-            "powerstrip_client_received_bytes",
-            "Bytes received from clients: request bodies passed on, and hijacked-stream bytes", registry=reg)
-        self.bytes_out = Counter(
-            "powerstrip_client_sent_bytes",
-            "Bytes sent to clients: response bodies, and hijacked-stream bytes", registry=reg)
         reloads = Counter(
             "powerstrip_config_reloads", "Adapters file reloads (SIGHUP, --watch-config), by result",
             ["result"], registry=reg)
@@ -122,7 +177,6 @@ class Metrics:
         self._refused: dict[int, Any] = {code: refused.labels(str(code)) for code in (400, 408, 431, 503)}
         self._refused_counter = refused
         self._children: dict[tuple, Any] = {}
-        self._request_children: dict[tuple, tuple[Any, Any]] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (metric, labels)
@@ -134,25 +188,13 @@ class Metrics:
     def request_done(self, exchange: Exchange) -> None:
         """Record a request that has ended, however it ended (call once per request)."""
         flow = exchange.flow
-        route = flow.route.patterns[0] if flow.route.patterns else NO_ROUTE
-        # Keyed by the label values (never raw client input), so the cache stays as small as the series.
-        key = (route, method_label(exchange.head.method), exchange.status)
-        pair = self._request_children.get(key)
-        if pair is None:
-            code = NO_CODE if key[2] is None else str(key[2])
-            pair = self._request_children[key] = (self.requests.labels(route, key[1], code),
-                                                  self.duration.labels(route))
-        pair[0].inc()
-        pair[1].observe(time.monotonic() - flow.started)
         bytes_in, bytes_out = exchange.bytes_in, exchange.bytes_out
         splice = exchange.splice
         if splice is not None:
             bytes_in += splice.bytes_in
             bytes_out += splice.bytes_out
-        if bytes_in:
-            self.bytes_in.inc(bytes_in)
-        if bytes_out:
-            self.bytes_out.inc(bytes_out)
+        self.traffic.add(flow.route.patterns[0] if flow.route.patterns else NO_ROUTE, exchange.head.method,
+                         exchange.status, time.monotonic() - flow.started, bytes_in, bytes_out)
         for hook in flow.hooks:
             self._child(self.hook_calls, hook.adapter, hook.phase, hook.outcome).inc()
             self._child(self.hook_duration, hook.adapter, hook.phase).observe(hook.seconds)

@@ -89,6 +89,8 @@ def tcp_endpoint(reactor: Any, host: str, port: int) -> Any:
 
 #: What a listener does with a response body (its answer to :meth:`ResponseListener.head_received`).
 RELAY, DECODE, SPLICE = "relay", "decode", "splice"
+#: How a response body is delimited (``ResponseHead.framing``, set before the listener is told).
+LENGTH, CHUNKED, CLOSE, NONE, UPGRADE = "length", "chunked", "close", "none", "upgrade"
 
 
 class ResponseListener(TypingProtocol):
@@ -240,20 +242,20 @@ class UpstreamConnection(Protocol):
         conn = (head.header(b"connection") or b"").lower()
         self._close_after = b"close" in conn or head.version == b"HTTP/1.0"
         if head.code == 101:
-            self._until_close = True
+            self._until_close, head.framing = True, UPGRADE
         elif self._no_body_expected or head.code in (204, 304):
-            self._left = 0
+            self._left, head.framing = 0, NONE
         elif te is not None and b"chunked" in te.lower():
-            self._chunks = ChunkedFraming()
+            self._chunks, head.framing = ChunkedFraming(), CHUNKED
         elif cl is not None:
             if not cl.strip().isdigit():
                 raise ProtocolError(f"bad Content-Length {cl[:20]!r}")
-            self._left = int(cl)
+            self._left, head.framing = int(cl), LENGTH
         else:
             # Delimited by the connection's end: a relay reads to EOF, and the
             # hijack endpoints' answer to old clients ("200 OK" + raw stream)
             # becomes a splice.
-            self._until_close = True
+            self._until_close, head.framing = True, CLOSE
         how = listener.head_received(head)
         if how == SPLICE:
             self.listener = None

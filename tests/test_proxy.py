@@ -406,6 +406,33 @@ class RequestBodyTests(ProxyTestCase):
         self.assertNothingReachedDocker()
 
     @defer.inlineCallbacks
+    def test_upload_paced_by_dockerd_then_next_request_is_read(self) -> Any:
+        """dockerd's side paused the client during an upload (its buffer was full); once the upload
+        is done the next request on the connection is read (found by bench/soak.py: it was not)."""
+        proxy = self.start()
+        client = yield self.connect()
+        client.send(request(b"PUT", b"/v1.41/containers/abc/archive?path=/tmp", (b"Content-Type", b"application/x-tar"),
+                            (b"Content-Length", b"10")), b"01234")
+        conn: DockerConnection = yield self.dockerd.next_connection()
+        yield conn.wait(contains(conn, b"01234"), "the first half")
+        [front] = proxy.connections
+        front.pauseProducing()  # as dockerd's transport does when its write buffer is full
+        front.resumeProducing()
+        front.pauseProducing()
+        client.send(b"56789")
+        yield deferLater(reactor, 0.05, lambda: None)
+        front.resumeProducing()
+        conn2, req = yield self.dockerd.next_request()
+        self.assertEqual(req.body, b"0123456789")
+        front.pauseProducing()  # paused again just before dockerd answers: the answer ends its hold
+        conn2.send(response(b"200 OK", (b"Content-Length", b"0")))
+        resp = yield client.response()
+        self.assertEqual(resp.code, 200)
+        _, _, resp = yield self.roundtrip(client, request(b"GET", b"/_ping"),
+                                          response(b"200 OK", (b"Content-Length", b"2"), body=b"OK"))
+        self.assertEqual(resp.body, b"OK")
+
+    @defer.inlineCallbacks
     def test_http10_request_goes_as_http11(self) -> Any:
         """An HTTP/1.0 request goes to dockerd as HTTP/1.1 (the pool's connections are 1.1),
         and the connection closes after the answer, as 1.0 without keep-alive wants."""
