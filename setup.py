@@ -37,6 +37,6 @@ setup(
     # commands go to powerstrip.cli.main.
     entry_points={"console_scripts": ["powerstrip = powerstrip.healthcheck:console"]},
     extras_require={
-        "test": ["docker>=7.0", "hypothesis>=6.0", "ruff"],
+        "test": ["docker>=7.0", "h11>=0.14", "hypothesis>=6.0", "ruff"],
     },
 )

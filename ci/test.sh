@@ -45,7 +45,7 @@ step "python dependencies"
 # makes it a plain .pth, so twistd finds twisted/plugins from any directory).
 python3 -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
     | grep -v -e '^WARNING' -e 'is ignored' || true
-python3 -c 'import twisted, treq, yaml, docker, hypothesis'
+python3 -c 'import twisted, treq, yaml, docker, hypothesis, h11'
 # The official Compose v2-line binary (as `docker-compose`, used as a CLI plugin by the
 # Compose end-to-end test); Debian's docker-compose at /usr/bin is v1.
 "$(dirname "$(python3 -c 'import sys; print(sys.executable)')")/docker-compose" version >/dev/null 2>&1 \

@@ -33,11 +33,15 @@ def line_of(exchange: Exchange) -> tuple[str, float]:
     """The access line's text (``#id METHOD target -> ...``) and the duration in ms."""
     flow = exchange.flow
     ms = (time.monotonic() - flow.started) * 1000
-    hooks = "".join(f" {h.phase}:{h.adapter}={h.seconds * 1000:.1f}ms({h.outcome})" for h in flow.hooks)
+    head = exchange.head
+    line = "#%s %s %s -> %s %dB %.1fms" % (flow.id, head.method, head.target, exchange.status,  # noqa: UP031
+                                          exchange.bytes_out, ms)
+    if flow.hooks:
+        line += "".join(f" {h.phase}:{h.adapter}={h.seconds * 1000:.1f}ms({h.outcome})" for h in flow.hooks)
     splice = exchange.splice
-    extra = f" stream in={splice.bytes_in}B out={splice.bytes_out}B" if splice is not None else ""
-    return (f"#{flow.id} {exchange.head.method} {exchange.head.target} -> {exchange.status} "
-            f"{exchange.bytes_out}B {ms:.1f}ms{hooks}{extra}"), ms
+    if splice is not None:
+        line += f" stream in={splice.bytes_in}B out={splice.bytes_out}B"
+    return line, ms
 
 
 def fields_of(exchange: Exchange, ms: float) -> dict[str, Any]:

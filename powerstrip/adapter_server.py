@@ -54,10 +54,11 @@ class AdapterResource(Resource):
         except ValueError:
             return _answer(request, 400, {"message": "hook call is not JSON"})
         d = self.adapter.handle(payload)
+        gone = _when_gone(request)
 
         def reply(result: tuple[int, dict]) -> None:
             body = _answer(request, *result)
-            if not request._disconnected:
+            if not gone:
                 request.write(body)
                 request.finish()
 
@@ -67,6 +68,14 @@ class AdapterResource(Resource):
 
         d.addCallbacks(reply, bad)
         return NOT_DONE_YET
+
+
+def _when_gone(request: Any) -> list[bool]:
+    """A list that becomes non-empty if ``request``'s client hangs up before it is answered
+    (``notifyFinish`` errbacks then: twisted.web's public way to tell)."""
+    gone: list[bool] = []
+    request.notifyFinish().addErrback(lambda _: gone.append(True))
+    return gone
 
 
 def adapter_site(adapter: Adapter) -> Site:

@@ -121,12 +121,14 @@ class _Readyz(Resource):
 
     def render_GET(self, request: Any) -> Any:
         config = self._proxy.config
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))  # the prober hung up
 
         def answer(result: tuple[str | None, float]) -> None:
             problem, age = result
             body = {"docker": problem or "ok", "docker_checked_seconds_ago": round(age, 3),
                     "config": config.source, "rules": len(config.endpoints)}
-            if not request._disconnected:
+            if not gone:
                 request.write(_json(request, 503 if problem else 200, body))
                 request.finish()
 

@@ -47,7 +47,6 @@ from powerstrip.http11 import (
     end_to_end,
     header_value,
     is_json,
-    is_origin_form,
     media_type,
 )
 from powerstrip.matching import request_path
@@ -219,11 +218,7 @@ class Exchange:
 
     def start(self) -> None:
         """Begin: gather what the pre-hooks need, then run them (or go straight to dockerd)."""
-        head = self.head
-        if not is_origin_form(head.target):  # the front only passes origin-form targets: a safety net
-            self.closing = True
-            self._respond(error_response(400, f"powerstrip: bad request target {head.target[:80]!r}"))
-            return
+        head = self.head  # read strictly by the front: an origin-form target, one framing
         if head.has_body:
             if self._buffers_body():
                 self._to(Stage.READING_BODY)

@@ -8,6 +8,7 @@ replace its :class:`ClientRequest` and :class:`ServerResponse`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import time
@@ -21,9 +22,13 @@ from powerstrip.matching import Route
 REQUEST_ID_HEADER = b"Powerstrip-Request-Id"
 
 
+#: Request ids: a random 32-bit prefix per process, then a counter (no system call per request).
+_ids = itertools.count((secrets.randbits(32) << 32) | secrets.randbits(16))
+
+
 def new_request_id() -> str:
     """A fresh request id: 16 hex digits, unique enough to grep logs across restarts."""
-    return secrets.token_hex(8)
+    return "%016x" % next(_ids)  # noqa: UP031 -- the cheapest spelling
 
 
 @dataclass

@@ -181,7 +181,10 @@ class FrontConnection(Protocol):
             try:
                 used = self._chunks.scan(data, sink)
             except ProtocolError as e:
-                self.refuse(400, f"powerstrip: bad chunked request body: {e}")
+                if draining:
+                    self.close()  # answered already: the rest was only being dropped
+                else:
+                    self.refuse(400, f"powerstrip: bad chunked request body: {e}")
                 return
             if sink is None and not draining and used:
                 exchange.request_data(data if used == len(data) else data[:used])
@@ -371,6 +374,9 @@ class FrontConnection(Protocol):
         self.refuse(408, "powerstrip: the request head did not arrive in time (see --client-timeout)")
 
     def _body_timeout(self) -> None:
+        if self.state is Reading.DRAIN:
+            self.close()  # the answer is out already (and said Connection: close): nothing more to say
+            return
         if self._paused and self.state is Reading.BODY:
             self._arm(self._body_timeout)  # Powerstrip is the one waiting (adapter, dockerd)
             return

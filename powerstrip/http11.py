@@ -446,7 +446,12 @@ def parse_request_head(raw: bytes) -> RequestHead:
     else:
         head.keep_alive = minor
         head.upgrade = False
-    head.plain = plain and b"host" in seen
+    if b"host" not in seen:
+        if minor:
+            # RFC 9112 3.2; Go's net/http (dockerd) answers this 400 too.
+            raise BadRequest("powerstrip: HTTP/1.1 request without a Host header")
+        plain = False  # HTTP/1.0 may omit it; dockerd gets one (and HTTP/1.1) from Powerstrip
+    head.plain = plain
     return head
 
 

@@ -16,8 +16,9 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
+from powerstrip.proxy import Limits
 from tests.fakes import RawClient
-from tests.test_proxy import ATTACH_URI, UPGRADED, ProxyTestCase, attach_request, request
+from tests.test_proxy import ATTACH_URI, UPGRADED, ProxyTestCase, attach_request, echo_pre, request
 
 #: What dockerd (Go's net/http) answers a request it cannot read: no length,
 #: no chunking, so the body ends with the connection.
@@ -27,7 +28,22 @@ GO_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\nbad"
 AFTERWARDS = request(b"POST", b"/v1.41/containers/create?name=smuggled", (b"Content-Length", b"0")) + b"stdin\n"
 
 
-class CloseDelimitedAnswerTests(ProxyTestCase):
+class _FrontTestCase(ProxyTestCase):
+    """The proxy test case, and a wait for the end of a client connection."""
+
+    @defer.inlineCallbacks
+    def ended(self, client: RawClient) -> Any:
+        """Fire once Powerstrip has closed the client's connection (its socket, not only its
+        write side; the client itself never closes)."""
+        yield client.wait_eof()
+        for _ in range(100):
+            if all(t.disconnected for t in self.proxy_transports):
+                return
+            yield deferLater(reactor, 0.02, lambda: None)
+        self.fail(f"Powerstrip's side of the client connection is still open: {self.proxy_transports}")
+
+
+class CloseDelimitedAnswerTests(_FrontTestCase):
     """A close-delimited non-101 answer: relayed, then the end of the client's connection."""
 
     @defer.inlineCallbacks
@@ -54,17 +70,6 @@ class CloseDelimitedAnswerTests(ProxyTestCase):
             conn.transport.loseConnection()
         yield self.ended(client)
         return client, conn, req.raw
-
-    @defer.inlineCallbacks
-    def ended(self, client: RawClient) -> Any:
-        """Fire once Powerstrip has closed the client's connection (its socket, not only its
-        write side; the client itself never closes)."""
-        yield client.wait_eof()
-        for _ in range(100):
-            if all(t.disconnected for t in self.proxy_transports):
-                return
-            yield deferLater(reactor, 0.02, lambda: None)
-        self.fail(f"Powerstrip's side of the client connection is still open: {self.proxy_transports}")
 
     def assertOnlyTheRequestReachedDocker(self, client: RawClient, conn: Any, sent: bytes) -> None:
         self.assertEqual(len(self.dockerd.connections), 1, "a second connection to dockerd")
@@ -121,7 +126,7 @@ class CloseDelimitedAnswerTests(ProxyTestCase):
         self.assertEqual(client.data.partition(b"\r\n\r\n")[2], b"[]")
 
 
-class UnaskedSwitchTests(ProxyTestCase):
+class UnaskedSwitchTests(_FrontTestCase):
     """A ``101`` to a request that carried no ``Upgrade``: a 502, not a splice."""
 
     @defer.inlineCallbacks
@@ -146,3 +151,26 @@ class UnaskedSwitchTests(ProxyTestCase):
         client.transport.loseConnection()
         yield client.wait_closed()
         yield conn.wait_closed()
+
+
+class AnsweredBeforeTheBodyTests(_FrontTestCase):
+    """A request answered before its body was read (413, 503): the rest is read and
+    dropped, then the connection ends. That answer is the connection's last."""
+
+    HOOKED = ('version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [echo]\n'
+              "adapters:\n  echo: $BASE/echo\n")
+
+    @defer.inlineCallbacks
+    def test_one_answer_only_when_the_rest_of_the_body_never_comes(self) -> Any:
+        """The client stops sending after its 413: the connection is closed, with no second
+        (408) answer after one that said ``Connection: close``."""
+        self.start(self.HOOKED, limits=Limits(max_json_body=10), site_options={"timeout": 0.5}, echo=echo_pre)
+        client: RawClient = yield self.connect()
+        client.send(request(b"POST", b"/v1.41/containers/create", (b"Content-Type", b"application/json"),
+                            (b"Content-Length", b"100"), body=b'{"Image": "busybox", "x": 1'))
+        resp = yield client.response()
+        self.assertDockerError(resp, 413, "powerstrip: request body larger than 10 bytes")
+        self.assertEqual(resp.values(b"connection"), [b"close"])
+        yield self.ended(client)
+        self.assertEqual(client.rest, b"", "a second answer after the one that closed the connection")
+        self.assertNothingReachedDocker()
