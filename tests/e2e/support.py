@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -267,3 +268,25 @@ def remove_test_containers() -> None:
     ids = direct("ps", "-aq", "--filter", f"label={LABEL}").stdout.split()
     if ids:
         direct("rm", "-f", *[i.decode() for i in ids])
+
+
+def timed_lines(proc: subprocess.Popen, want: int | None = None, timeout: float = 60) -> list[tuple[float, bytes]]:
+    """Lines of ``proc``'s stdout, each with the time it arrived: ``want`` of them, or (``None``)
+    all until it closes stdout; at most ``timeout`` seconds. Streams are proven live by the
+    arrival times being apart."""
+    lines: list[tuple[float, bytes]] = []
+    buf = b""
+    deadline = time.monotonic() + timeout
+    fd = proc.stdout.fileno()
+    while (want is None or len(lines) < want) and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        buf += chunk
+        while b"\n" in buf and (want is None or len(lines) < want):
+            line, buf = buf.split(b"\n", 1)
+            lines.append((time.monotonic(), line))
+    return lines

@@ -19,7 +19,6 @@ import atexit
 import base64
 import json
 import os
-import select
 import shutil
 import socket
 import subprocess
@@ -33,7 +32,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from twisted.trial.unittest import SkipTest, TestCase
 
 from powerstrip.testing import RecordingAdapter, free_port, wait_for_port
-from tests.e2e.support import CLIS, Powerstrip, direct, require_daemon
+from tests.e2e.support import CLIS, Powerstrip, direct, require_daemon, timed_lines
 
 REGISTRY = "/usr/bin/docker-registry"
 USER, PASSWORD = "alice", "s3cret-e2e"
@@ -144,27 +143,6 @@ def policy_for(host: str):
     return reply
 
 
-def timed_lines(proc: subprocess.Popen, timeout: float = 120) -> list[tuple[float, str]]:
-    """Every line ``proc`` writes to stdout until it exits, with the time each arrived."""
-    lines: list[tuple[float, str]] = []
-    buf = b""
-    deadline = time.monotonic() + timeout
-    fd = proc.stdout.fileno()
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if not ready:
-            continue
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        buf += chunk
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            lines.append((time.monotonic(), line.decode(errors="replace").strip()))
-    proc.wait(30)
-    return lines
-
-
 class _Registry:
     cli: str
 
@@ -209,7 +187,8 @@ adapters:
     def streamed(self, *args: str) -> list[tuple[float, str]]:
         proc = subprocess.Popen([self.cli, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env())
         self.addCleanup(lambda: (proc.poll() is None and proc.kill(), proc.stdout.close(), proc.stderr.close()))
-        lines = timed_lines(proc)
+        lines = [(t, line.decode(errors="replace").strip()) for t, line in timed_lines(proc, timeout=120)]
+        proc.wait(30)
         self.assertEqual(proc.returncode, 0, f"docker {' '.join(args)}: {proc.stderr.read().decode()}")
         return lines
 

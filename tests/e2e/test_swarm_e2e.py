@@ -16,7 +16,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import select
 import subprocess
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 from twisted.trial.unittest import TestCase
 
 from powerstrip.testing import RecordingAdapter, free_port
-from tests.e2e.support import CLIS, IMAGE, Powerstrip, SecondDockerd, direct, require_daemon, run
+from tests.e2e.support import CLIS, IMAGE, Powerstrip, SecondDockerd, direct, require_daemon, run, timed_lines
 
 HOOKED_ENV = "POWERSTRIP_HOOKED=1"
 CONSTRAINT = "node.role==manager"
@@ -115,26 +114,6 @@ def swarm() -> Swarm:
         _shared["swarm"] = Swarm()
         atexit.register(_shared["swarm"].stop)
     return _shared["swarm"]
-
-
-def timed_lines(proc: subprocess.Popen, want: int, timeout: float = 60) -> list[tuple[float, bytes]]:
-    """Up to ``want`` lines of ``proc``'s stdout, each with the time it arrived."""
-    lines: list[tuple[float, bytes]] = []
-    buf = b""
-    deadline = time.monotonic() + timeout
-    fd = proc.stdout.fileno()
-    while len(lines) < want and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if not ready:
-            continue
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        buf += chunk
-        while b"\n" in buf and len(lines) < want:
-            line, buf = buf.split(b"\n", 1)
-            lines.append((time.monotonic(), line))
-    return lines
 
 
 class _SwarmTest:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import select
 import subprocess
 import tempfile
 import time
@@ -17,7 +16,17 @@ from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
-from tests.e2e.support import CLIS, IMAGE, LABEL, Powerstrip, direct, require_daemon, run, shared_powerstrip
+from tests.e2e.support import (
+    CLIS,
+    IMAGE,
+    LABEL,
+    Powerstrip,
+    direct,
+    require_daemon,
+    run,
+    shared_powerstrip,
+    timed_lines,
+)
 
 
 class _Transparency:
@@ -118,25 +127,6 @@ class _Transparency:
 
     # -- streams ------------------------------------------------------------------------
 
-    def _timed_lines(self, proc: subprocess.Popen, count: int, timeout: float = 60) -> list[tuple[float, bytes]]:
-        """Read ``count`` lines from ``proc``'s stdout, noting when each arrived."""
-        lines: list[tuple[float, bytes]] = []
-        buf = b""
-        deadline = time.monotonic() + timeout
-        fd = proc.stdout.fileno()
-        while len(lines) < count and time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.5)
-            if not ready:
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                lines.append((time.monotonic(), line))
-        return lines
-
     def _popen(self, *args: str) -> subprocess.Popen:
         env = {**os.environ, "DOCKER_HOST": self.proxy.url}
         proc = subprocess.Popen([self.cli, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -146,7 +136,7 @@ class _Transparency:
     def test_logs_follow_is_live(self) -> None:
         name = self.background("sh", "-c", "for i in 1 2 3 4; do echo line$i; sleep 1; done; sleep 300")
         proc = self._popen("logs", "-f", name)
-        lines = self._timed_lines(proc, 4)
+        lines = timed_lines(proc, 4)
         self.assertEqual([text for _, text in lines], [b"line1", b"line2", b"line3", b"line4"])
         # Streamed as written (one per second), not delivered in one piece at the end.
         self.assertGreater(lines[-1][0] - lines[0][0], 1.5)
@@ -156,7 +146,7 @@ class _Transparency:
         proc = self._popen("events", "--filter", f"container={name}", "--format", "{{.Action}}")
         time.sleep(1)
         self.ok("run", "--rm", "--label", LABEL, "--name", name, IMAGE, "true")
-        actions = [text for _, text in self._timed_lines(proc, 3, timeout=30)]
+        actions = [text for _, text in timed_lines(proc, 3, timeout=30)]
         self.assertEqual(actions[:1], [b"create"])
         self.assertIsNone(proc.poll(), "the events stream must still be open")
 
@@ -200,7 +190,7 @@ class _Transparency:
         name = self.background("sleep", "300")
         proc = self._popen("stats", "--format", "{{.Name}}", name)
         # The 28.x CLI redraws with escape sequences; count updates by the name.
-        lines = self._timed_lines(proc, 8, timeout=30)
+        lines = timed_lines(proc, 8, timeout=30)
         updates = [t for t, text in lines if name.encode() in text]
         self.assertGreaterEqual(len(updates), 2, f"fewer than two stats updates: {lines}")
         self.assertIsNone(proc.poll(), "the stats stream must still be open")
