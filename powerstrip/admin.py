@@ -152,7 +152,7 @@ class _Metrics(Resource):
 
 
 def admin_site(reactor: Any, proxy: Any, clock: Any = None) -> Site:
-    """The admin Site for ``proxy`` (a PowerstripResource); ``clock`` dates dockerd checks
+    """The admin Site for ``proxy`` (a Proxy); ``clock`` dates dockerd checks
     (default: the reactor)."""
     root = Resource()
     root.putChild(b"healthz", _Healthz())

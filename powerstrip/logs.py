@@ -12,9 +12,11 @@ twistd picks its log observer in ``AppLogger.start``, after the plugin's
 :class:`twisted.logger.ILogObserver` component if there is one, else it makes
 its own text observer from ``-n``/``--logfile``/``--syslog``.
 :class:`PowerstripService` is the top service; when twistd attaches it to the
-application, it sets that component to a JSON observer writing to the same
-place twistd would have written text to. Without a component nothing changes,
-so ``--log-format text`` is exactly twistd's own format.
+application, it sets that component to an observer writing to the same place
+twistd would have written to: JSON lines, or twistd's own text format (so that
+the access log can write to the very same file object, in order). With
+twistd's ``--syslog`` or ``--logger`` (text only) it sets nothing: twistd's
+choice stands, and access lines go to it as logging events.
 """
 
 from __future__ import annotations
@@ -224,7 +226,9 @@ class PowerstripService(service.MultiService):
         # before AppLogger.start looks the observer up on it (app.py, run()).
         # The observer is set here in both formats, so that the access log can
         # write to the very file object it writes to (one buffer, in order).
-        if isinstance(parent, Componentized) and parent.getComponent(ILogObserver, None) is None:
+        opts = self.twistd_options or {}
+        elsewhere = self.log_format == "text" and (opts.get("syslog") or opts.get("logger"))
+        if isinstance(parent, Componentized) and parent.getComponent(ILogObserver, None) is None and not elsewhere:
             out = twistd_log_file(self.twistd_options)
             observer = json_file_observer(out) if self.log_format == "json" else textFileLogObserver(out)
             parent.setComponent(ILogObserver, quiet_client_factories(observer))

@@ -232,6 +232,16 @@ class InstallTests(TestCase):
             line = f.read()
         self.assertIn("[t#info] hello 1", line)
 
+    def test_text_with_syslog_or_logger_leaves_twistd_its_choice(self) -> None:
+        for option in ("syslog", "logger"):
+            access = AccessLog(None)
+            top = PowerstripService("text", {option: True, "nodaemon": True})
+            top.log_file_users.append(access)
+            app = service.Application("powerstrip")
+            top.setServiceParent(app)
+            self.assertIsNone(app.getComponent(ILogObserver, None), option)
+            self.assertIsNone(access.out, option)  # access lines go as events, to twistd's observer
+
     def test_an_observer_already_set_is_kept(self) -> None:
         app = service.Application("powerstrip")
         mine: list = []
