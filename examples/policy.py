@@ -286,12 +286,17 @@ def service_violations(spec: dict, allowed: tuple[str, ...]) -> list[str]:
     return found
 
 
-def _body(request: Request, what: str) -> dict:
-    """The request's JSON object, or a 403 saying why there is none (fail closed)."""
+def _json(request: Request, what: str) -> Any:
+    """The request's JSON document (``None``: no body), or a 403 if it cannot be read (fail closed)."""
     try:
-        spec = request.json
+        return request.json
     except UnreadableBody as e:
         raise Refuse(FORBIDDEN, f"policy: {what} refused: {e.reason}") from None
+
+
+def _body(request: Request, what: str) -> dict:
+    """The request's JSON object, or a 403 saying why there is none (fail closed)."""
+    spec = _json(request, what)
     if not isinstance(spec, dict):
         raise Refuse(FORBIDDEN, f"policy: {what} refused: the body is not a JSON object"
                                 if spec is not None else f"policy: {what} refused: no body to check")
@@ -324,11 +329,7 @@ def check_exec(request: Request) -> None:
 @adapter.pre_hook("POST /*/containers/*/start")
 def check_start(request: Request) -> None:
     """Refuse a start that carries settings (a HostConfig, for dockerd 20.10 at API < 1.24)."""
-    try:
-        spec = request.json
-    except UnreadableBody as e:
-        raise Refuse(FORBIDDEN, f"policy: container start refused: {e.reason}") from None
-    if spec not in (None, {}):
+    if _json(request, "container start") not in (None, {}):
         raise Refuse(FORBIDDEN, "policy: container start refused: settings belong on create")
 
 
@@ -358,9 +359,5 @@ def check_volume(request: Request) -> None:
 @adapter.pre_hook("POST /*/plugins/*/upgrade")
 def check_plugin(request: Request) -> None:
     """Refuse a plugin install or upgrade that is granted any privilege."""
-    try:
-        granted = request.json
-    except UnreadableBody as e:
-        raise Refuse(FORBIDDEN, f"policy: plugin install refused: {e.reason}") from None
-    if granted:  # a non-empty list of privileges (or anything else: not what the CLI sends)
+    if _json(request, "plugin install"):  # a non-empty list of privileges (or anything else: not what the CLI sends)
         raise Refuse(FORBIDDEN, "policy: plugins with privileges are not allowed")

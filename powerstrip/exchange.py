@@ -169,7 +169,7 @@ class Exchange:
         self.client = client
         self.head = head
         self.stage = Stage.ROUTED
-        route = proxy.route(head.method, head.target)
+        route = proxy.route(head.method, head.path)  # rules ignore the query: one cache entry per path
         self.flow = Flow(ClientRequest(head.method, head.target, head.headers), route,
                          caller=client.caller if route.hooked else None)
         self.conn: UpstreamConnection | None = None

@@ -235,11 +235,11 @@ class FrontConnection(Protocol):
         self.exchange = None
         if self.state is Reading.CLOSED:
             return
+        self._release(3)  # neither Powerstrip nor the last request's upload holds reading back now
         if self.state is Reading.BODY:
             # Answered before the body was all read (refused, failed): the rest
             # is read and dropped, then the connection ends (its answer said so).
             self.state = Reading.DRAIN
-            self._release(1)
             self._body_due = self.proxy.reactor.seconds() + (self.timeout or 0)
             self._arm(self._body_timeout)
             return
@@ -247,7 +247,6 @@ class FrontConnection(Protocol):
             self.close()
             return
         self.state = Reading.HEAD
-        self._release(3)  # neither Powerstrip nor the last request's upload holds reading back now
         self._arm(self._idle_timeout if not self._buf else self._head_timeout)
         if self._buf:
             self._read_heads()

@@ -52,11 +52,6 @@ def connection_tokens(headers: Headers) -> set[bytes]:
     }
 
 
-def is_upgrade(headers: Headers) -> bool:
-    """Whether these headers ask to switch protocols (``Connection: Upgrade``)."""
-    return b"upgrade" in connection_tokens(headers) and bool(header_values(headers, b"upgrade"))
-
-
 def end_to_end(headers: Headers, keep_upgrade: bool = False) -> Headers:
     """``headers`` less the hop-by-hop ones and those named in ``Connection``.
 
@@ -332,8 +327,6 @@ _DIGITS = re.compile(rb"[0-9]{1,18}")
 #: Headers that must not repeat: their two readings (first value for Go, last
 #: for many others) are exactly where a hook and dockerd come apart.
 _SINGLE = frozenset((b"content-length", b"transfer-encoding", b"content-type", b"host"))
-#: Hop-by-hop headers the relay can forward as they are: chunked framing is relayed raw.
-_RAW_OK = frozenset((b"transfer-encoding",))
 
 
 @dataclass(slots=True)

@@ -95,14 +95,14 @@ class Proxy:
         for observer in list(self.config_observers):
             observer(config)
 
-    def route(self, method: str, target: str) -> Route:
-        """The hooks for ``method target`` under the config in force (cached per config)."""
-        key = (method, target)
+    def route(self, method: str, path: str) -> Route:
+        """The hooks for ``method path`` (no query) under the config in force (cached per config)."""
+        key = (method, path)
         route = self._routes.get(key)
         if route is None:
             if len(self._routes) >= _ROUTE_CACHE:
                 self._routes = {}
-            route = self._routes[key] = match(self._config, method, target)
+            route = self._routes[key] = match(self._config, method, path)
         return route
 
     def exchange(self, client: FrontConnection, head: RequestHead) -> Exchange:

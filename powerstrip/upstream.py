@@ -386,11 +386,6 @@ class UpstreamPool:
         d.addCallback(self._adopt)
         return d
 
-    def acquire(self) -> defer.Deferred:
-        """Fire with a connection ready for one exchange (an idle one if any)."""
-        conn = self.idle()
-        return defer.succeed(conn) if conn is not None else self.connect()
-
     def _adopt(self, conn: UpstreamConnection) -> UpstreamConnection:
         conn.on_idle = self._release
         conn.on_lost = self._forget
