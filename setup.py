@@ -22,7 +22,8 @@ setup(
     # README's python:examples.NAME:adapter URLs expect.) Wheels are unaffected.
     package_dir={"": "."},
     package_data={
-        "powerstrip": ["schemas/*/*.json", "engine_api.json"],  # adapter protocol schemas; Engine API data
+        "powerstrip.sdk": ["schemas/*/*.json"],  # the adapter protocol's JSON Schemas
+        "powerstrip.wire": ["engine_api.json"],  # the Engine API's routes and request schemas
         "twisted": ["plugins/powerstrip_plugin.py", "plugins/powerstrip_adapter_plugin.py"],
     },
     install_requires=[
@@ -32,10 +33,10 @@ setup(
         "zope.interface>=6.0",
         "prometheus_client>=0.17",  # disable_created_metrics()
     ],
-    # powerstrip.healthcheck.console: `powerstrip healthcheck` (a container health
+    # powerstrip.ops.healthcheck.console: `powerstrip healthcheck` (a container health
     # check, run every few seconds) starts without importing Twisted; the other
-    # commands go to powerstrip.cli.main.
-    entry_points={"console_scripts": ["powerstrip = powerstrip.healthcheck:console"]},
+    # commands go to powerstrip.ops.cli.main.
+    entry_points={"console_scripts": ["powerstrip = powerstrip.ops.healthcheck:console"]},
     extras_require={
         "test": ["docker>=7.0", "h11>=0.14", "hypothesis>=6.0", "ruff"],
     },

@@ -101,8 +101,8 @@ import os
 import posixpath
 from typing import Any
 
-from powerstrip.adapter import Adapter, Refuse, Request, UnreadableBody
-from powerstrip.gotext import fold_key
+from powerstrip.sdk.adapter import Adapter, Refuse, Request, UnreadableBody
+from powerstrip.wire.gotext import fold_key
 
 adapter = Adapter("policy")
 

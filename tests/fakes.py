@@ -30,7 +30,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from powerstrip.tls import TLSClientEndpoint
+from powerstrip.wire.tls import TLSClientEndpoint
 
 Headers = list[tuple[bytes, bytes]]
 

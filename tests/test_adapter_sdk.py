@@ -1,4 +1,4 @@
-"""The adapter SDK (:mod:`powerstrip.adapter`): hook functions, their HTTP
+"""The adapter SDK (:mod:`powerstrip.sdk.adapter`): hook functions, their HTTP
 server, and in-process ``python:`` adapters inside the proxy; protocol 1 and 2."""
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ from twisted.internet import defer, reactor
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from powerstrip.adapter import (
+from powerstrip.config.spec import Adapter as AdapterConfig
+from powerstrip.config.spec import ConfigError, parse_config
+from powerstrip.hooks.http import AdapterClient
+from powerstrip.sdk.adapter import (
     Adapter,
     BadPayload,
     Caller,
@@ -21,12 +24,9 @@ from powerstrip.adapter import (
     Response,
     load,
 )
-from powerstrip.adapter_server import Options, adapter_site
-from powerstrip.adapters import AdapterClient
-from powerstrip.config import Adapter as AdapterConfig
-from powerstrip.config import ConfigError, parse_config
-from powerstrip.samples import samples
-from powerstrip.schema import validate
+from powerstrip.sdk.samples import samples
+from powerstrip.sdk.schema import validate
+from powerstrip.sdk.server import Options, adapter_site
 from tests.sdk_adapters import sample
 from tests.sdk_adapters import v2 as v2_sample
 from tests.test_proxy import ProxyTestCase, json_request, json_response, request
@@ -240,7 +240,7 @@ class LoadTests(SynchronousTestCase):
     def test_errors(self) -> None:
         for spec, message in [
             ("tests.sdk_adapters.two", "holds 2 Adapter objects; name one as tests.sdk_adapters.two:NAME"),
-            ("tests.sdk_adapters.sample:calls", "tests.sdk_adapters.sample.calls is not a powerstrip.adapter.Adapter"),
+            ("tests.sdk_adapters.sample:calls", "tests.sdk_adapters.sample.calls is not a powerstrip.sdk.Adapter"),
             ("tests.sdk_adapters.broken", "cannot import 'tests.sdk_adapters.broken': ImportError: this adapter "
                                           "module is broken on purpose"),
             ("no.such.module", "cannot import 'no.such.module': ModuleNotFoundError"),

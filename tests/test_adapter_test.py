@@ -1,4 +1,4 @@
-"""Tests for ``powerstrip adapter-test`` (:func:`powerstrip.cli.adapter_test`).
+"""Tests for ``powerstrip adapter-test`` (:func:`powerstrip.ops.cli.adapter_test`).
 
 The adapters are real HTTP servers in this process (twisted.web on a random
 loopback port, and one on a unix socket): a correct one, one that answers
@@ -25,10 +25,10 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from powerstrip.adapter_server import adapter_site
-from powerstrip.cli import adapter_test, judge, main
-from powerstrip.config import Adapter
-from powerstrip.samples import samples
+from powerstrip.config.spec import Adapter
+from powerstrip.ops.cli import adapter_test, judge, main
+from powerstrip.sdk.samples import samples
+from powerstrip.sdk.server import adapter_site
 from tests.fakes import FakeAdapters, Tracker, echo_post, echo_pre, reply
 from tests.sdk_adapters import v2 as v2_sample
 
@@ -318,7 +318,7 @@ class UsageTests(TestCase):
         with socket.socket() as sock:  # accepts, never answers: each call's line comes after its timeout
             sock.bind(("127.0.0.1", 0))
             sock.listen(16)
-            proc = subprocess.Popen([sys.executable, "-c", "from powerstrip.cli import main; main()", "adapter-test",
+            proc = subprocess.Popen([sys.executable, "-m", "powerstrip.ops.cli", "adapter-test",
                                      f"http://127.0.0.1:{sock.getsockname()[1]}/", "--timeout", "200ms"],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             self.assertIn(b"8 protocol-1 sample call(s)", proc.stdout.readline())

@@ -13,11 +13,11 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from powerstrip.admin import CHECK_MAX_AGE, admin_site
-from powerstrip.config import parse_config
-from powerstrip.exposure import exposure_warning, in_container
-from powerstrip.proxy import Proxy
-from powerstrip.upstream import DockerAddress
+from powerstrip.config.spec import parse_config
+from powerstrip.ops.admin import CHECK_MAX_AGE, admin_site
+from powerstrip.ops.exposure import exposure_warning, in_container
+from powerstrip.proxy.route import Proxy
+from powerstrip.proxy.upstream import DockerAddress
 from tests.fakes import unused_port
 
 #: A fresh check's age: the time the /_ping itself took, on a busy machine.
@@ -159,7 +159,7 @@ class AdminOptionTests(TestCase):
         return OptionsTests.parse(self, *argv)
 
     def test_admin_tls_wraps_the_admin_listener(self) -> None:
-        from powerstrip.service import make_service
+        from powerstrip.ops.service import make_service
 
         options = self.parse("--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1",
                              "--admin-tlscert", str(self.certs / "cert.pem"),

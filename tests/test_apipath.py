@@ -1,4 +1,4 @@
-"""Tests for :mod:`powerstrip.apipath`: the API version prefix, as dockerd's router reads it."""
+"""Tests for :mod:`powerstrip.wire.apipath`: the API version prefix, as dockerd's router reads it."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import doctest
 
 from twisted.trial.unittest import TestCase
 
-from powerstrip import apipath
-from powerstrip.apipath import compare_versions, parse_versions, split_version, versions_match
+from powerstrip.wire import apipath
+from powerstrip.wire.apipath import compare_versions, parse_versions, split_version, versions_match
 
 
 class SplitVersionTests(TestCase):

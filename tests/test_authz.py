@@ -1,4 +1,4 @@
-"""``type: authz`` adapters (:mod:`powerstrip.authz`) on the wire.
+"""``type: authz`` adapters (:mod:`powerstrip.hooks.authz`) on the wire.
 
 The fake dockerd and raw client of :mod:`tests.test_proxy`, and a fake
 Docker AuthZ plugin (a twisted.web resource answering
@@ -26,11 +26,11 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from powerstrip.authz import identity, is_archive_upload, must_buffer
-from powerstrip.caller import Caller
-from powerstrip.config import Adapter, ConfigError, parse_config
-from powerstrip.front import FrontFactory
-from powerstrip.proxy import Limits
+from powerstrip.config.spec import Adapter, ConfigError, parse_config
+from powerstrip.hooks.authz import identity, is_archive_upload, must_buffer
+from powerstrip.hooks.peer import Caller
+from powerstrip.proxy.front import FrontFactory
+from powerstrip.proxy.route import Limits
 from tests.fakes import RawClient, reply, unused_port
 from tests.test_proxy import (
     LAST_CHUNK,

@@ -9,9 +9,9 @@ import os
 
 from twisted.trial.unittest import TestCase
 
-from powerstrip.cli import engine_api_routes, lint, main
-from powerstrip.config import load_config, parse_config
-from powerstrip.matching import glob_meets_template
+from powerstrip.config.matching import glob_meets_template
+from powerstrip.config.spec import load_config, parse_config
+from powerstrip.ops.cli import engine_api_routes, lint, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

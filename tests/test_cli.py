@@ -9,7 +9,7 @@ import sys
 
 from twisted.trial.unittest import TestCase
 
-from powerstrip.cli import main
+from powerstrip.ops.cli import main
 
 CONFIG = """\
 version: 1
@@ -86,7 +86,7 @@ class CommandTests(TestCase):
         self.assertIn("expected 'METHOD /path'", err)
 
     def test_runs_as_a_program(self) -> None:
-        done = subprocess.run([sys.executable, "-m", "powerstrip.cli", "check", self.path],
+        done = subprocess.run([sys.executable, "-m", "powerstrip.ops.cli", "check", self.path],
                               capture_output=True, text=True, timeout=60)
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertIn("valid, 2 endpoint rule(s)", done.stdout)

@@ -1,4 +1,4 @@
-"""Tests for :mod:`powerstrip.config`: loading and validating ``adapters.yml``."""
+"""Tests for :mod:`powerstrip.config.spec`: loading and validating ``adapters.yml``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import textwrap
 
 from twisted.trial.unittest import TestCase
 
-from powerstrip.config import (
+from powerstrip.config.spec import (
     DEFAULT_ADAPTER_TIMEOUT,
     Adapter,
     Config,

@@ -1,4 +1,4 @@
-"""The shipped Engine API data (powerstrip/engine_api.json) and its accessors."""
+"""The shipped Engine API data (powerstrip/wire/engine_api.json) and its accessors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from powerstrip import engine_api
+from powerstrip.wire import engine_api
 
 REPO = Path(__file__).resolve().parent.parent
 SWAGGER = REPO.parent / "shared" / "engine-api"
@@ -25,9 +25,9 @@ class ShippedData(TestCase):
         if not (SWAGGER / "v1.41.yaml").exists():
             raise SkipTest(f"no swagger at {SWAGGER} (CI has shared/ beside the repository)")
         gen = _generator()
-        shipped = (REPO / "powerstrip" / "engine_api.json").read_text(encoding="utf-8")
+        shipped = (REPO / "powerstrip" / "wire" / "engine_api.json").read_text(encoding="utf-8")
         self.assertEqual(shipped, gen.render(gen.generate(SWAGGER)),
-                         "powerstrip/engine_api.json is stale: run python3 tools/gen_engine_api.py")
+                         "powerstrip/wire/engine_api.json is stale: run python3 tools/gen_engine_api.py")
 
     def test_versions_and_routes(self) -> None:
         self.assertEqual(engine_api.versions(), ("1.41", "1.50", "1.56"))

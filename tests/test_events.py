@@ -1,4 +1,4 @@
-"""Event hooks (:mod:`powerstrip.events`): Docker events POSTed to adapters.
+"""Event hooks (:mod:`powerstrip.hooks.events`): Docker events POSTed to adapters.
 
 An in-process fake dockerd serves a streaming ``GET /events`` the tests
 control (it honours ``since`` from its history, and can drop its streams or
@@ -32,9 +32,8 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from powerstrip.cli import main as cli_main
-from powerstrip.config import Adapter, Config, EventRule, parse_config
-from powerstrip.events import (
+from powerstrip.config.spec import Adapter, Config, EventRule, parse_config
+from powerstrip.hooks.events import (
     DROP_LOG_INTERVAL,
     RECONNECT_MIN,
     RETRY_MIN,
@@ -43,9 +42,10 @@ from powerstrip.events import (
     match_event,
     since_param,
 )
-from powerstrip.proxy import Proxy
-from powerstrip.service import Options, make_service
-from powerstrip.upstream import DockerAddress
+from powerstrip.ops.cli import main as cli_main
+from powerstrip.ops.service import Options, make_service
+from powerstrip.proxy.route import Proxy
+from powerstrip.proxy.upstream import DockerAddress
 
 SECOND = 1_000_000_000
 
@@ -608,7 +608,7 @@ class WiringTests(TestCase):
     def parse(self, *argv: str) -> Options:
         options = Options()
         with mock.patch.dict(os.environ, {}, clear=True), \
-                mock.patch("powerstrip.service.DEFAULT_CONFIG", self.mktemp()):
+                mock.patch("powerstrip.ops.service.DEFAULT_CONFIG", self.mktemp()):
             options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", *argv])
         return options
 

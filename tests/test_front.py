@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
-from powerstrip.proxy import Limits
+from powerstrip.proxy.route import Limits
 from tests.fakes import RawClient
 from tests.test_proxy import ATTACH_URI, UPGRADED, ProxyTestCase, attach_request, echo_pre, request
 

@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from powerstrip.config import Config, ConfigError, parse_config
-from powerstrip.front import FrontFactory
-from powerstrip.http11 import ProtocolError, parse_response_head
-from powerstrip.matching import match
-from powerstrip.proxy import Proxy
-from powerstrip.upstream import DockerAddress
+from powerstrip.config.matching import match
+from powerstrip.config.spec import Config, ConfigError, parse_config
+from powerstrip.proxy.front import FrontFactory
+from powerstrip.proxy.route import Proxy
+from powerstrip.proxy.upstream import DockerAddress
+from powerstrip.wire.http11 import ProtocolError, parse_response_head
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -1,4 +1,4 @@
-"""powerstrip.gojson, gotext and hookbody: reading bodies as Go does, or refusing them."""
+"""powerstrip.wire.gojson, gotext and hookbody: reading bodies as Go does, or refusing them."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
-from powerstrip import engine_api
-from powerstrip.gojson import MAX_DEPTH, GoJSONError, canonicalize, dumps, loads
-from powerstrip.gotext import equal_fold, to_lower
-from powerstrip.hookbody import BodyRefused, read_for_hooks, wants_body
+from powerstrip.hooks.body import BodyRefused, read_for_hooks, wants_body
+from powerstrip.wire import engine_api
+from powerstrip.wire.gojson import MAX_DEPTH, GoJSONError, canonicalize, dumps, loads
+from powerstrip.wire.gotext import equal_fold, to_lower
 
 CREATE = engine_api.body_schema("POST", "/containers/create")
 
@@ -175,7 +175,7 @@ class SDKRequestJson(TestCase):
     """The SDK's ``Request.json`` never turns an unreadable body into "nothing to check"."""
 
     def test_unreadable_bodies_raise(self) -> None:
-        from powerstrip.adapter import Request, UnreadableBody
+        from powerstrip.sdk.adapter import Request, UnreadableBody
 
         self.assertIsNone(Request("POST", "/containers/create").json)
         self.assertIsNone(Request("POST", "/containers/create", "").json)
@@ -189,7 +189,7 @@ class SDKRequestJson(TestCase):
             self.assertEqual(json.loads(request.wire()["Body"]), {"replaced": True})
 
     def test_an_uncaught_unreadable_body_refuses_the_call(self) -> None:
-        from powerstrip.adapter import Adapter
+        from powerstrip.sdk.adapter import Adapter
 
         adapter = Adapter("t")
 

@@ -1,4 +1,4 @@
-"""Tests for :mod:`powerstrip.hooks` and :mod:`powerstrip.adapters`.
+"""Tests for :mod:`powerstrip.hooks.chain` and :mod:`powerstrip.hooks.http`.
 
 The adapters are real: one in-process :class:`twisted.web.server.Site` on
 127.0.0.1 serves every fake adapter, each at its own path (``/NAME``), so the
@@ -25,12 +25,12 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from powerstrip.adapters import DEFAULT_MAX_REPLY, AdapterClient, AdapterFault, Refused
-from powerstrip.config import Adapter
-from powerstrip.flow import ClientRequest, Flow, ServerResponse
-from powerstrip.hooks import HookChain
-from powerstrip.matching import Route
-from powerstrip.upstream import DockerAddress, tcp_endpoint
+from powerstrip.config.matching import Route
+from powerstrip.config.spec import Adapter
+from powerstrip.hooks.chain import HookChain
+from powerstrip.hooks.flow import ClientRequest, Flow, ServerResponse
+from powerstrip.hooks.http import DEFAULT_MAX_REPLY, AdapterClient, AdapterFault, Refused
+from powerstrip.proxy.upstream import DockerAddress, tcp_endpoint
 from tests.fakes import FakeAdapters, Tracker, echo_post, echo_pre, unused_port
 
 Handler = Callable[[Request, dict], Any]

@@ -1,5 +1,5 @@
 """Issue 12: a differential property test of Powerstrip's request-head parser
-(:func:`powerstrip.http11.find_head_end` + :func:`~powerstrip.http11.parse_request_head`)
+(:func:`powerstrip.wire.http11.find_head_end` + :func:`~powerstrip.wire.http11.parse_request_head`)
 against h11, a strict reference parser used only in tests.
 
 On generated and mutated request heads (methods, targets, versions, header
@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from powerstrip.http11 import BadRequest, find_head_end, parse_request_head
+from powerstrip.wire.http11 import BadRequest, find_head_end, parse_request_head
 
 MAX_HEAD = 1 << 20
 REJECTED, INCOMPLETE = "rejected", "incomplete"

@@ -1,4 +1,4 @@
-"""Tests for :mod:`powerstrip.logs`: ``--log-format json``.
+"""Tests for :mod:`powerstrip.ops.logs`: ``--log-format json``.
 
 Three layers: the JSON line made from one event; the observer twistd picks
 up from the application (``--logfile``, ``-n``, rotation); and the events
@@ -32,10 +32,10 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from powerstrip import logs
-from powerstrip.access import AccessLog
-from powerstrip.logs import PowerstripService, format_json_line, twistd_log_file
-from powerstrip.service import Options
+from powerstrip.ops import logs
+from powerstrip.ops.access import AccessLog
+from powerstrip.ops.logs import PowerstripService, format_json_line, twistd_log_file
+from powerstrip.ops.service import Options
 from tests import test_proxy as proxy
 from tests.fakes import reply, unused_port
 

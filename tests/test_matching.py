@@ -1,19 +1,19 @@
-"""Tests for :mod:`powerstrip.matching`: which rules a request line hits."""
+"""Tests for :mod:`powerstrip.config.matching`: which rules a request line hits."""
 
 from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
-from powerstrip.apipath import parse_versions
-from powerstrip.config import Adapter, Config, Endpoint, parse_config
-from powerstrip.matching import NO_ROUTE, Route, key_version, match, path_globs, request_path
+from powerstrip.config.matching import NO_ROUTE, Route, key_version, match, path_globs, request_path
+from powerstrip.config.spec import Adapter, Config, Endpoint, parse_config
+from powerstrip.wire.apipath import parse_versions
 
 A, B, C, D = (Adapter(n, f"http://{n}/hook") for n in "abcd")
 
 
 def rule(pattern: str, pre: tuple[Adapter, ...] = (), post: tuple[Adapter, ...] = (),
          versions: str | None = None) -> Endpoint:
-    """An endpoint as :func:`powerstrip.config.parse_config` would build it."""
+    """An endpoint as :func:`powerstrip.config.spec.parse_config` would build it."""
     method, path = pattern.split()
     return Endpoint(pattern, method.upper(), path, pre, post, parse_versions(versions) if versions else ())
 

@@ -20,12 +20,12 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.server import NOT_DONE_YET, Request
 
-from powerstrip.admin import admin_site
-from powerstrip.config import parse_config
-from powerstrip.metrics import DURATION_BUCKETS, Metrics, method_label
-from powerstrip.proxy import Proxy
-from powerstrip.reload import reload_config
-from powerstrip.upstream import DockerAddress
+from powerstrip.config.spec import parse_config
+from powerstrip.ops.admin import admin_site
+from powerstrip.ops.metrics import DURATION_BUCKETS, Metrics, method_label
+from powerstrip.ops.reload import reload_config
+from powerstrip.proxy.route import Proxy
+from powerstrip.proxy.upstream import DockerAddress
 from tests.fakes import echo_pre, reply, unused_port
 from tests.test_proxy import (
     FRAME,

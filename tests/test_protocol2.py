@@ -16,9 +16,9 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import NOT_DONE_YET, Request
 
-from powerstrip.caller import _peer_credentials
-from powerstrip.exchange import CLIENT_GONE
-from powerstrip.schema import validate
+from powerstrip.hooks.peer import _peer_credentials
+from powerstrip.proxy.exchange import CLIENT_GONE
+from powerstrip.sdk.schema import validate
 from tests.fakes import reply
 from tests.test_proxy import ProxyTestCase, json_request, json_response, request
 from tests.test_tls import Certificates, client_creator

@@ -4,8 +4,8 @@ Each test runs, on 127.0.0.1 in this reactor:
 
 - a fake dockerd (:class:`tests.fakes.FakeDockerd`) that records every byte
   it gets and answers exactly the bytes the test scripts, when it says so;
-- Powerstrip itself: a :class:`~powerstrip.front.FrontFactory` over a
-  :class:`~powerstrip.proxy.Proxy` pointed at the fake;
+- Powerstrip itself: a :class:`~powerstrip.proxy.front.FrontFactory` over a
+  :class:`~powerstrip.proxy.route.Proxy` pointed at the fake;
 - a raw client (:class:`tests.fakes.RawClient`) sending exact bytes;
 - when hooks are configured, fake adapters (a twisted.web Site).
 
@@ -26,12 +26,12 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from powerstrip.config import parse_config
-from powerstrip.exchange import when_flushed
-from powerstrip.front import FrontFactory
-from powerstrip.proxy import Limits, Proxy
-from powerstrip.tls import DockerTLS, ListenerTLS
-from powerstrip.upstream import DockerAddress
+from powerstrip.config.spec import parse_config
+from powerstrip.proxy.exchange import when_flushed
+from powerstrip.proxy.front import FrontFactory
+from powerstrip.proxy.route import Limits, Proxy
+from powerstrip.proxy.upstream import DockerAddress
+from powerstrip.wire.tls import DockerTLS, ListenerTLS
 from tests.fakes import (
     DockerConnection,
     FakeAdapters,

@@ -1,4 +1,4 @@
-"""Tests for :mod:`powerstrip.redact`, and its use by the hook chain and authz calls (issue 13, item 5)."""
+"""Tests for :mod:`powerstrip.hooks.redact`, and its use by the hook chain and authz calls (issue 13, item 5)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Request
 
-from powerstrip import authz, redact
-from powerstrip.adapters import Refused
-from powerstrip.config import Adapter
-from powerstrip.flow import ClientRequest, Flow, ServerResponse
-from powerstrip.matching import Route
-from powerstrip.redact import REDACTED
+from powerstrip.config.matching import Route
+from powerstrip.config.spec import Adapter
+from powerstrip.hooks import authz, redact
+from powerstrip.hooks.flow import ClientRequest, Flow, ServerResponse
+from powerstrip.hooks.http import Refused
+from powerstrip.hooks.redact import REDACTED
 from tests.test_hooks import HookTestCase, send
 
 LOGIN = '{"username":"bob","password":"hunter2-pw","serveraddress":"127.0.0.1:5000"}'
@@ -25,7 +25,7 @@ AUTH_HEADER = base64.urlsafe_b64encode(LOGIN.encode()).decode()
 
 
 def call(method: str, uri: str, body: str | None, response: str | None = None, headers: dict | None = None) -> dict:
-    """A hook call as :meth:`powerstrip.hooks.HookChain.payload` builds it."""
+    """A hook call as :meth:`powerstrip.hooks.chain.HookChain.payload` builds it."""
     out: dict[str, Any] = {"PowerstripProtocolVersion": 2, "Type": "pre-hook",
                            "ClientRequest": {"Method": method, "Request": uri, "Body": body,
                                              "Headers": headers or {}}}
@@ -160,7 +160,7 @@ def login_request() -> ClientRequest:
 
 
 class ChainTests(HookTestCase):
-    """Through :class:`powerstrip.hooks.HookChain`, with real HTTP adapters."""
+    """Through :class:`powerstrip.hooks.chain.HookChain`, with real HTTP adapters."""
 
     def capture(self) -> list[dict]:
         events: list[dict] = []

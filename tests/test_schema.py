@@ -1,5 +1,5 @@
-"""Tests for :mod:`powerstrip.schema` (the protocol's JSON Schemas, versions 1
-and 2, and their validator) and :mod:`powerstrip.samples` (the captured calls).
+"""Tests for :mod:`powerstrip.sdk.schema` (the protocol's JSON Schemas, versions 1
+and 2, and their validator) and :mod:`powerstrip.sdk.samples` (the captured calls).
 
 Besides the validator's keywords and error paths, these pin the schemas to
 Powerstrip itself: a reply Powerstrip accepts must validate, and one it turns
@@ -16,15 +16,15 @@ from typing import Any
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
-from powerstrip import schema
-from powerstrip.adapter import Headers as SDKHeaders
-from powerstrip.adapters import AdapterClient, AdapterFault
-from powerstrip.config import Adapter
-from powerstrip.flow import ClientRequest, Flow, ServerResponse
-from powerstrip.hooks import HookChain, ShortCircuit
-from powerstrip.matching import Route
-from powerstrip.samples import samples
-from powerstrip.schema import SchemaError, check, load, validate
+from powerstrip.config.matching import Route
+from powerstrip.config.spec import Adapter
+from powerstrip.hooks.chain import HookChain, ShortCircuit
+from powerstrip.hooks.flow import ClientRequest, Flow, ServerResponse
+from powerstrip.hooks.http import AdapterClient, AdapterFault
+from powerstrip.sdk import schema
+from powerstrip.sdk.adapter import Headers as SDKHeaders
+from powerstrip.sdk.samples import samples
+from powerstrip.sdk.schema import SchemaError, check, load, validate
 
 #: A schema with every keyword the validator knows.
 EVERYTHING: dict = {

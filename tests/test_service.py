@@ -8,8 +8,8 @@ from unittest import mock
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
-from powerstrip.service import DEFAULT_LISTEN, Options, docker_url_for, make_service
-from powerstrip.upstream import DockerAddress
+from powerstrip.ops.service import DEFAULT_LISTEN, Options, docker_url_for, make_service
+from powerstrip.proxy.upstream import DockerAddress
 
 VALID = 'version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [a]\nadapters:\n  a: http://a/x\n'
 
@@ -18,7 +18,7 @@ class OptionsTests(TestCase):
     def parse(self, *argv: str, env: dict | None = None) -> Options:
         options = Options()
         with mock.patch.dict(os.environ, env or {}, clear=True), \
-                mock.patch("powerstrip.service.DEFAULT_CONFIG", self.mktemp()):
+                mock.patch("powerstrip.ops.service.DEFAULT_CONFIG", self.mktemp()):
             options.parseOptions(list(argv))
         return options
 
@@ -87,9 +87,9 @@ class ReloadTests(TestCase):
     def test_reload_swaps_config_and_keeps_old_on_error(self) -> None:
         from twisted.internet import reactor
 
-        from powerstrip.config import load_config
-        from powerstrip.proxy import Proxy
-        from powerstrip.reload import reload_config
+        from powerstrip.config.spec import load_config
+        from powerstrip.ops.reload import reload_config
+        from powerstrip.proxy.route import Proxy
 
         path = self.mktemp()
         with open(path, "w") as f:
@@ -114,7 +114,7 @@ class AccessLogOptionTests(TestCase):
         for argv, expected in (([], True), (["--no-access-log"], False)):
             options = Options()
             with mock.patch.dict(os.environ, {}, clear=True), \
-                    mock.patch("powerstrip.service.DEFAULT_CONFIG", self.mktemp()):
+                    mock.patch("powerstrip.ops.service.DEFAULT_CONFIG", self.mktemp()):
                 options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", *argv])
             top = make_service(options)
             site = next(s for s in top if hasattr(s, "factory")).factory
@@ -125,7 +125,7 @@ class StaleSocketTests(TestCase):
     def test_stale_socket_removed_live_one_kept(self) -> None:
         import socket
 
-        from powerstrip.service import clear_stale_socket
+        from powerstrip.ops.service import clear_stale_socket
 
         path = self.mktemp()
         stale = socket.socket(socket.AF_UNIX)
@@ -165,7 +165,7 @@ class TLSOptionTests(TestCase):
         return [arg for n in names for arg in (f"--{n}", str(self.server / files[n]))]
 
     def test_tlsverify_wraps_tcp_listeners_only(self) -> None:
-        from powerstrip.tls import HalfCloseableTLSFactory
+        from powerstrip.wire.tls import HalfCloseableTLSFactory
 
         options = self.parse("--tlsverify", *self.tls_args("tlscacert", "tlscert", "tlskey"),
                              "--listen", "tcp:0:interface=127.0.0.1", "--listen", f"unix:{self.mktemp()}")
@@ -194,7 +194,7 @@ class TLSOptionTests(TestCase):
         self.assertIn("powerstrip: TLS: certificate /nonexistent/cert.pem", str(ctx.exception))
 
     def test_docker_tls_from_environment_like_the_cli(self) -> None:
-        from powerstrip.tls import DockerTLS
+        from powerstrip.wire.tls import DockerTLS
 
         env = {"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(self.client)}
         options = self.parse("--docker", "tcp://127.0.0.1:2376", env=env)
@@ -219,8 +219,8 @@ class ConfigWatcherTests(TestCase):
     def setUp(self) -> None:
         from twisted.internet.task import Clock
 
-        from powerstrip.config import load_config
-        from powerstrip.reload import ConfigWatcher
+        from powerstrip.config.spec import load_config
+        from powerstrip.ops.reload import ConfigWatcher
 
         self.path = self.mktemp()
         self.write(VALID)

@@ -1,4 +1,4 @@
-"""The adapter authors' test kit (:mod:`powerstrip.testing`), used as they would use it.
+"""The adapter authors' test kit (:mod:`powerstrip.sdk.testing`), used as they would use it.
 
 A real Powerstrip process in front of the kit's fake dockerd, with the kit's
 recording adapter and an SDK adapter served by ``twistd powerstrip-adapter``.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
-from powerstrip.testing import AdapterProcess, FakeDocker, PowerstripProcess, RecordingAdapter
+from powerstrip.sdk.testing import AdapterProcess, FakeDocker, PowerstripProcess, RecordingAdapter
 
 REPO = str(Path(__file__).resolve().parents[1])
 ENV = {"PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet import defer, ssl
 from twisted.trial.unittest import TestCase
 
-from powerstrip.tls import DockerTLS, ListenerTLS, TLSConfigError
+from powerstrip.wire.tls import DockerTLS, ListenerTLS, TLSConfigError
 from tests.certs import CA
 from tests.test_proxy import FRAME, UPGRADED, ProxyTestCase, attach_request, json_response, request
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate ``powerstrip/engine_api.json`` from the Engine API's published swagger.
+"""Generate ``powerstrip/wire/engine_api.json`` from the Engine API's published swagger.
 
 Usage::
 
@@ -52,7 +52,7 @@ VERSIONS = ("1.41", "1.50", "1.56")
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch")
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SWAGGER = REPO.parent / "shared" / "engine-api"
-DEFAULT_OUTPUT = REPO / "powerstrip" / "engine_api.json"
+DEFAULT_OUTPUT = REPO / "powerstrip" / "wire" / "engine_api.json"
 
 Node = dict[str, Any]
 

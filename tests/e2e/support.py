@@ -23,7 +23,7 @@ from typing import Any
 
 from twisted.trial.unittest import SkipTest
 
-from powerstrip.testing import AdapterProcess, PowerstripProcess, free_port, wait_for_port
+from powerstrip.sdk.testing import AdapterProcess, PowerstripProcess, free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER_SOCK = os.environ.get("POWERSTRIP_TEST_DOCKER", "unix:///var/run/docker.sock")

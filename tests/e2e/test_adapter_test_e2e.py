@@ -27,14 +27,14 @@ from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
-from powerstrip.testing import PowerstripProcess, free_port, wait_for_port
+from powerstrip.sdk.testing import PowerstripProcess, free_port, wait_for_port
 from tests.e2e.support import DOCKER_SOCK, REPO, LabelAdapter, require_daemon, shell_policy_adapter
 
 
 def adapter_test(*args: str) -> subprocess.CompletedProcess:
     """Run ``powerstrip adapter-test ARGS`` from this checkout; text output."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "powerstrip.cli", "adapter-test", *args],
+    return subprocess.run([sys.executable, "-m", "powerstrip.ops.cli", "adapter-test", *args],
                           capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
 
 

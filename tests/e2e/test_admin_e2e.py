@@ -14,15 +14,15 @@ from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
-from powerstrip.exposure import in_container
-from powerstrip.testing import PowerstripProcess, free_port, wait_for_port
+from powerstrip.ops.exposure import in_container
+from powerstrip.sdk.testing import PowerstripProcess, free_port, wait_for_port
 from tests.certs import CA
 from tests.e2e.support import DOCKER_SOCK, require_daemon
 
 
 def healthcheck(*args: str) -> subprocess.CompletedProcess:
     """``powerstrip healthcheck ARGS`` as a command."""
-    return subprocess.run([sys.executable, "-m", "powerstrip.cli", "healthcheck", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "powerstrip.ops.cli", "healthcheck", *args], capture_output=True,
                           text=True, timeout=30)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from twisted.trial.unittest import TestCase
 
 from examples import authz_plugin
-from powerstrip.testing import free_port, wait_for_port
+from powerstrip.sdk.testing import free_port, wait_for_port
 from tests.e2e.support import CLIS, IMAGE, LABEL, REPO, Powerstrip, direct, require_daemon, run
 
 DENIED = "authorization denied by plugin authz: privileged containers are not allowed"

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from powerstrip.testing import RecordingAdapter
+from powerstrip.sdk.testing import RecordingAdapter
 from tests.e2e.support import CLIS, DOCKER_SOCK, Powerstrip, direct, require_daemon
 
 COMPOSE_V1 = "/usr/bin/docker-compose"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
-from powerstrip.testing import free_port
+from powerstrip.sdk.testing import free_port
 from tests.e2e.support import DOCKER_SOCK, REPO, require_daemon
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import TestCase
 
-from powerstrip.testing import RecordingAdapter
+from powerstrip.sdk.testing import RecordingAdapter
 from tests.e2e.support import CLIS, IMAGE, LABEL, Powerstrip, SecondDockerd, direct, free_port, require_daemon
 
 DOCKER28 = CLIS["docker 28"]

@@ -18,7 +18,7 @@ import uuid
 import docker
 from twisted.trial.unittest import TestCase
 
-from powerstrip.testing import RecordingAdapter, echo
+from powerstrip.sdk.testing import RecordingAdapter, echo
 from tests.e2e.support import IMAGE, LABEL, Powerstrip, direct, ensure_busybox_image, require_daemon
 
 HOOKED = ("POST /containers/create", "POST /containers/*/exec", "POST /containers/*/start")

@@ -28,9 +28,9 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
-from powerstrip.exchange import CLIENT_GONE
-from powerstrip.schema import validate
-from powerstrip.testing import RecordingAdapter, echo
+from powerstrip.proxy.exchange import CLIENT_GONE
+from powerstrip.sdk.schema import validate
+from powerstrip.sdk.testing import RecordingAdapter, echo
 from tests.e2e.support import CLIS, IMAGE, LABEL, Powerstrip, direct, require_daemon, run
 from tests.e2e.test_tls_e2e import certs, tls_env
 

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from powerstrip.testing import RecordingAdapter, free_port, wait_for_port
+from powerstrip.sdk.testing import RecordingAdapter, free_port, wait_for_port
 from tests.e2e.support import CLIS, Powerstrip, direct, require_daemon, timed_lines
 
 REGISTRY = "/usr/bin/docker-registry"

@@ -1,6 +1,6 @@
 """Credentials through Powerstrip at ``-v`` with a ``"* *"`` hook: never logged, never shown, never broken.
 
-A protocol 1 and a protocol 2 (headers included) :class:`~powerstrip.testing.RecordingAdapter`
+A protocol 1 and a protocol 2 (headers included) :class:`~powerstrip.sdk.testing.RecordingAdapter`
 echo every pre- and post-hook call unchanged. Through Powerstrip:
 
 - ``docker login`` (both CLIs), ``push`` and ``pull`` against a real registry with htpasswd
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
-from powerstrip.testing import PowerstripProcess, RecordingAdapter
+from powerstrip.sdk.testing import PowerstripProcess, RecordingAdapter
 from tests.e2e.support import CLIS, REPO, SecondDockerd, direct, ensure_busybox_image, require_daemon
 from tests.e2e.test_registry_e2e import PASSWORD, USER, registry
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
-from powerstrip.testing import RecordingAdapter, free_port
+from powerstrip.sdk.testing import RecordingAdapter, free_port
 from tests.e2e.support import CLIS, IMAGE, Powerstrip, SecondDockerd, direct, require_daemon, run, timed_lines
 
 HOOKED_ENV = "POWERSTRIP_HOOKED=1"

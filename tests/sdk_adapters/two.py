@@ -1,6 +1,6 @@
 """A module with two adapters: loading it needs a name."""
 
-from powerstrip.adapter import Adapter
+from powerstrip.sdk.adapter import Adapter
 
 first = Adapter("first")
 second = Adapter("second")

@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 powerstrip_adapter = ServiceMaker(
     "powerstrip-adapter",
-    "powerstrip.adapter_server",
-    "Serve a Powerstrip adapter written with powerstrip.adapter over HTTP.",
+    "powerstrip.sdk.server",
+    "Serve a Powerstrip adapter written with powerstrip.sdk.adapter over HTTP.",
     "powerstrip-adapter",
 )

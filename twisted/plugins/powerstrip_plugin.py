@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 powerstrip = ServiceMaker(
     "powerstrip",
-    "powerstrip.service",
+    "powerstrip.ops.service",
     "Docker API proxy that runs adapter pre-hooks and post-hooks on matching calls.",
     "powerstrip",
 )

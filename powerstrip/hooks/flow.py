@@ -1,0 +1,102 @@
+"""The flow: one client request as it travels through the hook chain.
+
+One :class:`Flow` object is created per client request and handed along
+every stage (route match → pre-hooks → dockerd → post-hooks → client), the
+way mitmproxy threads one flow through its named hooks. Stages read and
+replace its :class:`ClientRequest` and :class:`ServerResponse`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from powerstrip.config.matching import Route
+from powerstrip.hooks.peer import Caller
+from powerstrip.wire.http11 import Headers
+
+#: The response header that tells the client its request id.
+REQUEST_ID_HEADER = b"Powerstrip-Request-Id"
+
+
+#: Request ids: a random 32-bit prefix per process, then a counter (no system call per request).
+_ids = itertools.count((secrets.randbits(32) << 32) | secrets.randbits(16))
+
+
+def new_request_id() -> str:
+    """A fresh request id: 16 hex digits, unique enough to grep logs across restarts."""
+    return "%016x" % next(_ids)  # noqa: UP031 -- the cheapest spelling
+
+
+@dataclass
+class ClientRequest:
+    """The request as dockerd will receive it.
+
+    ``body`` is the whole body when it was buffered for the hooks (JSON or
+    empty) and ``None`` when the body streams straight from the client
+    (``streamed`` is then True).
+    """
+
+    method: str
+    uri: str
+    headers: Headers
+    body: bytes | None = None
+    streamed: bool = False
+
+    @property
+    def path(self) -> str:
+        """The request path without its query string."""
+        return self.uri.split("?", 1)[0]
+
+
+@dataclass
+class ServerResponse:
+    """A complete (buffered) response, from dockerd or from an adapter."""
+
+    code: int
+    headers: Headers
+    body: bytes = b""
+
+    @property
+    def content_type(self) -> str | None:
+        """The ``Content-Type`` header value, if any."""
+        for k, v in reversed(self.headers):
+            if k.lower() == b"content-type":
+                return v.decode("latin-1")
+        return None
+
+
+@dataclass
+class HookRecord:
+    """One adapter call, for the access log."""
+
+    adapter: str
+    phase: str
+    seconds: float
+    outcome: str = "ok"
+
+
+@dataclass
+class Flow:
+    """Everything known about one client request on its way through Powerstrip."""
+
+    request: ClientRequest
+    route: Route
+    response: ServerResponse | None = None
+    hooks: list[HookRecord] = field(default_factory=list)
+    #: The request id: in every log line about it, and in its response header.
+    id: str = field(default_factory=new_request_id)
+    #: Who sent it (protocol 2's ``Caller``; the AuthZ ``User``).
+    caller: Caller | None = None
+    #: ``unwind: true`` adapters whose pre-hook succeeded, in order.
+    prepared: list = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
+def error_response(code: int, message: str) -> ServerResponse:
+    """A Docker-style JSON error, which the Docker CLI prints as its message."""
+    body = json.dumps({"message": message}).encode() + b"\n"
+    return ServerResponse(code, [(b"Content-Type", b"application/json")], body)

@@ -1,0 +1,37 @@
+"""What adapter authors import: write, serve and test an adapter in Python.
+
+::
+
+    from powerstrip.sdk import Adapter, Refuse
+
+- :mod:`.adapter`: the SDK (:class:`Adapter` and the typed :class:`Request`,
+  :class:`Response`, :class:`Headers`, :class:`Caller` its hooks get), re-exported here;
+- :mod:`.server`: serving an :class:`Adapter` over HTTP (``twistd powerstrip-adapter``);
+- :mod:`.testing`: a test kit (a real Powerstrip, a fake dockerd, a recording adapter);
+- :mod:`.schema`: the protocol's JSON Schemas and their validator; :mod:`.samples`: real calls.
+
+May import: :mod:`powerstrip.wire`, :mod:`powerstrip.config` (the rule grammar a hook
+is registered with). Never the proxy: an adapter runs without it.
+"""
+
+from powerstrip.sdk.adapter import (
+    PROTOCOL_VERSION,
+    PROTOCOL_VERSIONS,
+    Adapter,
+    BadPayload,
+    Caller,
+    Certificate,
+    Headers,
+    NeedsProtocol2,
+    Refuse,
+    Request,
+    RequestFailure,
+    Response,
+    UnreadableBody,
+    load,
+)
+
+__all__ = [
+    "PROTOCOL_VERSION", "PROTOCOL_VERSIONS", "Adapter", "BadPayload", "Caller", "Certificate", "Headers",
+    "NeedsProtocol2", "Refuse", "Request", "RequestFailure", "Response", "UnreadableBody", "load",
+]
