@@ -33,10 +33,10 @@ setup(
         "zope.interface>=6.0",
         "prometheus_client>=0.17",  # disable_created_metrics()
     ],
-    # powerstrip.ops.healthcheck.console: `powerstrip healthcheck` (a container health
-    # check, run every few seconds) starts without importing Twisted; the other
-    # commands go to powerstrip.ops.cli.main.
-    entry_points={"console_scripts": ["powerstrip = powerstrip.ops.healthcheck:console"]},
+    # powerstrip.ops.console: `powerstrip healthcheck` (a container health check,
+    # run every few seconds) starts without importing Twisted; the other commands
+    # go to powerstrip.ops.cli.main.
+    entry_points={"console_scripts": ["powerstrip = powerstrip.ops.console:console"]},
     extras_require={
         "test": ["docker>=7.0", "h11>=0.14", "hypothesis>=6.0", "ruff"],
     },

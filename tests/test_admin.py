@@ -16,8 +16,9 @@ from twisted.web.server import Site
 from powerstrip.config.spec import parse_config
 from powerstrip.ops.admin import CHECK_MAX_AGE, admin_site
 from powerstrip.ops.exposure import exposure_warning, in_container
+from powerstrip.ops.metrics import Metrics
 from powerstrip.proxy.route import Proxy
-from powerstrip.proxy.upstream import DockerAddress
+from powerstrip.wire.endpoints import DockerAddress
 from tests.fakes import unused_port
 
 #: A fresh check's age: the time the /_ping itself took, on a busy machine.
@@ -39,7 +40,7 @@ class _Ping(Resource):
 class AdminTests(TestCase):
     def start(self, docker_port: int, clock: Any = None) -> str:
         address = DockerAddress.parse(f"tcp://127.0.0.1:{docker_port}")
-        proxy = Proxy(reactor, parse_config(CONFIG, "adapters.yml"), address)
+        proxy = Proxy(reactor, parse_config(CONFIG, "adapters.yml"), address, metrics=Metrics)
         self.addCleanup(proxy.close)
         port = reactor.listenTCP(0, admin_site(reactor, proxy, clock), interface="127.0.0.1")
         self.addCleanup(port.stopListening)

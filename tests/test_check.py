@@ -9,9 +9,9 @@ import os
 
 from twisted.trial.unittest import TestCase
 
-from powerstrip.config.matching import glob_meets_template
 from powerstrip.config.spec import load_config, parse_config
 from powerstrip.ops.cli import engine_api_routes, lint, main
+from powerstrip.wire.rules import glob_meets_template
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -43,9 +43,10 @@ from powerstrip.hooks.events import (
     since_param,
 )
 from powerstrip.ops.cli import main as cli_main
+from powerstrip.ops.metrics import Metrics
 from powerstrip.ops.service import Options, make_service
 from powerstrip.proxy.route import Proxy
-from powerstrip.proxy.upstream import DockerAddress
+from powerstrip.wire.endpoints import DockerAddress
 
 SECOND = 1_000_000_000
 
@@ -210,7 +211,7 @@ class EventHooksTestCase(TestCase):
 
     def start(self, events: str | Config, bound: int = 100, drain_timeout: float = 5.0) -> EventHooks:
         config = events if isinstance(events, Config) else self.config(events)
-        self.resource = Proxy(reactor, config, DockerAddress.parse(f"unix://{self.sock}"))
+        self.resource = Proxy(reactor, config, DockerAddress.parse(f"unix://{self.sock}"), metrics=Metrics)
         hooks = EventHooks(self.resource, reactor, queue_bound=bound, drain_timeout=drain_timeout, clock=self.clock)
         hooks.startService()
         self.addCleanup(self.shut, hooks)

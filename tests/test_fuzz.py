@@ -19,7 +19,7 @@ from powerstrip.config.matching import match
 from powerstrip.config.spec import Config, ConfigError, parse_config
 from powerstrip.proxy.front import FrontFactory
 from powerstrip.proxy.route import Proxy
-from powerstrip.proxy.upstream import DockerAddress
+from powerstrip.wire.endpoints import DockerAddress
 from powerstrip.wire.http11 import ProtocolError, parse_response_head
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

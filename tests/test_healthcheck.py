@@ -124,7 +124,7 @@ class ConsoleTests(TestCase):
         import sys
 
         code = ("import sys; sys.argv = ['powerstrip', 'healthcheck', '--listen', 'tcp:1', '--timeout', '1s']\n"
-                "from powerstrip.ops.healthcheck import console\n"
+                "from powerstrip.ops.console import console\n"
                 "status = console()\n"
                 "print(status, 'twisted' in sys.modules)")
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)

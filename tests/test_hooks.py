@@ -30,7 +30,7 @@ from powerstrip.config.spec import Adapter
 from powerstrip.hooks.chain import HookChain
 from powerstrip.hooks.flow import ClientRequest, Flow, ServerResponse
 from powerstrip.hooks.http import DEFAULT_MAX_REPLY, AdapterClient, AdapterFault, Refused
-from powerstrip.proxy.upstream import DockerAddress, tcp_endpoint
+from powerstrip.wire.endpoints import DockerAddress, tcp_endpoint
 from tests.fakes import FakeAdapters, Tracker, echo_post, echo_pre, unused_port
 
 Handler = Callable[[Request, dict], Any]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
-from powerstrip.config.matching import NO_ROUTE, Route, key_version, match, path_globs, request_path
+from powerstrip.config.matching import NO_ROUTE, Route, match
 from powerstrip.config.spec import Adapter, Config, Endpoint, parse_config
 from powerstrip.wire.apipath import parse_versions
+from powerstrip.wire.rules import key_version, path_globs, request_path
 
 A, B, C, D = (Adapter(n, f"http://{n}/hook") for n in "abcd")
 

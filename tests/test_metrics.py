@@ -25,7 +25,7 @@ from powerstrip.ops.admin import admin_site
 from powerstrip.ops.metrics import DURATION_BUCKETS, Metrics, method_label
 from powerstrip.ops.reload import reload_config
 from powerstrip.proxy.route import Proxy
-from powerstrip.proxy.upstream import DockerAddress
+from powerstrip.wire.endpoints import DockerAddress
 from tests.fakes import echo_pre, reply, unused_port
 from tests.test_proxy import (
     FRAME,
@@ -300,7 +300,7 @@ class ReloadTests(TestCase):
         with open(path, "w") as f:
             f.write("version: 1\nendpoints: {}\nadapters: {}\n")
         resource = Proxy(reactor, parse_config(PASSTHROUGH, "x"),
-                                      DockerAddress.parse("unix:///nonexistent"))
+                                      DockerAddress.parse("unix:///nonexistent"), metrics=Metrics)
         self.addCleanup(resource.close)
         m = scrape(resource)
         self.assertEqual(value(m, "powerstrip_config_reloads_total", result="ok"), 0)
@@ -336,7 +336,7 @@ class EndpointTests(TestCase):
     @defer.inlineCallbacks
     def test_metrics_served_by_admin_site(self) -> Any:
         proxy = Proxy(reactor, parse_config(PASSTHROUGH, "x"),
-                                   DockerAddress.parse(f"tcp://127.0.0.1:{unused_port()}"))
+                                   DockerAddress.parse(f"tcp://127.0.0.1:{unused_port()}"), metrics=Metrics)
         self.addCleanup(proxy.close)
         proxy.metrics.reloaded(False)
         port = reactor.listenTCP(0, admin_site(reactor, proxy), interface="127.0.0.1")

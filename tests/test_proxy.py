@@ -27,10 +27,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from powerstrip.config.spec import parse_config
+from powerstrip.ops.access import AccessLog
+from powerstrip.ops.metrics import Metrics
 from powerstrip.proxy.exchange import when_flushed
 from powerstrip.proxy.front import FrontFactory
 from powerstrip.proxy.route import Limits, Proxy
-from powerstrip.proxy.upstream import DockerAddress
+from powerstrip.wire.endpoints import DockerAddress
 from powerstrip.wire.tls import DockerTLS, ListenerTLS
 from tests.fakes import (
     DockerConnection,
@@ -136,8 +138,9 @@ class ProxyTestCase(TestCase):
         self.adapters.handlers.update(handlers)
         cfg = parse_config(config.replace("$BASE", self.adapter_base), "test")
         address = DockerAddress.parse(docker or f"tcp://127.0.0.1:{self.dockerd_port}")
-        resource = Proxy(reactor, cfg, address, limits or Limits(), docker_tls=docker_tls,
-                                      verbose=verbose)
+        # Access lines as twisted.logger events (what a service without a log file writes).
+        resource = Proxy(reactor, cfg, address, limits or Limits(), docker_tls=docker_tls, verbose=verbose,
+                         metrics=Metrics, access_log=AccessLog(reactor))
         # The pool's connections to dockerd are ended at clean-up like every other.
         self.tracker.track_factory(resource.upstream._factory)
         self.resources.append(resource)

@@ -8,8 +8,9 @@ from unittest import mock
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
+from powerstrip.ops.metrics import Metrics
 from powerstrip.ops.service import DEFAULT_LISTEN, Options, docker_url_for, make_service
-from powerstrip.proxy.upstream import DockerAddress
+from powerstrip.wire.endpoints import DockerAddress
 
 VALID = 'version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [a]\nadapters:\n  a: http://a/x\n'
 
@@ -94,7 +95,7 @@ class ReloadTests(TestCase):
         path = self.mktemp()
         with open(path, "w") as f:
             f.write(VALID)
-        resource = Proxy(reactor, load_config(path), DockerAddress.parse("unix:///nonexistent"))
+        resource = Proxy(reactor, load_config(path), DockerAddress.parse("unix:///nonexistent"), metrics=Metrics)
         self.addCleanup(resource.close)
         first = resource.config
         with open(path, "w") as f:

@@ -4,5 +4,5 @@ An adapter's configuration is an :class:`~.spec.AdapterSpec` (a URL, a
 protocol, a timeout...), never to be confused with the SDK's
 :class:`powerstrip.sdk.Adapter`, which is an adapter's code.
 
-May import: :mod:`powerstrip.wire`.
+May import: :mod:`powerstrip.wire`, :mod:`powerstrip.sdk` (a ``python:`` adapter URL names an SDK adapter).
 """

@@ -33,6 +33,7 @@ from urllib.parse import unquote, urlsplit
 import yaml
 
 from powerstrip.wire.apipath import Versions, parse_versions
+from powerstrip.wire.rules import parse_rule
 
 #: What an adapter call may take before it counts as a timeout fault.
 DEFAULT_ADAPTER_TIMEOUT = 30.0
@@ -42,7 +43,6 @@ DEFAULT_CONFIG = "/etc/powerstrip/adapters.yml"
 _TOP_KEYS = {"version", "endpoints", "adapters", "events"}
 _ENDPOINT_KEYS = {"pre", "post", "versions"}
 _ADAPTER_KEYS = {"url", "timeout", "failure", "protocol", "unwind", "type", "secrets"}
-_METHOD = re.compile(r"^[A-Za-z*?\[\]!]+$")
 _MAX_SOCKET_PATH = 107  # sun_path on Linux, less its terminating NUL
 
 
@@ -247,17 +247,6 @@ def _parse_adapter(name: object, spec: object, fail) -> Adapter:
                    "HTTP and fails closed: no 'protocol', 'unwind', 'failure: ignore' or python: URL")
     return Adapter(name=name, url=url, timeout=timeout, ignore_faults=failure == "ignore", in_process=in_process,
                    protocol=protocol, unwind=unwind, type=kind, secrets=secrets)
-
-
-def parse_rule(text: str) -> tuple[str, str]:
-    """Split a ``"METHOD /path/glob"`` rule into its method and path globs.
-
-    :raises ValueError: ``text`` is not two words, a method glob and a path glob.
-    """
-    words = text.split() if isinstance(text, str) else []
-    if len(words) != 2 or not _METHOD.match(words[0]) or not words[1].startswith(("/", "*")):
-        raise ValueError(f"{text!r}: expected \"METHOD /path\" (e.g. \"POST /*/containers/create\")")
-    return words[0].upper(), words[1]
 
 
 def _seconds(value: object) -> float | None:

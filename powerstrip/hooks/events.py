@@ -50,6 +50,7 @@ from twisted.web.http_headers import Headers
 from powerstrip import __version__
 from powerstrip.config.spec import Adapter, Config
 from powerstrip.hooks.http import AdapterFault
+from powerstrip.wire.endpoints import FixedEndpoint
 
 #: Log namespaces are part of the interface (log filters name them): kept across moves.
 log = Logger(namespace="powerstrip.events")
@@ -133,16 +134,6 @@ def _describe(failure: Failure) -> str:
     return failure.getErrorMessage() or failure.type.__name__
 
 
-class _OneEndpoint:
-    """An Agent endpoint factory that always dials dockerd."""
-
-    def __init__(self, endpoint: Any) -> None:
-        self._endpoint = endpoint
-
-    def endpointForURI(self, uri: Any) -> Any:
-        return self._endpoint
-
-
 class _StreamReader(Protocol):
     """Splits the body of ``GET /events`` into lines for its follower."""
 
@@ -184,7 +175,7 @@ class EventFollower:
 
     def __init__(self, reactor: Any, endpoint: Any, on_event: Callable[[dict], None], docker: str = "Docker",
                  clock: Any = None, on_connected: Callable[[bool], None] | None = None) -> None:
-        self._agent = Agent.usingEndpointFactory(reactor, _OneEndpoint(endpoint))
+        self._agent = Agent.usingEndpointFactory(reactor, FixedEndpoint(endpoint))
         self._clock = clock or reactor
         self._on_event = on_event
         self._on_connected = on_connected or (lambda up: None)

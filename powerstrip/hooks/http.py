@@ -39,8 +39,8 @@ from zope.interface import implementer
 
 from powerstrip.config.spec import Adapter
 from powerstrip.hooks.flow import ServerResponse, error_response
-from powerstrip.proxy.upstream import tcp_endpoint
 from powerstrip.sdk.schema import validate
+from powerstrip.wire.endpoints import tcp_endpoint
 
 #: The JSON Schema each protocol 2 reply is checked against (powerstrip/sdk/schemas/v2/).
 _V2_REPLY_SCHEMAS = {"ModifiedClientRequest": "v2/pre-hook-reply", "ModifiedServerResponse": "v2/post-hook-reply"}

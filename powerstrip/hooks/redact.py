@@ -32,9 +32,9 @@ import base64
 import json
 from typing import Any
 
-from powerstrip.config.matching import request_path
 from powerstrip.wire import engine_api
 from powerstrip.wire.gotext import fold_key
+from powerstrip.wire.rules import request_path
 
 #: What a redacted value is shown as.
 REDACTED = "<redacted>"

@@ -25,6 +25,7 @@ from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from powerstrip.wire.endpoints import FixedEndpoint
 from powerstrip.wire.tls import describe
 
 READY_TIMEOUT = 2.0
@@ -45,16 +46,6 @@ class _Healthz(Resource):
         return _json(request, 200, {"status": "alive"})
 
 
-class _OneEndpoint:
-    """An Agent endpoint factory that always dials dockerd."""
-
-    def __init__(self, endpoint: Any) -> None:
-        self._endpoint = endpoint
-
-    def endpointForURI(self, uri: Any) -> Any:
-        return self._endpoint
-
-
 class DockerCheck:
     """dockerd's ``/_ping``, checked at most once per :data:`CHECK_MAX_AGE` seconds.
 
@@ -69,7 +60,7 @@ class DockerCheck:
         self._reactor = reactor
         self._clock = clock or reactor
         self._proxy = proxy
-        self._agent = Agent.usingEndpointFactory(reactor, _OneEndpoint(proxy.upstream.endpoint),
+        self._agent = Agent.usingEndpointFactory(reactor, FixedEndpoint(proxy.upstream.endpoint),
                                                  pool=HTTPConnectionPool(reactor, persistent=False))
         self._last: tuple[float, str | None] | None = None  # (when, problem or None)
         self._pending: list[defer.Deferred] = []

@@ -33,16 +33,16 @@ from typing import Any, TextIO
 from twisted.internet import defer, task
 
 from powerstrip import __version__
-from powerstrip.config.matching import glob_meets_template, key_version, match, path_globs, request_path, rule_matches
+from powerstrip.config.matching import match, streams_unhooked
 from powerstrip.config.spec import DEFAULT_CONFIG, Adapter, Config, ConfigError, load_config, parse_adapter
 from powerstrip.hooks.events import DOCKER_EVENT_TYPES, match_event
 from powerstrip.hooks.http import AdapterClient, AdapterFault
 from powerstrip.ops import healthcheck
-from powerstrip.proxy.exchange import streams_unhooked
 from powerstrip.sdk.samples import samples
 from powerstrip.sdk.schema import protocols, validate
 from powerstrip.wire import engine_api
 from powerstrip.wire.apipath import Versions, versions_match
+from powerstrip.wire.rules import glob_meets_template, key_version, path_globs, request_path, rule_matches
 
 
 def _names(adapters: tuple[Adapter, ...]) -> str:

@@ -14,10 +14,9 @@ or 1 (not). Standard library only, and no reactor: a health check runs every
 few seconds and should start fast. Plain HTTP on ``tcp:`` and ``unix:``
 endpoints; a TLS listener is checked through a plain admin listener.
 
-:func:`console` is the ``powerstrip`` console script: it runs ``powerstrip
-healthcheck`` without importing the rest of Powerstrip (Twisted and all,
-about three times the CPU), and hands every other command to
-:func:`powerstrip.ops.cli.main`.
+The ``powerstrip`` console script (:mod:`powerstrip.ops.console`) runs
+``powerstrip healthcheck`` from here without importing the rest of Powerstrip
+(Twisted and all, about three times the CPU).
 """
 
 from __future__ import annotations
@@ -137,14 +136,3 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     status, message = healthcheck(args.listen, args.admin, timeout)
     print(message, file=sys.stderr if status else sys.stdout)
     return status
-
-
-def console() -> int:
-    """The ``powerstrip`` console script (see the module docstring)."""
-    if sys.argv[1:2] == ["healthcheck"]:
-        parser = argparse.ArgumentParser(prog="powerstrip healthcheck")
-        add_arguments(parser)
-        return run(parser.parse_args(sys.argv[2:]), parser)
-    from powerstrip.ops.cli import main
-
-    return main()

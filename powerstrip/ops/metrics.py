@@ -208,6 +208,10 @@ class Metrics:
             child = self._refused[code] = self._refused_counter.labels(str(code))
         child.inc()
 
+    def stream_started(self) -> None:
+        """Count a hijacked or upgraded stream that began."""
+        self.streams.inc()
+
     def reloaded(self, ok: bool) -> None:
         """Count a configuration reload attempt and whether it took effect."""
         self._reloads[ok].inc()

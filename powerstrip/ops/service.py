@@ -21,10 +21,11 @@ from powerstrip.ops.access import AccessLog
 from powerstrip.ops.admin import admin_site
 from powerstrip.ops.exposure import exposure_warning, in_container
 from powerstrip.ops.logs import FORMATS, PowerstripService
+from powerstrip.ops.metrics import Metrics
 from powerstrip.ops.reload import ConfigWatcher, reload_config
 from powerstrip.proxy.front import DEFAULT_CLIENT_TIMEOUT, FrontFactory
 from powerstrip.proxy.route import Limits, Proxy
-from powerstrip.proxy.upstream import DEFAULT_DOCKER, DockerAddress
+from powerstrip.wire.endpoints import DEFAULT_DOCKER, DockerAddress
 from powerstrip.wire.tls import DockerTLS, ListenerTLS, TLSConfigError, default_cert_path
 
 DEFAULT_LISTEN = "tcp:2375:interface=127.0.0.1"
@@ -283,7 +284,7 @@ def make_service(options: Options, reactor: Any = None) -> service.IService:
     access = None if options["no-access-log"] else AccessLog(reactor, fmt=options["log-format"])
     top.log_file_users.append(access)
     resource = Proxy(reactor, config, options["docker_address"], limits, access_log=access,
-                     docker_tls=options["docker_tls"], verbose=options["verbose"])
+                     docker_tls=options["docker_tls"], verbose=options["verbose"], metrics=Metrics)
     site = FrontFactory(resource, timeout=timeout, max_head=options["max-header-size"],
                         max_connections=options["max-connections"] or connection_limit())
     log.info("at most {n} client connections at once (--max-connections)", n=site.max_connections)

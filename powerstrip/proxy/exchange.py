@@ -27,7 +27,9 @@ from __future__ import annotations
 import enum
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IPullProducer
@@ -35,14 +37,24 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from powerstrip.config.matching import request_path
+from powerstrip.config.matching import Route, streams_unhooked
 from powerstrip.hooks import body as hookbody
 from powerstrip.hooks.authz import must_buffer
-from powerstrip.hooks.chain import ShortCircuit
+from powerstrip.hooks.chain import HookChain, ShortCircuit
 from powerstrip.hooks.flow import REQUEST_ID_HEADER, ClientRequest, Flow, ServerResponse, error_response
 from powerstrip.hooks.http import AdapterFault, Refused
+from powerstrip.proxy.front import FrontConnection
 from powerstrip.proxy.splice import Splice
-from powerstrip.proxy.upstream import CHUNKED, CLOSE, DECODE, RELAY, SPLICE, UpstreamConnection, request_head
+from powerstrip.proxy.upstream import (
+    CHUNKED,
+    CLOSE,
+    DECODE,
+    RELAY,
+    SPLICE,
+    UpstreamConnection,
+    UpstreamPool,
+    request_head,
+)
 from powerstrip.wire.http11 import (
     HOP_BY_HOP,
     RequestHead,
@@ -52,14 +64,75 @@ from powerstrip.wire.http11 import (
     is_json,
     media_type,
 )
+from powerstrip.wire.rules import request_path
 from powerstrip.wire.tls import describe
-
-if TYPE_CHECKING:
-    from powerstrip.proxy.front import FrontConnection
-    from powerstrip.proxy.route import Proxy
 
 #: Log namespaces are part of the interface (log filters name them): kept across moves.
 log = Logger(namespace="powerstrip.exchange")
+
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Memory and time bounds for what Powerstrip must hold whole."""
+
+    #: A request body handed to pre-hooks (larger: 413).
+    max_json_body: int = 16 * MiB
+    #: A response handed to post-hooks (larger: 502).
+    max_response_body: int = 64 * MiB
+    #: All bytes held for hooks at once, across every connection (over it: 503).
+    max_buffered: int = 256 * MiB
+    #: Seconds a body held for hooks may take to arrive whole (408 after; None: no limit).
+    body_deadline: float | None = 120.0
+
+
+class Counters(TypingProtocol):
+    """What the request path counts, as it happens (:class:`powerstrip.ops.metrics.Metrics` in a service)."""
+
+    def request_done(self, exchange: Exchange) -> None:
+        """An exchange ended (told once per exchange)."""
+
+    def refused(self, code: int) -> None:
+        """Powerstrip refused a request or a connection itself with ``code``."""
+
+    def stream_started(self) -> None:
+        """A hijacked or upgraded stream began."""
+
+    def reloaded(self, ok: bool) -> None:
+        """A configuration reload was tried, and took effect or not."""
+
+
+class AccessLine(TypingProtocol):
+    """Where one line per ended exchange goes (:class:`powerstrip.ops.access.AccessLog` in a service)."""
+
+    def write(self, exchange: Exchange) -> None:
+        """The line for ``exchange``."""
+
+    def flush(self) -> None:
+        """Write out what is buffered."""
+
+
+class Shared(TypingProtocol):
+    """What every exchange shares: :class:`powerstrip.proxy.route.Proxy`, seen from here."""
+
+    reactor: Any
+    limits: Limits
+    upstream: UpstreamPool
+    chain: HookChain
+    metrics: Counters
+    #: Requests being answered and hijacked streams: what a shutdown drains.
+    inflight: set[Exchange]
+    streams: set[Splice]
+    #: Bytes held for hooks right now, across every connection (against ``limits.max_buffered``).
+    buffered: int
+
+    def route(self, method: str, path: str) -> Route:
+        """The hooks for ``method path`` under the configuration in force."""
+
+    def ended(self, exchange: Exchange) -> None:
+        """``exchange`` is over: tell the observers."""
 
 
 class Stage(enum.Enum):
@@ -92,21 +165,8 @@ _REASONS = {200: b"OK", 201: b"Created", 204: b"No Content", 304: b"Not Modified
             500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable",
             504: b"Gateway Timeout"}
 
-#: Docker calls whose responses are streams or long polls. Post-hooks would
-#: have to hold them until they end: ``docker run`` sends ``start`` only after
-#: the ``wait`` response head arrived, so holding ``wait`` deadlocks it, and
-#: ``events``/``logs -f`` never end. They stream through unhooked.
-_STREAMING = re.compile(
-    r"^(/v[0-9.]+)?/(events|build|session|grpc|images/create|images/load|images/.+/push"
-    r"|containers/[^/]+/(wait|attach|logs|stats)|exec/[^/]+/start)$"
-)
 #: The calls dockerd hijacks for clients that ask for no upgrade ("200 OK" and a raw stream).
 _HIJACKS = re.compile(r"^(/v[0-9.]+)?/(containers/[^/]+/attach|exec/[^/]+/start)$")
-
-
-def streams_unhooked(path: str) -> bool:
-    """Whether ``path`` is one of Docker's streaming calls, whose responses post-hooks never see."""
-    return _STREAMING.match(path) is not None
 
 
 def _message(resp: ServerResponse) -> str:
@@ -165,7 +225,7 @@ def _post_hookable(head: ResponseHead, method: str, path: str) -> bool:
 class Exchange:
     """Carries one request from the client to dockerd and the answer back."""
 
-    def __init__(self, proxy: Proxy, client: FrontConnection, head: RequestHead) -> None:
+    def __init__(self, proxy: Shared, client: FrontConnection, head: RequestHead) -> None:
         self.proxy = proxy
         self.client = client
         self.head = head
@@ -558,7 +618,7 @@ class Exchange:
             return
         splice = self.splice = Splice(self.client.transport, conn.transport, on_close=self._splice_closed)
         self.proxy.streams.add(splice)
-        self.proxy.metrics.streams.inc()
+        self.proxy.metrics.stream_started()
         leftover = conn.take_raw(splice)
         if leftover:
             splice.upstream_data(leftover)

@@ -25,21 +25,25 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from powerstrip.hooks.flow import REQUEST_ID_HEADER, error_response, new_request_id
+from powerstrip.hooks.flow import REQUEST_ID_HEADER, Flow, error_response, new_request_id
 from powerstrip.hooks.peer import Caller, read_caller
-from powerstrip.wire.http11 import BadRequest, ChunkedFraming, ProtocolError, find_head_end, parse_request_head
-
-if TYPE_CHECKING:
-    from powerstrip.proxy.exchange import Exchange
-    from powerstrip.proxy.route import Proxy
-    from powerstrip.proxy.splice import Splice
+from powerstrip.proxy.splice import Splice
+from powerstrip.wire.http11 import (
+    BadRequest,
+    ChunkedFraming,
+    ProtocolError,
+    RequestHead,
+    find_head_end,
+    parse_request_head,
+)
 
 #: Log namespaces are part of the interface (log filters name them): kept across moves.
 log = Logger(namespace="powerstrip.front")
@@ -55,6 +59,52 @@ _PIPELINE_LIMIT = 64 * 1024
 
 _RESPONSES = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Payload Too Large",
               431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
+
+
+class Carrier(TypingProtocol):
+    """What carries one request on from the front (:class:`powerstrip.proxy.exchange.Exchange`).
+
+    The front tells it what the client sends; it answers through the
+    connection's own methods (``write``, ``answered``, ``hijack``...).
+    """
+
+    flow: Flow
+    #: Whether an answer's head has gone to the client (a refusal then can only close).
+    head_sent: bool
+
+    def start(self) -> None:
+        """The head is read and the front is ready: go."""
+
+    def request_data(self, data: bytes) -> None:
+        """A piece of the request body (de-framed when the front was asked to)."""
+
+    def request_end(self) -> None:
+        """The request body is complete."""
+
+    def client_eof(self) -> None:
+        """The client shut its write side."""
+
+    def abandon(self) -> None:
+        """The connection is gone or the request was refused: stop, and let go of everything."""
+
+
+class _Counted(TypingProtocol):
+    def refused(self, code: int) -> None: ...
+
+
+class Entry(TypingProtocol):
+    """Where the front hands each request (:class:`powerstrip.proxy.route.Proxy`, resource-shaped)."""
+
+    reactor: Any
+    #: Client connections open (the front adds its own; ``--max-connections`` counts them).
+    connections: set[Any]
+    metrics: _Counted
+
+    def exchange(self, client: FrontConnection, head: RequestHead) -> Carrier:
+        """The carrier for the request ``head`` just read on ``client``."""
+
+    def connection_closed(self, client: FrontConnection) -> None:
+        """``client`` is gone."""
 
 
 class Reading(enum.Enum):
@@ -81,12 +131,12 @@ class FrontConnection(Protocol):
     outpaces it (``pauseProducing``/``resumeProducing``).
     """
 
-    def __init__(self, proxy: Proxy, timeout: float | None, max_head: int) -> None:
+    def __init__(self, proxy: Entry, timeout: float | None, max_head: int) -> None:
         self.proxy = proxy
         self.timeout = timeout
         self.max_head = max_head
         self.state = Reading.HEAD
-        self.exchange: Exchange | None = None
+        self.exchange: Carrier | None = None
         self.splice: Splice | None = None
         #: The client shut its write side.
         self.read_eof = False
@@ -442,7 +492,7 @@ class FrontFactory(Factory):
 
     noisy = False
 
-    def __init__(self, proxy: Proxy, timeout: float | None = DEFAULT_CLIENT_TIMEOUT,
+    def __init__(self, proxy: Entry, timeout: float | None = DEFAULT_CLIENT_TIMEOUT,
                  max_head: int = DEFAULT_MAX_HEAD, max_connections: int | None = None) -> None:
         self.proxy = proxy
         self.timeout = timeout

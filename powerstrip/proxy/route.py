@@ -12,9 +12,8 @@ and the metrics.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sized
+from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -23,45 +22,52 @@ from powerstrip.config.matching import Route, match
 from powerstrip.config.spec import Config
 from powerstrip.hooks.chain import HookChain
 from powerstrip.hooks.http import AdapterClient
-from powerstrip.ops.access import AccessLog
-from powerstrip.ops.metrics import Metrics
-from powerstrip.proxy.exchange import Exchange
+from powerstrip.proxy.exchange import AccessLine, Counters, Exchange, Limits
+from powerstrip.proxy.front import FrontConnection
 from powerstrip.proxy.splice import Splice
-from powerstrip.proxy.upstream import DockerAddress, UpstreamPool
+from powerstrip.proxy.upstream import UpstreamPool
+from powerstrip.wire.endpoints import DockerAddress
 from powerstrip.wire.http11 import RequestHead
 from powerstrip.wire.tls import DockerTLS
-
-if TYPE_CHECKING:
-    from powerstrip.proxy.front import FrontConnection
 
 #: Log namespaces are part of the interface (log filters name them): kept across moves.
 log = Logger(namespace="powerstrip.proxy")
 
-MiB = 1024 * 1024
 #: Distinct (method, target) route lookups kept per configuration.
 _ROUTE_CACHE = 4096
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Memory and time bounds for what Powerstrip must hold whole."""
+class Uncounted:
+    """:class:`Counters` that count nothing: a proxy run without metrics (tests, embedding)."""
 
-    #: A request body handed to pre-hooks (larger: 413).
-    max_json_body: int = 16 * MiB
-    #: A response handed to post-hooks (larger: 502).
-    max_response_body: int = 64 * MiB
-    #: All bytes held for hooks at once, across every connection (over it: 503).
-    max_buffered: int = 256 * MiB
-    #: Seconds a body held for hooks may take to arrive whole (408 after; None: no limit).
-    body_deadline: float | None = 120.0
+    def __init__(self, inflight: Sized, streams: Sized) -> None:
+        pass
+
+    def request_done(self, exchange: Exchange) -> None:
+        """Nothing is counted."""
+
+    def refused(self, code: int) -> None:
+        """Nothing is counted."""
+
+    def stream_started(self) -> None:
+        """Nothing is counted."""
+
+    def reloaded(self, ok: bool) -> None:
+        """Nothing is counted."""
 
 
 class Proxy:
-    """Every request, whatever its path: an :class:`Exchange` each."""
+    """Every request, whatever its path: an :class:`Exchange` each.
+
+    What watches it is given, never built here (the operating layer above
+    owns metrics and logs): ``metrics`` makes the :class:`Counters` from the
+    proxy's live sets of requests and streams (their gauges read them), and
+    ``access_log`` gets a line per ended exchange.
+    """
 
     def __init__(self, reactor: Any, config: Config, docker: DockerAddress, limits: Limits | None = None,
-                 access_log: AccessLog | bool | None = True, docker_tls: DockerTLS | None = None,
-                 verbose: bool = False) -> None:
+                 access_log: AccessLine | None = None, docker_tls: DockerTLS | None = None,
+                 verbose: bool = False, metrics: Callable[[Sized, Sized], Counters] = Uncounted) -> None:
         self.reactor = reactor
         #: Called with the new config whenever :attr:`config` is replaced (event hooks follow reloads).
         self.config_observers: list[Callable[[Config], None]] = []
@@ -78,9 +84,9 @@ class Proxy:
         #: Bytes held for hooks right now (request and response bodies), against ``max_buffered``.
         self.buffered = 0
         #: Prometheus metrics (``GET /metrics`` on the admin listener).
-        self.metrics = Metrics(self.inflight, self.streams)
-        #: One line per request (None or False: none; True: as twisted.logger events).
-        self.access_log = AccessLog(reactor) if access_log is True else access_log
+        self.metrics = metrics(self.inflight, self.streams)
+        #: One line per request (None: none).
+        self.access_log = access_log
         #: Told of every exchange once it has ended (after the access log and metrics).
         self.end_observers: list[Callable[[Exchange], None]] = []
 

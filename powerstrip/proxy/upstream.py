@@ -12,12 +12,10 @@ Bodies are relayed as framed: their framing is counted, not re-encoded.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from typing import Protocol as TypingProtocol
 
-from twisted.internet import defer, endpoints
-from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
@@ -25,66 +23,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from powerstrip.proxy.splice import half_close
+from powerstrip.wire.endpoints import DockerAddress
 from powerstrip.wire.http11 import ChunkedFraming, Headers, ProtocolError, ResponseHead, parse_response_head
-from powerstrip.wire.tls import DockerTLS, TLSClientEndpoint
+from powerstrip.wire.tls import DockerTLS
 
-DEFAULT_DOCKER = "unix:///var/run/docker.sock"
 MAX_HEAD = 256 * 1024
-
-
-@dataclass(frozen=True)
-class DockerAddress:
-    """Where dockerd listens: ``unix:///path`` or ``tcp://host:port``."""
-
-    scheme: str  # "unix" or "tcp"
-    location: str  # socket path, or host
-    port: int = 0
-
-    @classmethod
-    def parse(cls, url: str) -> DockerAddress:
-        """Parse a ``DOCKER_HOST``-style URL; plain ``HOST:PORT`` means tcp."""
-        url = url.strip()
-        if url.startswith("unix://"):
-            path = url[len("unix://"):]
-            if not path.startswith("/"):
-                raise ValueError(f"unix socket URL {url!r} needs an absolute path (unix:///run/docker.sock)")
-            return cls("unix", path)
-        for prefix in ("tcp://", "http://"):
-            if url.startswith(prefix):
-                url = url[len(prefix):]
-                break
-        else:
-            if "://" in url:
-                raise ValueError(f"unsupported Docker URL {url!r}: use unix:///path or tcp://host:port")
-        hostport = url.rstrip("/")
-        host, sep, port = hostport.rpartition(":")
-        if not sep or not port.isdigit() or not host:
-            raise ValueError(f"Docker URL {url!r} needs HOST:PORT (e.g. tcp://127.0.0.1:2375)")
-        return cls("tcp", host.strip("[]"), int(port))
-
-    def __str__(self) -> str:
-        return f"unix://{self.location}" if self.scheme == "unix" else f"tcp://{self.location}:{self.port}"
-
-    def endpoint(self, reactor: Any, tls: DockerTLS | None = None) -> Any:
-        """A Twisted client endpoint that connects to this address (over
-        ``tls`` if given; only for tcp)."""
-        if self.scheme == "unix":
-            return endpoints.UNIXClientEndpoint(reactor, self.location, timeout=10)
-        tcp = tcp_endpoint(reactor, self.location, self.port)
-        return tcp if tls is None else TLSClientEndpoint(tls.creator(self.location), tcp)
-
-
-def tcp_endpoint(reactor: Any, host: str, port: int) -> Any:
-    """A TCP client endpoint for ``host:port`` (dockerd's or an adapter's):
-    direct for an IP address, so a refused connection fails at once.
-    HostnameEndpoint, needed for a name, reports the last refusal only after
-    its 0.3 s attempt interval: every call to a down adapter (``failure:
-    ignore`` ones included) would pay that."""
-    if isIPAddress(host):
-        return endpoints.TCP4ClientEndpoint(reactor, host, port, timeout=10)
-    if isIPv6Address(host):
-        return endpoints.TCP6ClientEndpoint(reactor, host, port, timeout=10)
-    return endpoints.HostnameEndpoint(reactor, host, port, timeout=10)
 
 
 #: What a listener does with a response body (its answer to :meth:`ResponseListener.head_received`).

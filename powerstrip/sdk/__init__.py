@@ -10,8 +10,8 @@
 - :mod:`.testing`: a test kit (a real Powerstrip, a fake dockerd, a recording adapter);
 - :mod:`.schema`: the protocol's JSON Schemas and their validator; :mod:`.samples`: real calls.
 
-May import: :mod:`powerstrip.wire`, :mod:`powerstrip.config` (the rule grammar a hook
-is registered with). Never the proxy: an adapter runs without it.
+May import: :mod:`powerstrip.wire` (the rule grammar a hook is registered with is
+:mod:`powerstrip.wire.rules`). Never the proxy or its configuration: an adapter runs without them.
 """
 
 from powerstrip.sdk.adapter import (

@@ -57,9 +57,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from powerstrip.config.matching import rule_matches
-from powerstrip.config.spec import parse_rule
 from powerstrip.wire import gojson
+from powerstrip.wire.rules import parse_rule, rule_matches
 
 #: Log namespaces are part of the interface (log filters name them): kept across moves.
 log = Logger(namespace="powerstrip.adapter")

@@ -49,8 +49,7 @@ from typing import Any
 
 import yaml
 
-from powerstrip.config.matching import rule_matches
-from powerstrip.config.spec import parse_rule
+from powerstrip.wire.rules import parse_rule, rule_matches
 
 #: Where a real dockerd usually is.
 DOCKER_SOCKET = "unix:///var/run/docker.sock"
