@@ -28,29 +28,51 @@ import collections
 import concurrent.futures
 import contextlib
 import datetime
-import http.client
 import json
 import os
 import platform
 import re
 import resource
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+from common import (
+    DOCKER_SOCK,
+    HERE,
+    IMAGE,
+    REPO,
+    BenchError,
+    PeakSampler,
+    Procs,
+    checkout_env,
+    docker_raw,
+    fd_count,
+    free_port,
+    handle_signals,
+    http_get,
+    labelled,
+    log,
+    md_head,
+    md_row,
+    more_fds,
+    powerstrip_args,
+    python_twistd,
+    remove_containers,
+    start_container,
+    status_kib,
+    tree,
+    twistd_argv,
+    wait_ready,
+    write_adapters_file,
+)
+
 OUT = HERE / "out"
 LOGS = OUT / "logs"
-DOCKER_SOCK = "/var/run/docker.sock"
 LABEL = "powerstrip-bench"
-IMAGE = "busybox:latest"
 MiB = 1024 * 1024
 RELAYS = ("socat", "haproxy", "powerstrip")
 #: The yardstick, in the request-rate section only: the smallest Twisted relay
@@ -64,114 +86,21 @@ SDK_MODULE = "bench.sdk_adapter:adapter"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-class BenchError(Exception):
-    pass
-
-
-# -- processes --------------------------------------------------------------------------
-
-
 def _more_fds() -> None:
-    for want in (1 << 20, 65536):
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
-            return
-        except (ValueError, OSError):
-            continue
+    """Every child gets the highest open-file limit there is (1,000 sessions through socat)."""
+    more_fds(hard=True)
 
 
-class Procs:
-    """Every process this run starts, so that all of them are ended on exit."""
-
-    def __init__(self) -> None:
-        self.live: list[subprocess.Popen] = []
-
-    def start(self, argv: list[str], logname: str | None = None, **kw) -> subprocess.Popen:
-        if logname is not None:
-            f = open(LOGS / logname, "ab")
-            kw.setdefault("stdout", f)
-            kw.setdefault("stderr", subprocess.STDOUT)
-        p = subprocess.Popen(argv, start_new_session=True, preexec_fn=_more_fds, **kw)
-        self.live.append(p)
-        return p
-
-    def stop(self, p: subprocess.Popen, timeout: float = 5.0) -> None:
-        """End ``p`` and its process group (socat's forked children), by id."""
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.pid, signal.SIGTERM)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait(5)
-        # Forked children that outlived the parent (socat) share its group id.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(p.pid, signal.SIGKILL)
-        if p in self.live:
-            self.live.remove(p)
-
-    def stop_all(self) -> None:
-        for p in list(reversed(self.live)):
-            self.stop(p, timeout=3)
-
-    def run(self, argv: list[str], timeout: float, **kw) -> tuple[int, str, str]:
-        """Run to completion; returns (rc, stdout, stderr)."""
-        p = self.start(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.stop(p)
-            raise BenchError(f"{argv[0]} did not finish within {timeout:.0f}s") from None
-        finally:
-            if p in self.live:
-                self.live.remove(p)
-        return p.returncode, out.decode(errors="replace"), err.decode(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def new_procs() -> Procs:
+    return Procs(logs=LOGS, preexec_fn=_more_fds)
 
 
 # -- /proc accounting -----------------------------------------------------------------
 
 
-def tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-    return out
-
-
-def status_kb(pid: int, key: str) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0
-
-
 def rss_mib(pid: int) -> float:
     """Resident set of ``pid``'s whole tree (sum of VmRSS), MiB."""
-    return sum(status_kb(p, "VmRSS") for p in tree(pid)) / 1024
+    return sum(status_kib(p, "VmRSS") for p in tree(pid)) / 1024
 
 
 def pss_mib(pid: int) -> float:
@@ -211,28 +140,9 @@ def machine_busy() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-class PeakSampler:
-    """Polls the RSS of a process tree in a thread; keeps the peak."""
-
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
-        self.pid, self.interval = pid, interval
-        self.peak = 0.0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mib(self.pid))
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakSampler:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, rss_mib(self.pid))
+def rss_sampler(pid: int) -> PeakSampler:
+    """The peak RSS of ``pid``'s tree (``.peaks["rss"]``, MiB), polled every 20 ms."""
+    return PeakSampler({"rss": lambda: rss_mib(pid)}, interval=0.02)
 
 
 def dockerd_pid() -> int | None:
@@ -245,70 +155,26 @@ def dockerd_pid() -> int | None:
 # -- dockerd API (direct, on its unix socket) ---------------------------------------------
 
 
-class _UnixConn(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 120) -> None:
-        super().__init__("docker", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
-
-
 def docker(method: str, path: str, body: object = None, timeout: float = 120) -> tuple[int, object, dict]:
-    conn = _UnixConn(DOCKER_SOCK, timeout)
+    """A request to dockerd directly: (status, body parsed as JSON or text, headers)."""
+    status, raw, headers = docker_raw(method, path, body, timeout)
     try:
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        conn.request(method, path, body=data, headers=headers)
-        r = conn.getresponse()
-        raw = r.read()
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = raw.decode(errors="replace")
-        return r.status, parsed, dict(r.getheaders())
-    finally:
-        conn.close()
+        parsed = json.loads(raw) if raw else None
+    except ValueError:
+        parsed = raw.decode(errors="replace")
+    return status, parsed, headers
 
 
 def create_container(cmd: list[str], run_label: str, name: str | None = None, stdin: bool = False) -> str:
-    spec = {"Image": IMAGE, "Cmd": cmd, "OpenStdin": stdin, "StdinOnce": False, "Tty": False,
-            "Labels": {LABEL: run_label}, "HostConfig": {"NetworkMode": "none"}}
-    code, body, _ = docker("POST", "/containers/create" + (f"?name={name}" if name else ""), spec)
-    if code != 201:
-        raise BenchError(f"cannot create a container: {code} {body}")
-    cid = body["Id"]
-    code, body, _ = docker("POST", f"/containers/{cid}/start")
-    if code not in (204, 304):
-        raise BenchError(f"cannot start container {cid[:12]}: {code} {body}")
-    return cid
-
-
-def remove_containers(selector: str) -> int:
-    flt = json.dumps({"label": [selector]})
-    code, body, _ = docker("GET", "/containers/json?all=1&filters=" + _q(flt))
-    if code != 200:
-        return 0
-    ids = [c["Id"] for c in body]
-    with concurrent.futures.ThreadPoolExecutor(8) as ex:
-        list(ex.map(lambda cid: docker("DELETE", f"/containers/{cid}?force=1&v=1"), ids))
-    return len(ids)
+    return start_container(cmd, {LABEL: run_label}, name, OpenStdin=stdin, StdinOnce=False, Tty=False)
 
 
 def remove_stale() -> None:
     """Containers left by an earlier run that was killed hard (its pid is gone)."""
-    code, body, _ = docker("GET", "/containers/json?all=1&filters=" + _q(json.dumps({"label": [LABEL]})))
-    for c in body if code == 200 else []:
+    for c in labelled(LABEL):
         owner = c.get("Labels", {}).get(LABEL, "")
         if owner.isdigit() and not Path(f"/proc/{owner}").exists():
             docker("DELETE", f"/containers/{c['Id']}?force=1&v=1")
-
-
-def _q(s: str) -> str:
-    from urllib.parse import quote
-    return quote(s, safe="")
 
 
 # -- relays ------------------------------------------------------------------------------
@@ -327,30 +193,13 @@ class Relay:
         return f"http://127.0.0.1:{self.port}"
 
 
-def http_get(port: int, path: str, timeout: float = 2.0) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        r.read()
-        return r.status
-    finally:
-        conn.close()
-
-
-def wait_ready(relay: Relay, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        if relay.proc.poll() is not None:
-            raise BenchError(f"{relay.name} exited with {relay.proc.returncode}; see bench/out/logs/")
-        try:
-            if http_get(relay.port, "/_ping") == 200:
-                return
-        except OSError as e:
-            last = e
-        time.sleep(0.1)
-    raise BenchError(f"{relay.name} not answering /_ping on port {relay.port}: {last}")
+def wait_relay(relay: Relay, timeout: float = 20.0) -> None:
+    why = wait_ready(relay.proc, lambda: http_get(relay.port, "/_ping")[0] == 200, timeout)
+    if why is None:
+        return
+    if relay.proc.poll() is not None:
+        raise BenchError(f"{relay.name} exited with {relay.proc.returncode}; see bench/out/logs/")
+    raise BenchError(f"{relay.name} not answering /_ping on port {relay.port}: {why}")
 
 
 def start_socat(procs: Procs) -> Relay:
@@ -359,7 +208,7 @@ def start_socat(procs: Procs) -> Relay:
             f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr,nodelay,backlog=4096",
             f"UNIX-CONNECT:{DOCKER_SOCK}"]
     r = Relay("socat", procs.start(argv, "socat.log"), port)
-    wait_ready(r)
+    wait_relay(r)
     return r
 
 
@@ -385,7 +234,7 @@ def start_haproxy(procs: Procs, tmp: Path) -> Relay:
     cfg = tmp / "haproxy.cfg"
     cfg.write_text(HAPROXY_CFG.format(port=port, sock=DOCKER_SOCK))
     r = Relay("haproxy", procs.start(["haproxy", "-db", "-f", str(cfg)], "haproxy.log"), port)
-    wait_ready(r)
+    wait_relay(r)
     return r
 
 
@@ -407,7 +256,7 @@ def start_bare_relay(procs: Procs) -> Relay:
     port = free_port()
     r = Relay(BARE, procs.start([sys.executable, str(HERE / "bare_relay.py"), str(port), DOCKER_SOCK],
                                 "bare-relay.log"), port)
-    wait_ready(r)
+    wait_relay(r)
     return r
 
 
@@ -416,20 +265,15 @@ def start_powerstrip(procs: Procs, config: Path, tag: str = "nohook",
                      name: str | None = None, env_extra: dict[str, str] | None = None,
                      tree: Path = REPO) -> Relay:
     port = free_port()
-    path = [str(tree), os.environ.get("PYTHONPATH", "")]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p), **(env_extra or {}))
-    env.pop("DOCKER_HOST", None)
-    argv = [python or sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; run()",
-            "-n", "--pidfile=",
-            "powerstrip", "--config", str(config),
-            "--docker", f"unix://{DOCKER_SOCK}", "--listen", f"tcp:{port}:interface=127.0.0.1",
-            # Passed explicitly: at da2b8a1 their defaults stay uncoerced strings
-            # (twisted.python.usage), which breaks every post-hooked response;
-            # section_hooks checks the defaults separately.
-            ] + (["--max-json-body", "16M", "--max-response-body", "64M"] if explicit_limits else [])
+    env = checkout_env(tree, **(env_extra or {}))
+    # The limits are passed explicitly: at da2b8a1 their defaults stay uncoerced strings
+    # (twisted.python.usage), which breaks every post-hooked response; section_hooks checks
+    # the defaults separately.
+    limits = ["--max-json-body", "16M", "--max-response-body", "64M"] if explicit_limits else []
+    argv = twistd_argv(python_twistd(python), "powerstrip", *powerstrip_args(config, port), *limits)
     name = name or "powerstrip"
     r = Relay(name, procs.start(argv, f"powerstrip-{tag}.log", env=env, cwd=str(tree)), port)
-    wait_ready(r)
+    wait_relay(r)
     return r
 
 
@@ -438,15 +282,8 @@ def write_config(path: Path, pre: int = 0, post: int = 0, adapter_url: str = "")
         path.write_text("version: 1\nendpoints: {}\nadapters: {}\n")
         return path
     names = [f"a{i + 1}" for i in range(max(pre, post))]
-    lines = ["version: 1", "endpoints:", '  "GET /_ping":']
-    if pre:
-        lines.append(f"    pre: [{', '.join(names[:pre])}]")
-    if post:
-        lines.append(f"    post: [{', '.join(names[:post])}]")
-    lines.append("adapters:")
-    lines.extend(f"  {n}: {adapter_url}" for n in names)
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_adapters_file(path, [("GET /_ping", names[:pre], names[:post])],
+                               [f"  {n}: {adapter_url}" for n in names])
 
 
 # -- wrk ---------------------------------------------------------------------------------
@@ -502,7 +339,7 @@ def wrk(procs: Procs, url: str, conns: int, seconds: float, script: Path | None 
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.procs = Procs()
+        self.procs = new_procs()
         self.tmp = Path(tempfile.mkdtemp(prefix="psbench-"))
         self.run_label = str(os.getpid())
         self.relays: dict[str, Relay] = {}
@@ -578,7 +415,7 @@ class Bench:
         log(f"JIT warm-up of {relay.name} done in {time.monotonic() - t:.0f}s")
 
     def close(self) -> None:
-        self.procs.stop_all()
+        self.procs.stop_all(timeout=3)
         with contextlib.suppress(Exception):
             n = remove_containers(f"{LABEL}={self.run_label}")
             if n:
@@ -607,7 +444,7 @@ class Bench:
                     wrk(self.procs, relay.url + path, conns, a.warmup)
                     r = wrk(self.procs, relay.url + path, conns, a.duration, watch=self.watch(relay))
                     r["rss"] = rss_mib(relay.pid)
-                    r["hwm"] = sum(status_kb(p, "VmHWM") for p in tree(relay.pid)) / 1024
+                    r["hwm"] = sum(status_kib(p, "VmHWM") for p in tree(relay.pid)) / 1024
                     runs[name].append(r)
                     log(f"{label} c={conns} {name} rep{rep + 1}: {r['rps']:.0f} req/s p50 {r['p50']:.3f} ms "
                         f"p99 {r['p99']:.3f} ms cpu relay {r['cpu'].get('relay', 0):.0f}% "
@@ -638,32 +475,33 @@ class Bench:
         if unix:
             argv += ["--unix-socket", DOCKER_SOCK]
         argv.append(url)
-        base = rss_mib(pid) if pid else 0.0
-        cpu0 = cpu_seconds(pid) if pid else 0.0
-        sampler = PeakSampler(pid) if pid else contextlib.nullcontext()
-        with sampler:
-            rc, out, err = self.procs.run(argv, timeout=660)
-        time.sleep(0.2)
-        cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
+        rc, out, err, cpu, mem = self._transfer(argv, pid)
         if rc != 0:
             raise BenchError(f"curl failed ({rc}): {err.strip()}")
         code, size, secs = out.split()
         res = {"code": int(code), "bytes": int(size), "seconds": float(secs),
-               "mibps": int(size) / MiB / float(secs), "cpu": cpu / float(secs) * 100}
-        if pid:
-            res.update(rss_before=base, rss_peak=sampler.peak, hwm=status_kb(pid, "VmHWM") / 1024)
+               "mibps": int(size) / MiB / float(secs), "cpu": cpu / float(secs) * 100, **mem}
         return res
 
-    def _upload(self, cid: str, port: int | None, pid: int | None) -> dict:
-        argv = [sys.executable, str(HERE / "clients.py"), "upload", "--cid", cid, "--size", str(self.args.size)]
-        argv += ["--port", str(port)] if port else ["--unix", DOCKER_SOCK]
+    def _transfer(self, argv: list[str], pid: int | None) -> tuple[int, str, str, float, dict]:
+        """Run the client ``argv`` while the relay ``pid`` (if any) is watched: (rc, stdout, stderr,
+        relay CPU seconds, its memory: RSS just before, peak during, VmHWM after, MiB)."""
         base = rss_mib(pid) if pid else 0.0
         cpu0 = cpu_seconds(pid) if pid else 0.0
-        sampler = PeakSampler(pid) if pid else contextlib.nullcontext()
+        sampler = rss_sampler(pid) if pid else contextlib.nullcontext()
         with sampler:
             rc, out, err = self.procs.run(argv, timeout=660)
         time.sleep(0.2)
         cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
+        mem = {}
+        if pid:
+            mem = {"rss_before": base, "rss_peak": sampler.peaks["rss"], "hwm": status_kib(pid, "VmHWM") / 1024}
+        return rc, out, err, cpu, mem
+
+    def _upload(self, cid: str, port: int | None, pid: int | None) -> dict:
+        argv = [sys.executable, str(HERE / "clients.py"), "upload", "--cid", cid, "--size", str(self.args.size)]
+        argv += ["--port", str(port)] if port else ["--unix", DOCKER_SOCK]
+        rc, out, err, cpu, mem = self._transfer(argv, pid)
         if rc != 0:
             raise BenchError(f"upload client failed: {err.strip()[-500:]}")
         res = json.loads(out.strip().splitlines()[-1])
@@ -673,8 +511,7 @@ class Bench:
         stat = headers.get("X-Docker-Container-Path-Stat")
         res["landed"] = json.loads(base64.b64decode(stat))["size"] if code == 200 and stat else -1
         res["mibps"] = res["payload"] / MiB / res["seconds"] if res.get("ok") else 0.0
-        if pid:
-            res.update(rss_before=base, rss_peak=sampler.peak, hwm=status_kb(pid, "VmHWM") / 1024)
+        res.update(mem)
         return res
 
     def section_bulk(self) -> None:
@@ -736,21 +573,17 @@ class Bench:
         """bench/sdk_adapter.py served over HTTP by ``twistd powerstrip-adapter``; its call
         counts land in ``stats`` when it is stopped."""
         port = free_port()
-        env = dict(os.environ, BENCH_SDK_STATS=str(stats),
-                   PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
-        argv = [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; run()",
-                "-n", "--pidfile=", "powerstrip-adapter", "--module", SDK_MODULE,
-                "--listen", f"tcp:{port}:interface=127.0.0.1"]
+        env = checkout_env(REPO, BENCH_SDK_STATS=str(stats))
+        argv = twistd_argv(python_twistd(), "powerstrip-adapter", "--module", SDK_MODULE,
+                           "--listen", f"tcp:{port}:interface=127.0.0.1")
         p = self.procs.start(argv, f"sdk-adapter-{tag}.log", env=env, cwd=str(REPO))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if p.poll() is not None:
-                raise BenchError(f"twistd powerstrip-adapter exited with {p.returncode}; "
-                                 f"see bench/out/logs/sdk-adapter-{tag}.log")
-            with contextlib.suppress(OSError):
-                if http_get(port, "/") == 200:  # GET describes the adapter
-                    return p, port
-            time.sleep(0.1)
+        # GET describes the adapter: 200 once it serves.
+        why = wait_ready(p, lambda: http_get(port, "/")[0] == 200)
+        if why is None:
+            return p, port
+        if p.poll() is not None:
+            raise BenchError(f"twistd powerstrip-adapter exited with {p.returncode}; "
+                             f"see bench/out/logs/sdk-adapter-{tag}.log")
         raise BenchError(f"twistd powerstrip-adapter not answering on port {port}")
 
     @staticmethod
@@ -765,12 +598,7 @@ class Bench:
         return counts["pre"] + counts["post"]
 
     def _adapter_stats(self, port: int) -> dict:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        try:
-            conn.request("GET", "/stats")
-            return json.loads(conn.getresponse().read())
-        finally:
-            conn.close()
+        return json.loads(http_get(port, "/stats", timeout=5)[1])
 
     def section_hooks(self) -> None:
         a = self.args
@@ -861,11 +689,8 @@ class Bench:
         cfg = write_config(self.tmp / "hooks-defaults.yml", 0, 1, url)
         relay = start_powerstrip(self.procs, cfg, tag="hooks-defaults", explicit_limits=False)
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", relay.port, timeout=10)
-            conn.request("GET", "/_ping")
-            resp = conn.getresponse()
-            defaults = {"code": resp.status, "body": resp.read()[:300].decode(errors="replace")}
-            conn.close()
+            code, body, _ = http_get(relay.port, "/_ping", timeout=10)
+            defaults = {"code": code, "body": body[:300].decode(errors="replace")}
         finally:
             self.procs.stop(relay.proc)
         log(f"1 post-hook with default --max-* limits: {defaults['code']} {defaults['body'][:120]}")
@@ -906,7 +731,7 @@ class Bench:
                 time.sleep(1.0)
                 held_rss, held_pss = rss_mib(relay.pid), pss_mib(relay.pid)
                 procs_n = len(tree(relay.pid))
-                fds = len(os.listdir(f"/proc/{relay.pid}/fd")) if name != "socat" else None
+                fds = fd_count(relay.pid) if name != "socat" else None
                 d_held = rss_mib(self.dockerd) if self.dockerd else 0.0
                 p.stdin.write(b"go\n")
                 p.stdin.flush()
@@ -917,7 +742,7 @@ class Bench:
                 self.procs.stop(p)
             time.sleep(2.0)
             after_rss = rss_mib(relay.pid)
-            alive = http_get(relay.port, "/_ping") == 200
+            alive = http_get(relay.port, "/_ping")[0] == 200
             row = {"relay": name, "sessions": n, "opened": opened["opened"], "open_seconds": opened["open_seconds"],
                    "open_errors": opened["errors"], "echoed": echoed["echoed"],
                    "echo_seconds": echoed["echo_seconds"], "echo_errors": echoed["errors"],
@@ -1104,7 +929,7 @@ def _sdk_hook_table(h: dict) -> list[str]:
         return next((r for r in rows if r["config"] == label and r.get("adapter", "fast") == kind), None)
 
     L = ["### 4b. In-process vs HTTP hook (the same SDK adapter, bench/sdk_adapter.py)", "",
-         "One pass-through hook function (returns `None`: unchanged) written with `powerstrip.adapter`, run "
+         "One pass-through hook function (returns `None`: unchanged) written with `powerstrip.sdk`, run "
          f"inside Powerstrip (adapter URL `python:{SDK_MODULE}`: no HTTP hop, no JSON round trip) and served "
          f"over loopback HTTP by `twistd -n powerstrip-adapter --module {SDK_MODULE}`; the fast_adapter.py rows "
          "are repeated from the table above. N pre/post = the same adapter N times in the chain. Added = over "
@@ -1114,14 +939,14 @@ def _sdk_hook_table(h: dict) -> list[str]:
          "(in-process: Powerstrip alone)."
          + (f" The SDK adapter server alone (wrk POSTing a pre-hook payload): p50 **{sa['p50']:.3f} ms**, "
             f"{sa['rps']:,.0f} req/s." if sa else ""), "",
-         "| hooks on GET /_ping | adapter | req/s | p50 ms | p90 ms | p50 added/hook | p90 added/hook "
-         "| × in-process (p50 added/hook) | CPU µs/req | adapter calls ok |",
-         "|---|---|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+         *md_head(["hooks on GET /_ping", "adapter", "req/s", "p50 ms", "p90 ms", "p50 added/hook",
+                   "p90 added/hook", "× in-process (p50 added/hook)", "CPU µs/req", "adapter calls ok"],
+                  "llrrrrrrrc")]
     base, end = rows[0], row("no hooks", "end")
     for label, r in (("no hooks", base), ("no hooks (again, last)", end)):
         if r is not None:
-            L.append(f"| {label} | – | {r['rps']:,.0f} | {r['p50']:.3f} | {r['p90']:.3f} | – | – | – "
-                     f"| {r.get('cpu_us', float('nan')):.0f} | – |")
+            L.append(md_row(label, "–", f"{r['rps']:,.0f}", f"{r['p50']:.3f}", f"{r['p90']:.3f}", "–", "–", "–",
+                            f"{r.get('cpu_us', float('nan')):.0f}", "–"))
     for phase in ("pre", "post"):
         unit = row(f"8 {phase}", "inproc")
         for n, kinds in ((1, ("inproc", "sdk-http", "fast")), (8, ("inproc", "sdk-http"))):
@@ -1130,9 +955,10 @@ def _sdk_hook_table(h: dict) -> list[str]:
                 if r is None:
                     continue
                 ratio = (f"{r['per_hook'] / unit['per_hook']:.1f}×" if unit and unit["per_hook"] > 0.001 else "n/a")
-                L.append(f"| {n} {phase} | {SDK_KINDS[kind]} | {r['rps']:,.0f} | {r['p50']:.3f} | {r['p90']:.3f} "
-                         f"| {r['per_hook']:+.3f} | {r['per_hook90']:+.3f} | {ratio} "
-                         f"| {r.get('cpu_us', float('nan')):.0f} | {'yes' if r['calls_ok'] else 'NO'} ({r['calls']}) |")
+                L.append(md_row(f"{n} {phase}", SDK_KINDS[kind], f"{r['rps']:,.0f}", f"{r['p50']:.3f}",
+                                f"{r['p90']:.3f}", f"{r['per_hook']:+.3f}", f"{r['per_hook90']:+.3f}", ratio,
+                                f"{r.get('cpu_us', float('nan')):.0f}",
+                                f"{'yes' if r['calls_ok'] else 'NO'} ({r['calls']})"))
     L.append("")
     return L
 
@@ -1167,21 +993,21 @@ def report(bench: Bench, elapsed: float) -> str:
 
     if "ping" in res:
         L += ["## 1. Request rate (keep-alive, wrk -t1)", "",
-              "| request | conns | relay | req/s | × socat | × bare-relay | p50 ms | p99 ms | relay CPU µs/req "
-              "| CPU relay | CPU dockerd | CPU wrk | machine busy | errors | RSS MiB (peak) |",
-              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              *md_head(["request", "conns", "relay", "req/s", "× socat", "× bare-relay", "p50 ms", "p99 ms",
+                        "relay CPU µs/req", "CPU relay", "CPU dockerd", "CPU wrk", "machine busy", "errors",
+                        "RSS MiB (peak)"], "lrlrrrrrrrrrrrr")]
         socat = {(r["test"], r["conns"]): r for r in res["ping"] if r["relay"] == "socat"}
         bare = {(r["test"], r["conns"]): r for r in res["ping"] if r["relay"] == BARE}
         for r in res["ping"]:
             s = socat[(r["test"], r["conns"])]
             b = bare.get((r["test"], r["conns"]), {"rps": 0})
-            L.append(f"| {r['test']} | {r['conns']} | {r['relay']} | {r['rps']:,.0f} | {_ratio(r['rps'], s['rps'])} "
-                     f"| {_ratio(r['rps'], b['rps'])} "
-                     f"| {r['p50']:.3f} | {r['p99']:.3f} | {r['cpu'].get('relay', 0) * 1e4 / max(r['rps'], 1):.0f} "
-                     f"| {r['cpu'].get('relay', 0):.0f}% "
-                     f"| {r['cpu'].get('dockerd', 0):.0f}% | {r['cpu'].get('wrk', 0):.0f}% "
-                     f"| {r['cpu'].get('machine', 0):.0f}% | {r['errors']} "
-                     f"| {r.get('rss', 0):.1f} ({r.get('hwm', 0):.1f}) |")
+            cpu = r["cpu"]
+            L.append(md_row(r["test"], r["conns"], r["relay"], f"{r['rps']:,.0f}", _ratio(r["rps"], s["rps"]),
+                            _ratio(r["rps"], b["rps"]), f"{r['p50']:.3f}", f"{r['p99']:.3f}",
+                            f"{cpu.get('relay', 0) * 1e4 / max(r['rps'], 1):.0f}", f"{cpu.get('relay', 0):.0f}%",
+                            f"{cpu.get('dockerd', 0):.0f}%", f"{cpu.get('wrk', 0):.0f}%",
+                            f"{cpu.get('machine', 0):.0f}%", r["errors"],
+                            f"{r.get('rss', 0):.1f} ({r.get('hwm', 0):.1f})"))
             if r["relay"] == "powerstrip" and (r["test"] == "GET /_ping" or r["conns"] == 8):
                 ratio = r["rps"] / s["rps"] if s["rps"] else 0
                 targets.append((f"no-hook passthrough ≥ 0.8× socat req/s, {r['test']}, {r['conns']} conn",
@@ -1203,9 +1029,8 @@ def report(bench: Bench, elapsed: float) -> str:
               "RSS = VmRSS of the relay's process tree (socat: listener + forked child), polled every 20 ms; "
               "growth = peak during the transfer − RSS just before it. Relay CPU = share of one core during the "
               "transfer. socat runs with its default 8 KiB buffer (`-b 8192`), which caps it on bulk.", "",
-              "| transfer | relay | MiB/s | × socat | × direct | relay CPU | bytes ok | RSS before MiB | peak MiB "
-              "| growth MiB |",
-              "|---|---|---:|---:|---:|---:|:---:|---:|---:|---:|"]
+              *md_head(["transfer", "relay", "MiB/s", "× socat", "× direct", "relay CPU", "bytes ok",
+                        "RSS before MiB", "peak MiB", "growth MiB"], "llrrrrcrrr")]
         for kind, rows in (("download (export)", b["download"]), ("upload (archive)", b["upload"])):
             s = next((r for r in rows if r["relay"] == "socat"), None)
             d = rows[0]
@@ -1213,9 +1038,8 @@ def report(bench: Bench, elapsed: float) -> str:
                 mem = (f"{r['rss_before']:.1f} | {r['rss_peak']:.1f} | {r['rss_growth']:+.1f}"
                        if "rss_peak" in r else "– | – | –")
                 cpu = f"{r['cpu']:.0f}%" if "rss_peak" in r else "–"
-                L.append(f"| {kind} | {r['relay']} | {r['mibps']:.0f} | {_ratio(r['mibps'], s['mibps']) if s else ''} "
-                         f"| {_ratio(r['mibps'], d['mibps'])} | {cpu} "
-                         f"| {'yes' if r['bytes_ok'] else '**NO**'} | {mem} |")
+                L.append(md_row(kind, r["relay"], f"{r['mibps']:.0f}", _ratio(r["mibps"], s["mibps"]) if s else "",
+                                _ratio(r["mibps"], d["mibps"]), cpu, "yes" if r["bytes_ok"] else "**NO**", mem))
                 if r["relay"] == "powerstrip" and s:
                     ratio = r["mibps"] / s["mibps"] if s["mibps"] else 0
                     targets.append((f"bulk {kind} ≥ 0.9× socat MiB/s", f"{ratio:.2f}×", ratio >= 0.9))
@@ -1230,15 +1054,15 @@ def report(bench: Bench, elapsed: float) -> str:
               f"Adapter: bench/fast_adapter.py (asyncio, keep-alive, echoes the request/response back). "
               f"The adapter alone, POSTed a pre-hook payload by wrk over keep-alive: p50 **{al['p50']:.3f} ms**, "
               f"{al['rps']:,.0f} req/s — so that much of each hook's cost is the adapter's and the loopback's.", "",
-              "| hooks on GET /_ping | req/s | p50 ms | p90 ms | p99 ms | p50 added | added per hook | "
-              "CPU Powerstrip | CPU adapter | adapter calls ok |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+              *md_head(["hooks on GET /_ping", "req/s", "p50 ms", "p90 ms", "p99 ms", "p50 added",
+                        "added per hook", "CPU Powerstrip", "CPU adapter", "adapter calls ok"], "lrrrrrrrrc")]
         for r in h["rows"]:
             if r.get("adapter", "fast") != "fast":
                 continue
-            L.append(f"| {r['config']} | {r['rps']:,.0f} | {r['p50']:.3f} | {r['p90']:.3f} | {r['p99']:.3f} "
-                     f"| {r['added']:+.3f} | {r['per_hook']:.3f} | {r['cpu'].get('relay', 0):.0f}% "
-                     f"| {r['cpu'].get('adapter', 0):.0f}% | {'yes' if r['calls_ok'] else 'NO'} ({r['calls']}) |")
+            L.append(md_row(r["config"], f"{r['rps']:,.0f}", f"{r['p50']:.3f}", f"{r['p90']:.3f}",
+                            f"{r['p99']:.3f}", f"{r['added']:+.3f}", f"{r['per_hook']:.3f}",
+                            f"{r['cpu'].get('relay', 0):.0f}%", f"{r['cpu'].get('adapter', 0):.0f}%",
+                            f"{'yes' if r['calls_ok'] else 'NO'} ({r['calls']})"))
             if r["hooks"] and r["config"] in ("1 pre", "2 pre", "4 pre", "1 post"):
                 targets.append((f"hook cost < 0.5 ms added at p50 ({r['config']})", f"{r['per_hook']:.3f} ms/hook",
                                 r["per_hook"] < 0.5))
@@ -1254,14 +1078,14 @@ def report(bench: Bench, elapsed: float) -> str:
               "line and must read it back (stdout frames parsed; every attach of a container sees every line). "
               "Memory measured 1 s after all sessions were open; socat is one process per session, so its "
               "row sums the tree (RSS double-counts shared pages; PSS does not).", "",
-              "| relay | upgraded (101) | echoed | open s | echo s | RSS before MiB | RSS held MiB | PSS held MiB "
-              "| processes | RSS after close MiB | dockerd RSS + MiB | /_ping after |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+              *md_head(["relay", "upgraded (101)", "echoed", "open s", "echo s", "RSS before MiB", "RSS held MiB",
+                        "PSS held MiB", "processes", "RSS after close MiB", "dockerd RSS + MiB", "/_ping after"],
+                       "lrrrrrrrrrrc")]
         for r in hj["rows"]:
-            L.append(f"| {r['relay']} | {r['opened']}/{r['sessions']} | {r['echoed']}/{r['sessions']} "
-                     f"| {r['open_seconds']:.1f} | {r['echo_seconds']:.1f} | {r['rss_base']:.1f} | {r['rss_held']:.1f} "
-                     f"| {r['pss_held']:.1f} | {r['procs']} | {r['rss_after']:.1f} | {r['dockerd_rss_delta']:+.0f} "
-                     f"| {'ok' if r['alive_after'] else '**FAIL**'} |")
+            L.append(md_row(r["relay"], f"{r['opened']}/{r['sessions']}", f"{r['echoed']}/{r['sessions']}",
+                            f"{r['open_seconds']:.1f}", f"{r['echo_seconds']:.1f}", f"{r['rss_base']:.1f}",
+                            f"{r['rss_held']:.1f}", f"{r['pss_held']:.1f}", r["procs"], f"{r['rss_after']:.1f}",
+                            f"{r['dockerd_rss_delta']:+.0f}", "ok" if r["alive_after"] else "**FAIL**"))
             errs = {**r["open_errors"], **r["echo_errors"]}
             if errs:
                 L.append(f"|  ↳ {r['relay']} errors | {'; '.join(f'{k}: {v}' for k, v in errs.items())} |||||||||")
@@ -1272,10 +1096,10 @@ def report(bench: Bench, elapsed: float) -> str:
         L.append("")
 
     if targets:
-        L += ["## Targets (Powerstrip)", "", "| target | measured | met? |", "|---|---:|:---:|"]
+        L += ["## Targets (Powerstrip)", "", *md_head(["target", "measured", "met?"], "lrc")]
         for what, value, ok in targets:
             mark = "yes" if ok else ("**NO**" if ok is False else "n/a (fewer than 1,000 sessions)")
-            L.append(f"| {what} | {value} | {mark} |")
+            L.append(md_row(what, value, mark))
         L.append("")
 
     if res.get("profile"):
@@ -1287,13 +1111,13 @@ def report(bench: Bench, elapsed: float) -> str:
                      else "") + ")", "",
                   "`untilConcludes` is Twisted's EINTR-retry wrapper around send/recv: its own time is the "
                   "socket syscalls.", "",
-                  "| own % | function |", "|---:|---|"]
-            L += [f"| {pct:.1f} | `{f}` |" for f, pct in p["own"][:15]]
-            L += ["", "Own time by source file:", "", "| own % | file |", "|---:|---|"]
-            L += [f"| {pct:.1f} | `{f}` |" for f, pct in p["files"][:10]]
+                  *md_head(["own %", "function"], "rl")]
+            L += [md_row(f"{pct:.1f}", f"`{f}`") for f, pct in p["own"][:15]]
+            L += ["", "Own time by source file:", "", *md_head(["own %", "file"], "rl")]
+            L += [md_row(f"{pct:.1f}", f"`{f}`") for f, pct in p["files"][:10]]
             L += ["", "<details><summary>inclusive time (frames under 90%)</summary>", "",
-                  "| incl % | function |", "|---:|---|"]
-            L += [f"| {pct:.1f} | `{f}` |" for f, pct in p["inclusive"][:30]]
+                  *md_head(["incl %", "function"], "rl")]
+            L += [md_row(f"{pct:.1f}", f"`{f}`") for f, pct in p["inclusive"][:30]]
             L += ["", "</details>", ""]
     if bench.notes:
         L += ["## Notes", ""] + [f"- {n}" for n in bench.notes] + [""]
@@ -1355,14 +1179,7 @@ def main() -> int:
     for old in LOGS.glob("*.log"):
         old.unlink()
     _more_fds()
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    # Also when started where SIGINT is ignored (a background job of a script).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
+    handle_signals()
     started = time.monotonic()
     bench = Bench(a)
     try:

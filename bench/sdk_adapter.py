@@ -1,4 +1,4 @@
-"""A trivial pass-through adapter written with the SDK (powerstrip.adapter), for bench/run.py.
+"""A trivial pass-through adapter written with the SDK (powerstrip.sdk), for bench/run.py.
 
 The same module runs two ways in the hook-cost section:
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 
-from powerstrip.adapter import Adapter, Request, Response
+from powerstrip.sdk import Adapter, Request, Response
 
 adapter = Adapter("bench-sdk")
 

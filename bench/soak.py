@@ -48,7 +48,6 @@ import math
 import os
 import random
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -58,19 +57,42 @@ import tarfile
 import tempfile
 import threading
 import time
-import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+from common import (
+    DOCKER_SOCK,
+    HERE,
+    IMAGE,
+    NO_NETWORK,
+    REPO,
+    BenchError,
+    PeakSampler,
+    Procs,
+    checkout_env,
+    docker_raw,
+    fd_count,
+    free_port,
+    handle_signals,
+    http_get,
+    label_filter,
+    log,
+    md_head,
+    md_row,
+    more_fds,
+    powerstrip_args,
+    rel,
+    remove_containers,
+    start_container,
+    status_kib,
+    twistd_argv,
+    wait_ready,
+    write_adapters_file,
+)
+
 OUT = HERE / "out" / "soak"
-DOCKER_SOCK = "/var/run/docker.sock"
 API = "/v1.41"
-IMAGE = "busybox:latest"
 LABEL = "powerstrip-soak"
-#: Containers get no network: starting is faster (no veth), and needs no docker0 bridge.
-NO_NETWORK = {"NetworkMode": "none"}
 
 #: Powerstrip's upstream pool closes an idle dockerd connection after this
 #: many seconds (``UpstreamPool.idle_timeout`` in powerstrip/upstream.py).
@@ -112,64 +134,11 @@ FAULT_KINDS = [
 FAULT_RE = re.compile(r"^powerstrip: adapter '([^']+)' \((http[^)]*)\): (.*)$", re.S)
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-class SoakError(Exception):
-    pass
+#: The soak's errors are the benchmark's (common.Procs raises it once clean-up has begun).
+SoakError = BenchError
 
 
 # -- processes ---------------------------------------------------------------------------
-
-
-def _more_fds() -> None:
-    with contextlib.suppress(ValueError, OSError):
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
-
-
-class Procs:
-    """Every process this run starts, each in its own session, ended by id on exit."""
-
-    def __init__(self) -> None:
-        self.live: list[subprocess.Popen] = []
-        self.lock = threading.Lock()
-        self.closed = False
-
-    def start(self, argv: list[str], **kw) -> subprocess.Popen:
-        with self.lock:  # nothing starts once stop_all has begun (a chaos thread restarting an adapter)
-            if self.closed:
-                raise SoakError("shutting down")
-            p = subprocess.Popen(argv, start_new_session=True, **kw)
-            self.live.append(p)
-        return p
-
-    def stop(self, p: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, sig)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p.pid, signal.SIGKILL)
-                p.wait(5)
-        with self.lock:
-            if p in self.live:
-                self.live.remove(p)
-
-    def stop_all(self) -> None:
-        with self.lock:
-            self.closed = True
-        for p in list(reversed(self.live)):
-            self.stop(p, timeout=5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Adapter:
@@ -232,42 +201,28 @@ def chaos(adapter: Adapter, stop: threading.Event, rng: random.Random) -> None:
 
 
 def write_config(path: Path, adapters: dict[str, Adapter]) -> None:
-    lines = ["version: 1", "endpoints:"]
-    for method, glob, pre, post in ROUTES:
-        lines.append(f'  "{method} {glob}":')
-        if pre:
-            lines.append(f"    pre: [{', '.join(pre)}]")
-        if post:
-            lines.append(f"    post: [{', '.join(post)}]")
-    lines.append("adapters:")
+    lines = []
     for a in adapters.values():
         lines += [f"  {a.name}:", f"    url: {a.url}", f"    timeout: {a.timeout:g}s", f"    failure: {a.policy}"]
-    path.write_text("\n".join(lines) + "\n")
+    write_adapters_file(path, [(f"{method} {glob}", pre, post) for method, glob, pre, post in ROUTES], lines)
+
+
+def _answers_ping(port: int) -> bool:
+    """Powerstrip itself answers: 200 ``OK`` with dockerd's ``Api-Version`` header."""
+    status, body, headers = http_get(port, "/_ping", timeout=5)
+    return status == 200 and body == b"OK" and "Api-Version" in headers
 
 
 def start_powerstrip(procs: Procs, cfg: Path, port: int, logfile: Path, twistd: str | None = None) -> subprocess.Popen:
     """As tests/e2e/support.py does: ``twistd -n powerstrip`` from this checkout."""
     twistd = twistd or shutil.which("twistd") or "twistd"
-    argv = [twistd, "-n", "--pidfile=", f"--logfile={logfile}", "powerstrip", "--docker", f"unix://{DOCKER_SOCK}",
-            "--listen", f"tcp:{port}:interface=127.0.0.1", "--config", str(cfg)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("DOCKER_HOST", None)
+    argv = twistd_argv([twistd], "powerstrip", *powerstrip_args(cfg, port), twistd_opts=[f"--logfile={logfile}"])
+    env = checkout_env(REPO, inherit_pythonpath=False)
     p = procs.start(argv, cwd=str(REPO), env=env, stdout=subprocess.DEVNULL,
                     stderr=open(OUT / "powerstrip.stderr", "ab"))
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and p.poll() is None:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/_ping")
-            resp = conn.getresponse()
-            if resp.status == 200 and resp.read() == b"OK" and resp.getheader("Api-Version"):
-                conn.close()
-                time.sleep(0.2)
-                if p.poll() is None:  # and it is this process that answered
-                    return p
-            conn.close()
-        except (OSError, http.client.HTTPException):
-            time.sleep(0.05)
+    # confirm: still running 0.2 s after the first answer, so it was this process that answered.
+    if wait_ready(p, lambda: _answers_ping(port), interval=0.05, confirm=0.2) is None:
+        return p
     tail = logfile.read_text()[-3000:] if logfile.exists() else ""
     raise SoakError(f"powerstrip did not start listening on {port}:\n{tail}")
 
@@ -275,51 +230,25 @@ def start_powerstrip(procs: Procs, cfg: Path, port: int, logfile: Path, twistd: 
 # -- dockerd direct (set-up, references, clean-up: never through Powerstrip) -------------------
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 120) -> None:
-        super().__init__("docker", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix_path)
-        self.sock = s
-
-
 def direct(method: str, path: str, body: dict | None = None, timeout: float = 120) -> tuple[int, bytes]:
-    conn = UnixHTTPConnection(DOCKER_SOCK, timeout)
-    try:
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        conn.request(method, API + path, body=data, headers=headers)
-        r = conn.getresponse()
-        return r.status, r.read()
-    finally:
-        conn.close()
+    """A request to dockerd directly, on the API version the soak speaks: (status, body)."""
+    status, data, _ = docker_raw(method, API + path, body, timeout)
+    return status, data
 
 
-def label_filter(run: str) -> str:
-    return urllib.parse.quote(json.dumps({"label": [f"{LABEL}={run}"]}))
+def run_filter(run: str) -> str:
+    """``filters`` value that selects this run's containers."""
+    return label_filter(f"{LABEL}={run}")
 
 
-def remove_containers(run: str) -> int:
-    code, body = direct("GET", f"/containers/json?all=1&filters={label_filter(run)}")
-    ids = [c["Id"] for c in json.loads(body)] if code == 200 else []
-    for cid in ids:
-        direct("DELETE", f"/containers/{cid}?force=1&v=1")
-    return len(ids)
+def remove_run(run: str) -> int:
+    """Remove this run's containers; how many."""
+    return remove_containers(f"{LABEL}={run}")
 
 
 def start_sleeper(name: str, run: str) -> str:
     """A long-lived labelled container (``sleep``) for exec and archive calls; its id."""
-    code, body = direct("POST", f"/containers/create?name={name}", {
-        "Image": IMAGE, "Cmd": ["sleep", "1000000"], "Labels": {LABEL: run}, "HostConfig": NO_NETWORK})
-    if code != 201:
-        raise SoakError(f"cannot create a container: {code} {body[:200]!r}")
-    cid = json.loads(body)["Id"]
-    direct("POST", f"/containers/{cid}/start")
-    return cid
+    return start_container(["sleep", "1000000"], {LABEL: run}, name, check_start=False)
 
 
 def ensure_image() -> None:
@@ -335,21 +264,9 @@ def ensure_image() -> None:
 # -- /proc ---------------------------------------------------------------------------------
 
 
-def fd_count(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except FileNotFoundError:
-        return -1
-
-
-def status_kib(pid: int, key: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except FileNotFoundError:
-        pass
-    return -1
+def vm_kib(pid: int, key: str) -> int:
+    """A ``kB`` field of /proc/PID/status; -1 once the process is gone."""
+    return status_kib(pid, key, missing=-1)
 
 
 def _sockets(pid: int) -> dict[str, tuple[str, int, int, str]]:
@@ -402,22 +319,6 @@ def fd_breakdown(pid: int, listen_port: int, adapter_ports: dict[int, str]) -> c
         else:
             kinds["file"] += 1
     return kinds
-
-
-class Sampler(threading.Thread):
-    """Peak fd count and RSS of Powerstrip while the load runs."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.stop_evt = threading.Event()
-        self.peak_fds = 0
-        self.peak_rss = 0
-
-    def run(self) -> None:
-        while not self.stop_evt.wait(0.25):
-            self.peak_fds = max(self.peak_fds, fd_count(self.pid))
-            self.peak_rss = max(self.peak_rss, status_kib(self.pid, "VmRSS"))
 
 
 # -- tallies --------------------------------------------------------------------------------
@@ -801,7 +702,7 @@ class Worker:
     def op_containers_json(self, op: str) -> None:
         r = self.rng.random()
         path = ("/containers/json" if r < 0.2 else API + "/containers/json") + (
-            f"?all=1&filters={label_filter(self.s.run)}" if r < 0.6 else "?all=1")
+            f"?all=1&filters={run_filter(self.s.run)}" if r < 0.6 else "?all=1")
         _, _, body = self.c.call(op, "GET", path)
         self.c.check(op, isinstance(json.loads(body), list), f"{path}: {body[:120]!r}")
 
@@ -1025,7 +926,7 @@ def pct(values: list[float], p: float) -> float:
 class Soak:
     def __init__(self, args: argparse.Namespace) -> None:
         self.a = args
-        self.procs = Procs()
+        self.procs = Procs(stop_timeout=10.0)
         self.tmp = Path(tempfile.mkdtemp(prefix="powerstrip-soak-"))
         self.run = str(os.getpid())
         self.stop = threading.Event()
@@ -1049,7 +950,7 @@ class Soak:
         if code != 200:
             raise SoakError(f"dockerd /_ping answered {code} {body[:100]!r}")
         ensure_image()
-        n = remove_containers(self.run)
+        n = remove_run(self.run)
         if n:
             log(f"removed {n} stale container(s)")
         _, version_ref = direct("GET", "/version")
@@ -1118,8 +1019,8 @@ class Soak:
         pid = self.ps.pid
         self.r["base_fds"] = fd_count(pid)
         self.r["base_kinds"] = self.breakdown()
-        self.r["base_rss"] = status_kib(pid, "VmRSS")
-        self.r["base_hwm"] = status_kib(pid, "VmHWM")
+        self.r["base_rss"] = vm_kib(pid, "VmRSS")
+        self.r["base_hwm"] = vm_kib(pid, "VmHWM")
         log(f"baseline: {self.r['base_fds']} fds {dict(self.r['base_kinds'])}, VmRSS {self.r['base_rss']} KiB")
 
     # the load
@@ -1152,8 +1053,7 @@ class Soak:
 
     def load(self, shared: Shared) -> None:
         pid = self.ps.pid
-        sampler = Sampler(pid)
-        sampler.start()
+        sampler = PeakSampler({"fds": lambda: fd_count(pid), "rss": lambda: vm_kib(pid, "VmRSS")}, 0.25).start()
         chaos_stop = self.chaos_stop
         for i, a in enumerate(self.adapters.values()):
             if a.chaos:
@@ -1178,7 +1078,7 @@ class Soak:
                 tl = self.tally
                 log(f"{tl.requests}/{self.a.requests} requests, {tl.sessions_ok + tl.sessions_failed}/"
                     f"{self.a.sessions} sessions, unexpected {tl.unexpected_n}, fds {fd_count(pid)} "
-                    f"(peak {sampler.peak_fds}), VmRSS {status_kib(pid, 'VmRSS')} KiB, adapter kills "
+                    f"(peak {sampler.peaks['fds']}), VmRSS {vm_kib(pid, 'VmRSS')} KiB, adapter kills "
                     f"{sum(a.kills for a in self.adapters.values())}")
             if self.ps.poll() is not None:
                 raise SoakError(f"powerstrip exited with {self.ps.returncode} during the load")
@@ -1186,10 +1086,9 @@ class Soak:
         chaos_stop.set()
         for t in self.threads:
             t.join(10)
-        sampler.stop_evt.set()
-        sampler.join()
-        self.r["peak_fds"] = max(sampler.peak_fds, fd_count(pid))
-        self.r["peak_rss"] = max(sampler.peak_rss, status_kib(pid, "VmRSS"))
+        sampler.stop()
+        self.r["peak_fds"] = max(sampler.peaks["fds"], fd_count(pid))
+        self.r["peak_rss"] = max(sampler.peaks["rss"], vm_kib(pid, "VmRSS"))
         self.r["end_kinds"] = self.breakdown()
         log(f"load done in {self.r['load_seconds']:.0f}s; Powerstrip fds now {fd_count(pid)} "
             f"{dict(self.r['end_kinds'])}")
@@ -1207,16 +1106,13 @@ class Soak:
         fds, waited = self.settle_until(time.monotonic() + self.a.settle, target)
         self.r["after_fds"], self.r["settle_waited"] = fds, waited
         self.r["after_kinds"] = self.breakdown()
-        self.r["after_rss"] = status_kib(pid, "VmRSS")
-        self.r["after_hwm"] = status_kib(pid, "VmHWM")
+        self.r["after_rss"] = vm_kib(pid, "VmRSS")
+        self.r["after_hwm"] = vm_kib(pid, "VmHWM")
         self.r["alive"] = self.ps.poll() is None
         ping = None
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            conn.request("GET", "/_ping")
-            resp = conn.getresponse()
-            ping = f"{resp.status} {resp.read()[:40]!r}"
-            conn.close()
+            status, body, _ = http_get(self.port, "/_ping", timeout=10)
+            ping = f"{status} {body[:40]!r}"
         except (OSError, http.client.HTTPException) as e:
             ping = f"{type(e).__name__}: {e}"
         self.r["ping"] = ping
@@ -1235,9 +1131,9 @@ class Soak:
         self.chaos_stop.set()
         for t in self.threads:
             t.join(5)
-        self.procs.stop_all()
+        self.procs.stop_all(timeout=5)
         with contextlib.suppress(Exception):
-            n = remove_containers(self.run)
+            n = remove_run(self.run)
             if n:
                 log(f"removed {n} soak container(s)")
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -1270,40 +1166,43 @@ class Soak:
                f"hijacked sessions from {a.session_threads} threads in {r['load_seconds']:.0f}s "
                f"({t.requests / r['load_seconds']:.0f} req/s); adapter kills: "
                + ", ".join(f"{n} {k}" for n, k in kills.items()), "",
-               "| measure | value |", "|---|---|",
-               f"| requests done | {t.requests} |",
-               f"| ok (the expected Docker answer) | {t.outcomes['ok']} |"]
+               *md_head(["measure", "value"], "ll"),
+               md_row("requests done", t.requests),
+               md_row("ok (the expected Docker answer)", t.outcomes["ok"])]
         for k in sorted(expected):
-            out.append(f"| expected {k} | {expected[k]} |")
-        out += [f"| expected adapter errors, total | {sum(expected.values())} |",
-                f"| UNEXPECTED errors (requests, contents, sessions) | {t.unexpected_n} |",
-                f"| of which: connection closed/reset right after a 5xx answer that kept the connection alive "
-                f"(no `Connection: close`) | {t.after_unclosed_error} |",
-                f"| failures the environment explains (soak containers stopped or removed by someone else, "
-                f"checked with dockerd directly; not counted) | {t.env_n} |",
-                f"| hijacked sessions ok / failed | {t.sessions_ok} / {t.sessions_failed} "
-                f"(set-up retries after adapter faults: {t.session_retries}) |",
-                f"| bytes compared | {t.bytes_compared:,} in {t.compares} comparisons "
-                f"({t.session_bytes:,} through sessions): "
-                f"{'all identical' if not t.bytes_differ else f'{t.bytes_differ} DIFFER'} |",
-                f"| Powerstrip fds: baseline / peak / after | {r['base_fds']} / {r['peak_fds']} / {r['after_fds']} "
-                f"(after {r['settle_waited']:.0f}s idle; tolerance +{FD_TOLERANCE}: "
-                f"{'back to baseline' if r['after_fds'] <= r['base_fds'] + FD_TOLERANCE else 'NOT back'}) |",
-                f"| VmRSS baseline / peak / after | {r['base_rss'] / 1024:.1f} / {r['peak_rss'] / 1024:.1f} / "
-                f"{r['after_rss'] / 1024:.1f} MiB (VmHWM {r['base_hwm'] / 1024:.1f} -> {r['after_hwm'] / 1024:.1f}) |",
-                f"| Powerstrip alive, GET /_ping at the end | {r['alive']}, {r['ping']} |",
-                f"| tracebacks / internal errors in its log | {r['log_bad']} |",
+            out.append(md_row(f"expected {k}", expected[k]))
+        fds_back = r["after_fds"] <= r["base_fds"] + FD_TOLERANCE
+        out += [md_row("expected adapter errors, total", sum(expected.values())),
+                md_row("UNEXPECTED errors (requests, contents, sessions)", t.unexpected_n),
+                md_row("of which: connection closed/reset right after a 5xx answer that kept the connection alive "
+                       "(no `Connection: close`)", t.after_unclosed_error),
+                md_row("failures the environment explains (soak containers stopped or removed by someone else, "
+                       "checked with dockerd directly; not counted)", t.env_n),
+                md_row("hijacked sessions ok / failed", f"{t.sessions_ok} / {t.sessions_failed} "
+                       f"(set-up retries after adapter faults: {t.session_retries})"),
+                md_row("bytes compared", f"{t.bytes_compared:,} in {t.compares} comparisons "
+                       f"({t.session_bytes:,} through sessions): "
+                       f"{'all identical' if not t.bytes_differ else f'{t.bytes_differ} DIFFER'}"),
+                md_row("Powerstrip fds: baseline / peak / after",
+                       f"{r['base_fds']} / {r['peak_fds']} / {r['after_fds']} "
+                       f"(after {r['settle_waited']:.0f}s idle; tolerance +{FD_TOLERANCE}: "
+                       f"{'back to baseline' if fds_back else 'NOT back'})"),
+                md_row("VmRSS baseline / peak / after", f"{r['base_rss'] / 1024:.1f} / {r['peak_rss'] / 1024:.1f} / "
+                       f"{r['after_rss'] / 1024:.1f} MiB (VmHWM {r['base_hwm'] / 1024:.1f} -> "
+                       f"{r['after_hwm'] / 1024:.1f})"),
+                md_row("Powerstrip alive, GET /_ping at the end", f"{r['alive']}, {r['ping']}"),
+                md_row("tracebacks / internal errors in its log", r["log_bad"]),
                 "", "fds by kind: " + "; ".join(
                     f"{label}: " + ", ".join(f"{k} {v}" for k, v in sorted(r[key].items()))
                     for label, key in (("baseline", "base_kinds"), ("end of load", "end_kinds"),
                                        ("after", "after_kinds"))),
-                "", "| op | ok | expected adapter errors | unexpected | p50 ms | p99 ms |", "|---|---|---|---|---|---|"]
+                "", *md_head(["op", "ok", "expected adapter errors", "unexpected", "p50 ms", "p99 ms"], "llllll")]
         for op in sorted(t.by_op):
             c = t.by_op[op]
             exp = sum(v for k, v in c.items() if k.startswith("adapter "))
             lat = t.latency[op]
-            out.append(f"| {op} | {c['ok']} | {exp} | {c['unexpected']} | {pct(lat, 0.5) * 1000:.1f} | "
-                       f"{pct(lat, 0.99) * 1000:.1f} |")
+            out.append(md_row(op, c["ok"], exp, c["unexpected"], f"{pct(lat, 0.5) * 1000:.1f}",
+                              f"{pct(lat, 0.99) * 1000:.1f}"))
         if r["log_warn"]:
             out += ["", "Powerstrip's warnings, by kind: " + "; ".join(
                 f"{v}x {k}" for k, v in r["log_warn"].most_common(8))]
@@ -1318,7 +1217,7 @@ class Soak:
         if r["log_bad_examples"]:
             out += ["", "From Powerstrip's log:"] + ["```\n" + e + "\n```" for e in r["log_bad_examples"]]
         out += ["", "RESULT: " + ("PASS" if not fails else "FAIL: " + "; ".join(fails)),
-                f"(Powerstrip's log: {self.logfile})"]
+                f"(Powerstrip's log: {rel(self.logfile)})"]
         return "\n".join(out), not fails
 
 
@@ -1363,14 +1262,8 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     for old in OUT.glob("*.log*"):
         old.unlink()
-    _more_fds()
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
+    more_fds(hard=False)
+    handle_signals()
     soak = Soak(a)
     started = time.monotonic()
     try:

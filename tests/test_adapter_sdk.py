@@ -10,8 +10,7 @@ from twisted.internet import defer, reactor
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from powerstrip.config.spec import Adapter as AdapterConfig
-from powerstrip.config.spec import ConfigError, parse_config
+from powerstrip.config.spec import AdapterSpec, ConfigError, parse_config
 from powerstrip.hooks.http import AdapterClient
 from powerstrip.sdk.adapter import (
     Adapter,
@@ -280,7 +279,7 @@ class ServerTests(ProxyTestCase):
         self.url = f"http://127.0.0.1:{port}/hook"
 
     def call(self, payload: Any) -> defer.Deferred:
-        return self.client.post(AdapterConfig("sample", self.url, timeout=5), payload)
+        return self.client.post(AdapterSpec("sample", self.url, timeout=5), payload)
 
     @defer.inlineCallbacks
     def test_post_answers_the_protocol(self) -> Any:
@@ -799,9 +798,9 @@ class V2ServerTests(ProxyTestCase):
     def test_event_and_short_circuit(self) -> Any:
         v2_sample.maintenance["on"] = True
         post = self.client.post
-        status, ctype, body = yield post(AdapterConfig("v2", self.url, timeout=5), event2())
+        status, ctype, body = yield post(AdapterSpec("v2", self.url, timeout=5), event2())
         self.assertEqual((status, ctype, json.loads(body)), (200, "application/json", {"PowerstripProtocolVersion": 2}))
-        status, _, body = yield post(AdapterConfig("v2", self.url, timeout=5), pre2("/v1.41/containers/abc/start"))
+        status, _, body = yield post(AdapterSpec("v2", self.url, timeout=5), pre2("/v1.41/containers/abc/start"))
         self.assertEqual(json.loads(body)["ServerResponse"]["Code"], 503)
 
 

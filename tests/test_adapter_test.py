@@ -25,7 +25,7 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from powerstrip.config.spec import Adapter
+from powerstrip.config.spec import AdapterSpec
 from powerstrip.ops.cli import adapter_test, judge, main
 from powerstrip.sdk.samples import samples
 from powerstrip.sdk.server import adapter_site
@@ -87,7 +87,7 @@ class AdapterServers(TestCase):
         url = url or f"http://127.0.0.1:{self.port.getHost().port}/{name}"
         out = io.StringIO()
         code = yield defer.ensureDeferred(
-            adapter_test(reactor, Adapter("adapter-test", url, timeout), protocol, only, out))
+            adapter_test(reactor, AdapterSpec("adapter-test", url, timeout), protocol, only, out))
         return code, out.getvalue().splitlines()
 
     def assertTable(self, lines: list[str], verdicts: dict[str, str], summary: str, protocol: int = 1) -> None:

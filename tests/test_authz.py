@@ -26,9 +26,9 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from powerstrip.config.spec import Adapter, ConfigError, parse_config
+from powerstrip.config.spec import AdapterSpec, ConfigError, parse_config
 from powerstrip.hooks.authz import identity, is_archive_upload, must_buffer
-from powerstrip.hooks.peer import Caller
+from powerstrip.hooks.peer import Peer
 from powerstrip.proxy.front import FrontFactory
 from powerstrip.proxy.route import Limits
 from tests.fakes import RawClient, reply, unused_port
@@ -516,7 +516,7 @@ class ArchiveRuleTests(AuthzTestCase):
             self.assertFalse(is_archive_upload(method, path), (method, path))
 
     def test_only_authz_adapters_buffer_every_body(self) -> None:
-        plain, authz = Adapter("a", "http://a/"), Adapter("z", "http://z/", type="authz")
+        plain, authz = AdapterSpec("a", "http://a/"), AdapterSpec("z", "http://z/", type="authz")
         self.assertFalse(must_buffer((plain,), "POST", "/v1.41/containers/create"))
         self.assertTrue(must_buffer((plain, authz), "POST", "/v1.41/containers/create"))
         self.assertFalse(must_buffer((authz,), "POST", "/v1.41/build"))
@@ -528,11 +528,11 @@ class ArchiveRuleTests(AuthzTestCase):
 class IdentityTests(AuthzTestCase):
     def test_identity_rules(self) -> None:
         self.assertEqual(identity(None), ("", ""))
-        self.assertEqual(identity(Caller("tcp", "127.0.0.1:5")), ("", ""))
-        self.assertEqual(identity(Caller("tls", "127.0.0.1:5")), ("", ""))
-        self.assertEqual(identity(Caller("unix", None, 4242, 4242, 1, None)), ("4242", "peercred"))
-        self.assertEqual(identity(Caller("unix", None, 0, 0, 1, "root")), ("root", "peercred"))
-        self.assertEqual(identity(Caller("unix")), ("", ""))
+        self.assertEqual(identity(Peer("tcp", "127.0.0.1:5")), ("", ""))
+        self.assertEqual(identity(Peer("tls", "127.0.0.1:5")), ("", ""))
+        self.assertEqual(identity(Peer("unix", None, 4242, 4242, 1, None)), ("4242", "peercred"))
+        self.assertEqual(identity(Peer("unix", None, 0, 0, 1, "root")), ("root", "peercred"))
+        self.assertEqual(identity(Peer("unix")), ("", ""))
 
     @defer.inlineCallbacks
     def test_tls_client_certificate(self) -> Any:

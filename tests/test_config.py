@@ -8,7 +8,7 @@ from twisted.trial.unittest import TestCase
 
 from powerstrip.config.spec import (
     DEFAULT_ADAPTER_TIMEOUT,
-    Adapter,
+    AdapterSpec,
     Config,
     ConfigError,
     Endpoint,
@@ -28,8 +28,8 @@ adapters:
   weave: http://weave/extension
 """
 
-FLOCKER = Adapter("flocker", "http://flocker/flocker-adapter")
-WEAVE = Adapter("weave", "http://weave/extension")
+FLOCKER = AdapterSpec("flocker", "http://flocker/flocker-adapter")
+WEAVE = AdapterSpec("weave", "http://weave/extension")
 
 
 def doc(text: str) -> str:
@@ -75,7 +75,7 @@ class ValidConfigTests(TestCase):
               a: http://a:8080/hook
               b: https://b/hook
             """))
-        a, b = Adapter("a", "http://a:8080/hook"), Adapter("b", "https://b/hook")
+        a, b = AdapterSpec("a", "http://a:8080/hook"), AdapterSpec("b", "https://b/hook")
         self.assertEqual(
             [(e.pattern, e.method, e.path, e.pre, e.post) for e in config.endpoints],
             [
@@ -115,7 +115,7 @@ class ValidConfigTests(TestCase):
             adapters:
               a: http://a/
             """))
-        self.assertEqual(config.endpoints[0].pre, (Adapter("a", "http://a/"),))
+        self.assertEqual(config.endpoints[0].pre, (AdapterSpec("a", "http://a/"),))
 
     def test_version_may_be_omitted(self) -> None:
         config = parse_config(CANONICAL.replace("version: 1\n", ""))

@@ -32,7 +32,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from powerstrip.config.spec import Adapter, Config, EventRule, parse_config
+from powerstrip.config.spec import AdapterSpec, Config, EventRule, parse_config
 from powerstrip.hooks.events import (
     DROP_LOG_INTERVAL,
     RECONNECT_MIN,
@@ -425,7 +425,7 @@ class DeliveryTests(EventHooksTestCase):
                 return defer.succeed((code, {}))  # synchronous, as an SDK adapter may be
 
         inproc = InProcess()
-        adapter = Adapter("inproc", "python:tests:inproc", in_process=inproc)
+        adapter = AdapterSpec("inproc", "python:tests:inproc", in_process=inproc)
         config = Config(adapters={"inproc": adapter}, events=(EventRule("container *", "container", "*", (adapter,)),))
         self.start(config, bound=5000)
         yield self.following()

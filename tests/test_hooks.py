@@ -26,7 +26,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from powerstrip.config.matching import Route
-from powerstrip.config.spec import Adapter
+from powerstrip.config.spec import AdapterSpec
 from powerstrip.hooks.chain import HookChain
 from powerstrip.hooks.flow import ClientRequest, Flow, ServerResponse
 from powerstrip.hooks.http import DEFAULT_MAX_REPLY, AdapterClient, AdapterFault, Refused
@@ -116,16 +116,16 @@ class HookTestCase(TestCase):
         yield self.tracker.close_all()
         yield self.port.stopListening()
 
-    def adapter(self, name: str, handler: Handler | None = None, timeout: float = 5.0) -> Adapter:
-        """An Adapter served by the fake server at ``/name`` with ``handler``."""
+    def adapter(self, name: str, handler: Handler | None = None, timeout: float = 5.0) -> AdapterSpec:
+        """An AdapterSpec served by the fake server at ``/name`` with ``handler``."""
         if handler is not None:
             self.adapters.handlers[name] = handler
-        return Adapter(name, f"http://127.0.0.1:{self.port.getHost().port}/{name}", timeout)
+        return AdapterSpec(name, f"http://127.0.0.1:{self.port.getHost().port}/{name}", timeout)
 
-    def pre_flow(self, *adapters: Adapter, request: ClientRequest | None = None) -> Flow:
+    def pre_flow(self, *adapters: AdapterSpec, request: ClientRequest | None = None) -> Flow:
         return Flow(request or make_request(), Route(("test",), pre=adapters))
 
-    def post_flow(self, *adapters: Adapter, response: ServerResponse | None = None,
+    def post_flow(self, *adapters: AdapterSpec, response: ServerResponse | None = None,
                   request: ClientRequest | None = None) -> Flow:
         flow = Flow(request or make_request(), Route(("test",), post=adapters))
         flow.response = response or ServerResponse(
@@ -149,7 +149,7 @@ class HookTestCase(TestCase):
         self.assertFault(fault, a, code, *fragments)
         return fault
 
-    def assertFault(self, fault: AdapterFault, adapter: Adapter, code: int, *fragments: str) -> None:
+    def assertFault(self, fault: AdapterFault, adapter: AdapterSpec, code: int, *fragments: str) -> None:
         message = str(fault)
         self.assertTrue(message.startswith(f"powerstrip: adapter '{adapter.name}' ({adapter.url}): "), message)
         for fragment in fragments:
@@ -387,7 +387,7 @@ class ConnectionFaultTests(HookTestCase):
     @defer.inlineCallbacks
     def test_connection_refused(self) -> Any:
         port = unused_port()
-        gone = Adapter("gone", f"http://127.0.0.1:{port}/hook")
+        gone = AdapterSpec("gone", f"http://127.0.0.1:{port}/hook")
         flow = self.pre_flow(gone, self.adapter("after", echo_pre))
         fault = yield self.assertFailure(self.chain.run_pre(flow), AdapterFault)
         self.assertFault(fault, gone, 502, "cannot connect")
@@ -407,7 +407,7 @@ class ConnectionFaultTests(HookTestCase):
         clock = MemoryReactorClock()
         client = AdapterClient(clock)
         self.addCleanup(client.close)
-        gone = Adapter("gone", "http://127.0.0.1:9/hook", timeout=5)
+        gone = AdapterSpec("gone", "http://127.0.0.1:9/hook", timeout=5)
         d = HookChain(client).run_pre(self.pre_flow(gone))
         [(host, port, factory, _, _)] = clock.tcpClients
         self.assertEqual((host, port), ("127.0.0.1", 9))
@@ -438,7 +438,7 @@ class ConnectionFaultTests(HookTestCase):
         clock = MemoryReactorClock()
         client = AdapterClient(clock)
         self.addCleanup(client.close)
-        slow = Adapter("blackhole", "http://127.0.0.1:9/hook", timeout=0.5)
+        slow = AdapterSpec("blackhole", "http://127.0.0.1:9/hook", timeout=0.5)
         d = HookChain(client).run_pre(self.pre_flow(slow))
         self.assertEqual(len(clock.tcpClients), 1)
         clock.advance(0.6)
@@ -622,9 +622,9 @@ class StreamedRequestTests(HookTestCase):
 class IgnorePolicyTests(HookTestCase):
     @defer.inlineCallbacks
     def test_fault_is_skipped_and_chain_goes_on(self) -> Any:
-        gone = Adapter("gone", f"http://127.0.0.1:{unused_port()}/hook", ignore_faults=True)
+        gone = AdapterSpec("gone", f"http://127.0.0.1:{unused_port()}/hook", ignore_faults=True)
         garbage = self.adapter("garbage", lambda request, payload: send(request, b"not json"))
-        garbage = Adapter(garbage.name, garbage.url, ignore_faults=True)
+        garbage = AdapterSpec(garbage.name, garbage.url, ignore_faults=True)
         flow = self.pre_flow(self.adapter("a", append_pre("a")), gone, garbage, self.adapter("b", append_pre("b")),
                              request=make_request(body=b"x"))
         yield self.chain.run_pre(flow)
@@ -634,13 +634,13 @@ class IgnorePolicyTests(HookTestCase):
     @defer.inlineCallbacks
     def test_refusal_is_honoured_even_when_faults_are_ignored(self) -> Any:
         refuser = self.adapter("r", answer({"message": "no"}, code=403))
-        refuser = Adapter(refuser.name, refuser.url, ignore_faults=True)
+        refuser = AdapterSpec(refuser.name, refuser.url, ignore_faults=True)
         refused = yield self.assertFailure(self.chain.run_pre(self.pre_flow(refuser)), Refused)
         self.assertEqual(refused.response.code, 403)
 
     @defer.inlineCallbacks
     def test_post_hook_fault_ignored_keeps_response(self) -> Any:
-        gone = Adapter("gone", f"http://127.0.0.1:{unused_port()}/hook", ignore_faults=True)
+        gone = AdapterSpec("gone", f"http://127.0.0.1:{unused_port()}/hook", ignore_faults=True)
         flow = self.post_flow(gone, response=ServerResponse(201, list(JSON), b'{"Id":"1"}'))
         yield self.chain.run_post(flow)
         self.assertEqual((flow.response.code, flow.response.body), (201, b'{"Id":"1"}'))
@@ -659,7 +659,7 @@ class UnixSocketAdapterTests(HookTestCase):
         port = reactor.listenUNIX(path, self.tracker.track_factory(Site(self.adapters)))
         self.addCleanup(port.stopListening)
         self.adapters.handlers["hook"] = echo_pre
-        adapter = Adapter("local", f"http+unix://{quote(path, safe='')}/hook", 5.0)
+        adapter = AdapterSpec("local", f"http+unix://{quote(path, safe='')}/hook", 5.0)
         flow = yield self.chain.run_pre(self.pre_flow(adapter))
         self.assertEqual(self.adapters.called, ["hook"])
         self.assertEqual(flow.request.body, b'{"Image":"busybox"}')
@@ -668,7 +668,7 @@ class UnixSocketAdapterTests(HookTestCase):
     def test_missing_socket_is_a_fault(self) -> Any:
         path = os.path.join(tempfile.mkdtemp(prefix="ps-"), "missing.sock")
         self.addCleanup(shutil.rmtree, os.path.dirname(path))
-        adapter = Adapter("local", f"http+unix://{quote(path, safe='')}/hook", 5.0)
+        adapter = AdapterSpec("local", f"http+unix://{quote(path, safe='')}/hook", 5.0)
         fault = yield self.assertFailure(self.chain.run_pre(self.pre_flow(adapter)), AdapterFault)
         self.assertFault(fault, adapter, 502, "cannot connect")
 

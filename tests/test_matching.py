@@ -5,14 +5,14 @@ from __future__ import annotations
 from twisted.trial.unittest import TestCase
 
 from powerstrip.config.matching import NO_ROUTE, Route, match
-from powerstrip.config.spec import Adapter, Config, Endpoint, parse_config
+from powerstrip.config.spec import AdapterSpec, Config, Endpoint, parse_config
 from powerstrip.wire.apipath import parse_versions
 from powerstrip.wire.rules import key_version, path_globs, request_path
 
-A, B, C, D = (Adapter(n, f"http://{n}/hook") for n in "abcd")
+A, B, C, D = (AdapterSpec(n, f"http://{n}/hook") for n in "abcd")
 
 
-def rule(pattern: str, pre: tuple[Adapter, ...] = (), post: tuple[Adapter, ...] = (),
+def rule(pattern: str, pre: tuple[AdapterSpec, ...] = (), post: tuple[AdapterSpec, ...] = (),
          versions: str | None = None) -> Endpoint:
     """An endpoint as :func:`powerstrip.config.spec.parse_config` would build it."""
     method, path = pattern.split()

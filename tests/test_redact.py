@@ -12,7 +12,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.server import Request
 
 from powerstrip.config.matching import Route
-from powerstrip.config.spec import Adapter
+from powerstrip.config.spec import AdapterSpec
 from powerstrip.hooks import authz, redact
 from powerstrip.hooks.flow import ClientRequest, Flow, ServerResponse
 from powerstrip.hooks.http import Refused
@@ -175,9 +175,9 @@ class ChainTests(HookTestCase):
             return send(request, json.dumps({"PowerstripProtocolVersion": version, key: payload[source]}).encode())
         return handler
 
-    def secret_adapter(self, name: str, handler: Any, protocol: int = 1, secrets: bool = False) -> Adapter:
+    def secret_adapter(self, name: str, handler: Any, protocol: int = 1, secrets: bool = False) -> AdapterSpec:
         a = self.adapter(name, handler)
-        return Adapter(a.name, a.url, a.timeout, protocol=protocol, secrets=secrets)
+        return AdapterSpec(a.name, a.url, a.timeout, protocol=protocol, secrets=secrets)
 
     @defer.inlineCallbacks
     def test_hooks_see_placeholders_and_dockerd_gets_the_original(self) -> Any:

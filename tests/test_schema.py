@@ -17,7 +17,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
 from powerstrip.config.matching import Route
-from powerstrip.config.spec import Adapter
+from powerstrip.config.spec import AdapterSpec
 from powerstrip.hooks.chain import HookChain, ShortCircuit
 from powerstrip.hooks.flow import ClientRequest, Flow, ServerResponse
 from powerstrip.hooks.http import AdapterClient, AdapterFault
@@ -253,7 +253,7 @@ POST_CASES: list[tuple[Any, bool]] = [
 class PowerstripAgreesTests(TestCase):
     """The reply schemas accept exactly the replies Powerstrip accepts."""
 
-    adapter = Adapter("a", "http://127.0.0.1:9/hook")
+    adapter = AdapterSpec("a", "http://127.0.0.1:9/hook")
 
     def powerstrip_accepts(self, reply: Any, expect: str) -> bool:
         flow = Flow(ClientRequest("POST", "/v1.41/containers/create", [], b'{"Image":"busybox"}'), Route())
@@ -568,7 +568,7 @@ class V2SampleTests(TestCase):
 class V2PowerstripAgreesTests(TestCase):
     """Powerstrip's own handling of protocol 2 replies agrees with the schemas."""
 
-    adapter = Adapter("a", "http://127.0.0.1:9/hook", protocol=2)
+    adapter = AdapterSpec("a", "http://127.0.0.1:9/hook", protocol=2)
 
     def powerstrip_accepts(self, reply: Any, expect: str) -> bool:
         flow = Flow(ClientRequest("POST", "/v1.47/containers/create", [(b"Content-Type", b"application/json")],

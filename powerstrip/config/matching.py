@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from powerstrip.config.spec import Adapter, Config
+from powerstrip.config.spec import AdapterSpec, Config
 from powerstrip.wire.apipath import versions_match
 from powerstrip.wire.rules import path_matches, request_path
 
@@ -30,8 +30,8 @@ class Route:
     """The hooks that apply to one request: what matched and what runs, in order."""
 
     patterns: tuple[str, ...] = ()
-    pre: tuple[Adapter, ...] = ()
-    post: tuple[Adapter, ...] = ()
+    pre: tuple[AdapterSpec, ...] = ()
+    post: tuple[AdapterSpec, ...] = ()
 
     @property
     def hooked(self) -> bool:
@@ -52,8 +52,8 @@ def match(config: Config, method: str, path: str) -> Route:
     method = method.upper()
     version, path = request_path(path)
     patterns: list[str] = []
-    pre: dict[str, Adapter] = {}
-    post: dict[str, Adapter] = {}
+    pre: dict[str, AdapterSpec] = {}
+    post: dict[str, AdapterSpec] = {}
     for ep in config.endpoints:
         if not (fnmatchcase(method, ep.method) and path_matches(ep.path, path)
                 and versions_match(ep.versions, version)):

@@ -51,7 +51,7 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
-class Adapter:
+class AdapterSpec:
     """One named adapter: where to POST hook calls, how long to wait, what a fault does."""
 
     name: str
@@ -80,7 +80,7 @@ class EventRule:
     pattern: str
     type: str  # glob on the event's Type (container, image, network, volume, ...)
     action: str  # glob on its Action (die, start, create, exec_start: ..., ...)
-    adapters: tuple[Adapter, ...]
+    adapters: tuple[AdapterSpec, ...]
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,8 @@ class Endpoint:
     pattern: str
     method: str
     path: str
-    pre: tuple[Adapter, ...] = ()
-    post: tuple[Adapter, ...] = ()
+    pre: tuple[AdapterSpec, ...] = ()
+    post: tuple[AdapterSpec, ...] = ()
     #: ``versions:``: the API versions the rule applies to (every one when empty);
     #: see :func:`powerstrip.wire.apipath.versions_match`.
     versions: Versions = ()
@@ -102,7 +102,7 @@ class Config:
     """A validated adapters file. Immutable: a request keeps the one it started with."""
 
     endpoints: tuple[Endpoint, ...] = ()
-    adapters: dict[str, Adapter] = field(default_factory=dict)
+    adapters: dict[str, AdapterSpec] = field(default_factory=dict)
     source: str = "<pass-through>"
     #: The ``events:`` rules, in file order.
     events: tuple[EventRule, ...] = ()
@@ -162,7 +162,7 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     return Config(endpoints=endpoints, adapters=adapters, source=source, events=event_rules)
 
 
-def _parse_event_rule(pattern: object, names: object, adapters: dict[str, Adapter], fail) -> EventRule:
+def _parse_event_rule(pattern: object, names: object, adapters: dict[str, AdapterSpec], fail) -> EventRule:
     words = pattern.split() if isinstance(pattern, str) else []
     if len(words) != 2:
         raise fail(f"event {pattern!r}: expected \"TYPE ACTION\" globs, e.g. \"container die\" or \"network *\"")
@@ -179,7 +179,7 @@ def _parse_event_rule(pattern: object, names: object, adapters: dict[str, Adapte
     return EventRule(pattern, words[0], words[1], tuple(adapters[n] for n in names))
 
 
-def parse_adapter(name: str, spec: object) -> Adapter:
+def parse_adapter(name: str, spec: object) -> AdapterSpec:
     """Validate one adapter (a URL string, or a mapping with ``url``, ``timeout``,
     ``failure``) as the adapters file would, for tools given one on the command line.
 
@@ -188,7 +188,7 @@ def parse_adapter(name: str, spec: object) -> Adapter:
     return _parse_adapter(name, spec, ConfigError)
 
 
-def _parse_adapter(name: object, spec: object, fail) -> Adapter:
+def _parse_adapter(name: object, spec: object, fail) -> AdapterSpec:
     if not isinstance(name, str) or not name:
         raise fail(f"adapter name {name!r} must be a non-empty string")
     if isinstance(spec, str):
@@ -245,7 +245,7 @@ def _parse_adapter(name: object, spec: object, fail) -> Adapter:
     if kind == "authz" and ("protocol" in spec or unwind or in_process is not None or failure == "ignore"):
         raise fail(f"adapter '{name}': an authz adapter speaks Docker's authorization-plugin protocol over "
                    "HTTP and fails closed: no 'protocol', 'unwind', 'failure: ignore' or python: URL")
-    return Adapter(name=name, url=url, timeout=timeout, ignore_faults=failure == "ignore", in_process=in_process,
+    return AdapterSpec(name=name, url=url, timeout=timeout, ignore_faults=failure == "ignore", in_process=in_process,
                    protocol=protocol, unwind=unwind, type=kind, secrets=secrets)
 
 
@@ -262,7 +262,7 @@ def _seconds(value: object) -> float | None:
     return seconds if seconds > 0 else None
 
 
-def _parse_endpoint(pattern: object, spec: object, adapters: dict[str, Adapter], fail) -> Endpoint:
+def _parse_endpoint(pattern: object, spec: object, adapters: dict[str, AdapterSpec], fail) -> Endpoint:
     if not isinstance(pattern, str):
         raise fail(f"endpoint {pattern!r}: the key must be a string like \"POST /*/containers/create\"")
     try:
@@ -280,7 +280,7 @@ def _parse_endpoint(pattern: object, spec: object, adapters: dict[str, Adapter],
         raise fail(f"endpoint {pattern!r}: versions: {e}") from None
     if not spec.get("pre") and not spec.get("post"):
         raise fail(f"endpoint {pattern!r}: has neither 'pre' nor 'post' adapters")
-    hooks: dict[str, tuple[Adapter, ...]] = {}
+    hooks: dict[str, tuple[AdapterSpec, ...]] = {}
     for phase in ("pre", "post"):
         names = spec.get(phase) or []
         if isinstance(names, str):

@@ -40,12 +40,12 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from powerstrip.config.spec import Adapter
+from powerstrip.config.spec import AdapterSpec
 from powerstrip.hooks import redact
 from powerstrip.hooks.flow import ClientRequest, Flow, HookRecord, ServerResponse, error_response
 from powerstrip.hooks.http import AdapterClient, AdapterFault, Refused
-from powerstrip.hooks.peer import Caller
-from powerstrip.wire.http11 import Headers, end_to_end, header_value, media_type
+from powerstrip.hooks.peer import Peer
+from powerstrip.wire.http11 import HeaderList, end_to_end, header_value, media_type
 
 #: Log namespaces are part of the interface (log filters name them): kept across moves.
 log = Logger(namespace="powerstrip.authz")
@@ -77,7 +77,7 @@ _VERBOSE_LIMIT = 64 * 1024
 class AuthzDenied(Refused):
     """The plugin answered ``Allow: false``: the client gets dockerd's 403."""
 
-    def __init__(self, adapter: Adapter, msg: str) -> None:
+    def __init__(self, adapter: AdapterSpec, msg: str) -> None:
         super().__init__(adapter, error_response(403, f"authorization denied by plugin {adapter.name}: {msg}"))
         self.msg = msg
 
@@ -85,7 +85,7 @@ class AuthzDenied(Refused):
 class AuthzError(AdapterFault):
     """The plugin could not decide (``Err``, off-protocol, down, too slow): dockerd's 500."""
 
-    def __init__(self, adapter: Adapter, method: str, what: str) -> None:
+    def __init__(self, adapter: AdapterSpec, method: str, what: str) -> None:
         super().__init__(adapter, what, code=500)
         # The message dockerd gives for a failing plugin, not an adapter fault's.
         self.args = (f"plugin {adapter.name} failed with error: {method}: {what}",)
@@ -97,7 +97,7 @@ def is_archive_upload(method: str, path: str) -> bool:
     return pattern is not None and pattern.fullmatch(path) is not None
 
 
-def must_buffer(adapters: tuple[Adapter, ...], method: str, path: str) -> bool:
+def must_buffer(adapters: tuple[AdapterSpec, ...], method: str, path: str) -> bool:
     """Whether a request body must be buffered because an authz adapter among
     ``adapters`` (a route's pre- and post-hooks) has to see it: every body but
     an archive upload's.
@@ -109,7 +109,7 @@ def must_buffer(adapters: tuple[Adapter, ...], method: str, path: str) -> bool:
     return any(a.type == "authz" for a in adapters) and not is_archive_upload(method, path)
 
 
-def identity(caller: Caller | None) -> tuple[str, str]:
+def identity(caller: Peer | None) -> tuple[str, str]:
     """``(User, UserAuthNMethod)``: a TLS client certificate's common name
     (``TLS``, as dockerd), or a unix socket peer's account name or uid
     (``peercred``, Powerstrip's own); else empty."""
@@ -131,7 +131,7 @@ def _canonical(name: str) -> str:
     return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
-def header_map(headers: Headers, extra: dict[str, str] | None = None) -> dict[str, str]:
+def header_map(headers: HeaderList, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Headers as Docker's AuthZ ``RequestHeaders``/``ResponseHeaders``: one
     value per name (the last), hop-by-hop, framing and credentials left out."""
     out: dict[str, str] = {}
@@ -191,7 +191,7 @@ class _Object(list):
     """A JSON object as its (case-folded name, value) pairs, in order."""
 
 
-def _verdict(result: tuple[int, str | None, bytes], adapter: Adapter, method: str) -> str | None:
+def _verdict(result: tuple[int, str | None, bytes], adapter: AdapterSpec, method: str) -> str | None:
     """The plugin's answer: ``None`` to allow, a message to deny; raises :class:`AuthzError`."""
     code, _ctype, body = result
     try:
@@ -222,7 +222,7 @@ def _shown(obj: Any) -> str:
     return text
 
 
-def call(client: AdapterClient, flow: Flow, adapter: Adapter, phase: str, verbose: bool = False) -> defer.Deferred:
+def call(client: AdapterClient, flow: Flow, adapter: AdapterSpec, phase: str, verbose: bool = False) -> defer.Deferred:
     """Ask authz ``adapter`` about ``flow`` (``phase``: pre-hook or post-hook).
 
     Fires with ``flow`` unchanged when allowed; errbacks with

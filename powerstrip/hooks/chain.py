@@ -24,7 +24,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from powerstrip.config.spec import Adapter
+from powerstrip.config.spec import AdapterSpec
 from powerstrip.hooks import authz, redact
 from powerstrip.hooks.flow import ClientRequest, Flow, HookRecord, ServerResponse
 from powerstrip.hooks.http import AdapterClient, AdapterFault, Refused
@@ -66,7 +66,7 @@ def _shown(obj: Any) -> str:
 class ShortCircuit(Exception):  # noqa: N818 -- named for what happens, like Refused
     """A protocol 2 pre-hook answered the request itself: the chain stops, dockerd is not called."""
 
-    def __init__(self, adapter: Adapter, response: ServerResponse) -> None:
+    def __init__(self, adapter: AdapterSpec, response: ServerResponse) -> None:
         super().__init__(f"adapter {adapter.name!r} answered {response.code} itself")
         self.adapter = adapter
         self.response = response
@@ -77,14 +77,14 @@ def _owned(headers: list) -> list:
     return [(k, v) for k, v in headers if is_owned(k)]
 
 
-def _headers(obj: Any, adapter: Adapter, where: str) -> list:
+def _headers(obj: Any, adapter: AdapterSpec, where: str) -> list:
     try:
         return headers_from_map(obj)
     except ValueError as e:
         raise AdapterFault(adapter, f"{where}.Headers: {e}") from None
 
 
-def _response_from(obj: dict, adapter: Adapter, where: str, old: ServerResponse | None = None) -> ServerResponse:
+def _response_from(obj: dict, adapter: AdapterSpec, where: str, old: ServerResponse | None = None) -> ServerResponse:
     """A protocol 2 response object as a :class:`ServerResponse` (``old`` supplies what it leaves out)."""
     if "Headers" in obj:
         headers = _headers(obj["Headers"], adapter, where)
@@ -126,7 +126,7 @@ class HookChain:
             d.addCallback(self._call, adapter, "post-hook")
         return d
 
-    def _call(self, flow: Flow, adapter: Adapter, phase: str) -> defer.Deferred:
+    def _call(self, flow: Flow, adapter: AdapterSpec, phase: str) -> defer.Deferred:
         if adapter.type == "authz":  # Docker's authorization-plugin protocol, not hook calls
             return authz.call(self.client, flow, adapter, phase, verbose=self.verbose)
         original = self.payload(flow, adapter, phase)
@@ -155,7 +155,7 @@ class HookChain:
         return d
 
     @staticmethod
-    def payload(flow: Flow, adapter: Adapter, kind: str) -> dict[str, Any]:
+    def payload(flow: Flow, adapter: AdapterSpec, kind: str) -> dict[str, Any]:
         """The call ``adapter`` gets for ``flow`` (``kind``: pre-hook, post-hook, unwind), in its protocol."""
         req = flow.request
         payload: dict[str, Any] = {"PowerstripProtocolVersion": adapter.protocol, "Type": kind}
@@ -176,7 +176,7 @@ class HookChain:
         return payload
 
     @staticmethod
-    def _prepared(flow: Flow, adapter: Adapter) -> Flow:
+    def _prepared(flow: Flow, adapter: AdapterSpec) -> Flow:
         flow.prepared.append(adapter)
         return flow
 
@@ -199,7 +199,7 @@ class HookChain:
             d.addCallback(lambda _, a=adapter, p=payload: self._unwind_one(flow, a, p))
         return d
 
-    def _unwind_one(self, flow: Flow, adapter: Adapter, payload: dict) -> defer.Deferred:
+    def _unwind_one(self, flow: Flow, adapter: AdapterSpec, payload: dict) -> defer.Deferred:
         started = time.monotonic()
         shown = redact.payload(payload)
         hidden = redact.hidden(shown, payload)
@@ -221,7 +221,7 @@ class HookChain:
         return self.client.post(adapter, payload if adapter.secrets else shown).addBoth(done)
 
     @staticmethod
-    def _log_call(flow: Flow, adapter: Adapter, phase: str, shown: dict, hidden: list[str],
+    def _log_call(flow: Flow, adapter: AdapterSpec, phase: str, shown: dict, hidden: list[str],
                   d: defer.Deferred) -> None:
         """Log the call (``shown``: redacted), and the reply or refusal, with what
         ``hidden`` holds (the redacted values) blanked even where a hook echoes it."""
@@ -253,7 +253,7 @@ class HookChain:
         return flow
 
     @staticmethod
-    def _apply_request(reply: dict, flow: Flow, adapter: Adapter) -> Flow:
+    def _apply_request(reply: dict, flow: Flow, adapter: AdapterSpec) -> Flow:
         headers = flow.request.headers
         if adapter.protocol == 2:
             if "ServerResponse" in reply:
@@ -282,7 +282,7 @@ class HookChain:
         return flow
 
     @staticmethod
-    def _apply_response(reply: dict, flow: Flow, adapter: Adapter) -> Flow:
+    def _apply_response(reply: dict, flow: Flow, adapter: AdapterSpec) -> Flow:
         if adapter.protocol == 2:
             flow.response = _response_from(reply["ModifiedServerResponse"], adapter, "ModifiedServerResponse",
                                            flow.response)

@@ -48,7 +48,7 @@ from twisted.web.http import PotentialDataLoss, stringToDatetime
 from twisted.web.http_headers import Headers
 
 from powerstrip import __version__
-from powerstrip.config.spec import Adapter, Config
+from powerstrip.config.spec import AdapterSpec, Config
 from powerstrip.hooks.http import AdapterFault
 from powerstrip.wire.endpoints import FixedEndpoint
 
@@ -87,11 +87,11 @@ def event_kind(event: dict) -> tuple[str, str]:
     return str(event.get("Type") or "container"), str(event.get("Action") or event.get("status") or "")
 
 
-def match_event(config: Config, type_: str, action: str) -> tuple[tuple[str, ...], tuple[Adapter, ...]]:
+def match_event(config: Config, type_: str, action: str) -> tuple[tuple[str, ...], tuple[AdapterSpec, ...]]:
     """The event rules of ``config`` matching an event of ``type_`` and ``action`` (their
     patterns, file order) and the adapters it goes to: each once, at its first position."""
     patterns: list[str] = []
-    adapters: dict[str, Adapter] = {}
+    adapters: dict[str, AdapterSpec] = {}
     for rule in config.events:
         if fnmatchcase(type_, rule.type) and fnmatchcase(action, rule.action):
             patterns.append(rule.pattern)
@@ -338,7 +338,7 @@ class EventQueue:
     holds) after :data:`RETRY_MIN` seconds, doubling to :data:`RETRY_MAX`.
     """
 
-    def __init__(self, hooks: EventHooks, adapter: Adapter, bound: int) -> None:
+    def __init__(self, hooks: EventHooks, adapter: AdapterSpec, bound: int) -> None:
         self.hooks = hooks
         #: The adapter as the current configuration has it (a reload may change its URL).
         self.adapter = adapter

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 
 from powerstrip.config.matching import Route
-from powerstrip.hooks.peer import Caller
-from powerstrip.wire.http11 import Headers
+from powerstrip.hooks.peer import Peer
+from powerstrip.wire.http11 import HeaderList
 
 #: The response header that tells the client its request id.
 REQUEST_ID_HEADER = b"Powerstrip-Request-Id"
@@ -42,7 +42,7 @@ class ClientRequest:
 
     method: str
     uri: str
-    headers: Headers
+    headers: HeaderList
     body: bytes | None = None
     streamed: bool = False
 
@@ -57,7 +57,7 @@ class ServerResponse:
     """A complete (buffered) response, from dockerd or from an adapter."""
 
     code: int
-    headers: Headers
+    headers: HeaderList
     body: bytes = b""
 
     @property
@@ -90,7 +90,7 @@ class Flow:
     #: The request id: in every log line about it, and in its response header.
     id: str = field(default_factory=new_request_id)
     #: Who sent it (protocol 2's ``Caller``; the AuthZ ``User``).
-    caller: Caller | None = None
+    caller: Peer | None = None
     #: ``unwind: true`` adapters whose pre-hook succeeded, in order.
     prepared: list = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)

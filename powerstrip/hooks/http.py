@@ -37,7 +37,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
-from powerstrip.config.spec import Adapter
+from powerstrip.config.spec import AdapterSpec
 from powerstrip.hooks.flow import ServerResponse, error_response
 from powerstrip.sdk.schema import validate
 from powerstrip.wire.endpoints import tcp_endpoint
@@ -52,7 +52,7 @@ DEFAULT_MAX_REPLY = 64 * 1024 * 1024
 class Refused(Exception):
     """An adapter answered a non-2xx status: the chain stops with its answer."""
 
-    def __init__(self, adapter: Adapter, response: ServerResponse) -> None:
+    def __init__(self, adapter: AdapterSpec, response: ServerResponse) -> None:
         super().__init__(f"adapter {adapter.name!r} refused with {response.code}")
         self.adapter = adapter
         self.response = response
@@ -61,7 +61,7 @@ class Refused(Exception):
 class AdapterFault(Exception):
     """An adapter could not be used: down, too slow, or off-protocol."""
 
-    def __init__(self, adapter: Adapter, what: str, code: int = 502) -> None:
+    def __init__(self, adapter: AdapterSpec, what: str, code: int = 502) -> None:
         super().__init__(f"powerstrip: adapter '{adapter.name}' ({adapter.url}): {what}")
         self.adapter = adapter
         self.code = code
@@ -246,7 +246,7 @@ class AdapterClient:
         """Close the pooled connections (on shutdown, and at the end of tests)."""
         return self.pool.closeCachedConnections()
 
-    def call(self, adapter: Adapter, payload: dict, expect: str) -> defer.Deferred:
+    def call(self, adapter: AdapterSpec, payload: dict, expect: str) -> defer.Deferred:
         """POST ``payload`` to ``adapter``; fire with the ``expect`` object of its
         reply (protocol 1), or its whole reply, schema-checked (protocol 2).
 
@@ -261,12 +261,12 @@ class AdapterClient:
             d.addCallback(self._check, adapter, expect)
         return d
 
-    def _in_process(self, adapter: Adapter, payload: dict) -> defer.Deferred:
+    def _in_process(self, adapter: AdapterSpec, payload: dict) -> defer.Deferred:
         d = adapter.in_process.handle(payload)
         d.addTimeout(adapter.timeout, self._reactor, onTimeoutCancel=_timed_out)
         return d.addErrback(self._fault, adapter)
 
-    def post(self, adapter: Adapter, payload: dict) -> defer.Deferred:
+    def post(self, adapter: AdapterSpec, payload: dict) -> defer.Deferred:
         """POST ``payload`` to ``adapter``, bounded by its timeout and the reply size limit.
 
         Fires with ``(status, content_type, body)`` whatever the status; errbacks
@@ -297,14 +297,14 @@ class AdapterClient:
             d.addErrback(lambda f: f.trap(_StalePooled) and self._send(url, body, retries - 1))
         return d
 
-    def _read(self, response: Any, adapter: Adapter) -> defer.Deferred:
+    def _read(self, response: Any, adapter: AdapterSpec) -> defer.Deferred:
         reader = _ReplyReader(self.max_reply)
         response.deliverBody(reader)
         ctype = response.headers.getRawHeaders(b"content-type", [None])[-1]
         return reader.finished.addCallback(
             lambda body: (response.code, ctype.decode("latin-1") if ctype else None, body))
 
-    def _fault(self, failure: Any, adapter: Adapter) -> None:
+    def _fault(self, failure: Any, adapter: AdapterSpec) -> None:
         if failure.check(Refused, AdapterFault, defer.CancelledError):
             return failure
         if failure.check(ConnectingCancelledError) or (failure.check(ResponseNeverReceived) and any(
@@ -326,7 +326,7 @@ class AdapterClient:
             raise AdapterFault(adapter, f"connection lost before a reply ({reasons})")
         raise AdapterFault(adapter, f"call failed: {failure.type.__name__}: {failure.getErrorMessage()}")
 
-    def _check(self, result: tuple[int, str | None, bytes], adapter: Adapter, expect: str) -> dict:
+    def _check(self, result: tuple[int, str | None, bytes], adapter: AdapterSpec, expect: str) -> dict:
         code, ctype, body = result
         if not 200 <= code < 300:
             headers = [(b"Content-Type", ctype.encode("latin-1"))] if ctype else []
@@ -337,7 +337,7 @@ class AdapterClient:
             raise AdapterFault(adapter, f"reply is not JSON: {body[:200]!r}") from None
         return self._unwrap(reply, adapter, expect)
 
-    def _check_object(self, result: tuple[int, Any], adapter: Adapter, expect: str) -> dict:
+    def _check_object(self, result: tuple[int, Any], adapter: AdapterSpec, expect: str) -> dict:
         code, reply = result
         if not 200 <= code < 300:
             body = json.dumps(reply).encode() + b"\n"
@@ -345,7 +345,7 @@ class AdapterClient:
         return self._unwrap(reply, adapter, expect)
 
     @staticmethod
-    def _unwrap(reply: Any, adapter: Adapter, expect: str) -> dict:
+    def _unwrap(reply: Any, adapter: AdapterSpec, expect: str) -> dict:
         """The reply object a hook applies: protocol 1's ``expect`` object, or
         protocol 2's whole reply, checked against its JSON Schema."""
         if not isinstance(reply, dict):

@@ -20,7 +20,7 @@ from twisted.internet.interfaces import ISSLTransport
 
 
 @dataclass(frozen=True)
-class Caller:
+class Peer:
     """The client of one connection, as adapters see it."""
 
     transport: str  # unix | tcp | tls
@@ -39,18 +39,18 @@ class Caller:
                 "Gid": self.gid, "Pid": self.pid, "User": self.user, "Certificate": self.certificate}
 
 
-def read_caller(transport: Any) -> Caller:
-    """The :class:`Caller` on the other end of ``transport`` (read it once per connection)."""
+def read_caller(transport: Any) -> Peer:
+    """The :class:`Peer` on the other end of ``transport`` (read it once per connection)."""
     peer = transport.getPeer()
     if ISSLTransport.providedBy(transport):
         cert = _certificate(transport)
         peer_cert = transport.getPeerCertificate()
         der = peer_cert.to_cryptography().public_bytes(Encoding.DER) if peer_cert is not None else None
-        return Caller("tls", _address(peer), user=cert["CommonName"] if cert else None, certificate=cert,
+        return Peer("tls", _address(peer), user=cert["CommonName"] if cert else None, certificate=cert,
                       certificate_der=der)
     if isinstance(peer, UNIXAddress):
         return _peer_credentials(transport)
-    return Caller("tcp", _address(peer))
+    return Peer("tcp", _address(peer))
 
 
 def _address(peer: Any) -> str | None:
@@ -61,17 +61,17 @@ def _address(peer: Any) -> str | None:
     return None
 
 
-def _peer_credentials(transport: Any) -> Caller:
+def _peer_credentials(transport: Any) -> Peer:
     try:
         raw = transport.getHandle().getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     except (OSError, AttributeError):  # not Linux, or not a real socket
-        return Caller("unix")
+        return Peer("unix")
     pid, uid, gid = struct.unpack("3i", raw)
     try:
         user = pwd.getpwuid(uid).pw_name
     except KeyError:  # a uid with no account (a container's user, say)
         user = None
-    return Caller("unix", None, uid, gid, pid, user)
+    return Peer("unix", None, uid, gid, pid, user)
 
 
 def _certificate(transport: Any) -> dict | None:

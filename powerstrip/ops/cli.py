@@ -34,7 +34,7 @@ from twisted.internet import defer, task
 
 from powerstrip import __version__
 from powerstrip.config.matching import match, streams_unhooked
-from powerstrip.config.spec import DEFAULT_CONFIG, Adapter, Config, ConfigError, load_config, parse_adapter
+from powerstrip.config.spec import DEFAULT_CONFIG, AdapterSpec, Config, ConfigError, load_config, parse_adapter
 from powerstrip.hooks.events import DOCKER_EVENT_TYPES, match_event
 from powerstrip.hooks.http import AdapterClient, AdapterFault
 from powerstrip.ops import healthcheck
@@ -45,11 +45,11 @@ from powerstrip.wire.apipath import Versions, versions_match
 from powerstrip.wire.rules import glob_meets_template, key_version, path_globs, request_path, rule_matches
 
 
-def _names(adapters: tuple[Adapter, ...]) -> str:
+def _names(adapters: tuple[AdapterSpec, ...]) -> str:
     return " -> ".join(a.name for a in adapters) or "-"
 
 
-def _policy(adapter: Adapter) -> str:
+def _policy(adapter: AdapterSpec) -> str:
     return f"timeout {adapter.timeout:g}s, failure: {'ignore' if adapter.ignore_faults else 'fail'}"
 
 
@@ -212,7 +212,7 @@ def judge(answer: tuple[int, str | None, bytes], reply_schema: str | None) -> tu
     return "valid", "valid"
 
 
-async def adapter_test(reactor: Any, adapter: Adapter, protocol: int = 1, only: str | None = None,
+async def adapter_test(reactor: Any, adapter: AdapterSpec, protocol: int = 1, only: str | None = None,
                        out: TextIO | None = None) -> int:
     """Send ``adapter`` each sample call (of type ``only``, if given) and print a table of
     verdicts and times to ``out`` (stdout); return the exit status: 0 when every answer is

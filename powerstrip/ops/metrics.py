@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 prometheus_client.disable_created_metrics()
 
 #: The ``route`` label of a request no endpoint rule matched.
-NO_ROUTE = "none"
+UNMATCHED = "none"
 #: The ``code`` label of a request that ended before any status was known
 #: (the client went away while Powerstrip was still waiting).
 NO_CODE = "none"
@@ -193,7 +193,7 @@ class Metrics:
         if splice is not None:
             bytes_in += splice.bytes_in
             bytes_out += splice.bytes_out
-        self.traffic.add(flow.route.patterns[0] if flow.route.patterns else NO_ROUTE, exchange.head.method,
+        self.traffic.add(flow.route.patterns[0] if flow.route.patterns else UNMATCHED, exchange.head.method,
                          exchange.status, time.monotonic() - flow.started, bytes_in, bytes_out)
         for hook in flow.hooks:
             self._child(self.hook_calls, hook.adapter, hook.phase, hook.outcome).inc()

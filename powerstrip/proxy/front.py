@@ -34,7 +34,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from powerstrip.hooks.flow import REQUEST_ID_HEADER, Flow, error_response, new_request_id
-from powerstrip.hooks.peer import Caller, read_caller
+from powerstrip.hooks.peer import Peer, read_caller
 from powerstrip.proxy.splice import Splice
 from powerstrip.wire.http11 import (
     BadRequest,
@@ -151,12 +151,12 @@ class FrontConnection(Protocol):
         self._timer: Any = None
         self._due: Callable[[], None] | None = None
         self._deadline = 0.0
-        self._caller: Caller | None = None
+        self._caller: Peer | None = None
 
     # -- the connection -------------------------------------------------------------
 
     @property
-    def caller(self) -> Caller:
+    def caller(self) -> Peer:
         """Who is on the other end (read once per connection)."""
         if self._caller is None:
             self._caller = read_caller(self.transport)

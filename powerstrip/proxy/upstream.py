@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from powerstrip.proxy.splice import half_close
 from powerstrip.wire.endpoints import DockerAddress
-from powerstrip.wire.http11 import ChunkedFraming, Headers, ProtocolError, ResponseHead, parse_response_head
+from powerstrip.wire.http11 import ChunkedFraming, HeaderList, ProtocolError, ResponseHead, parse_response_head
 from powerstrip.wire.tls import DockerTLS
 
 MAX_HEAD = 256 * 1024
@@ -366,7 +366,7 @@ class UpstreamPool:
             conn.transport.loseConnection()
 
 
-def request_head(method: str, uri: str, headers: Headers) -> bytes:
+def request_head(method: str, uri: str, headers: HeaderList) -> bytes:
     """Serialise an HTTP/1.1 request head (always 1.1: a chunked body sent as
     HTTP/1.0 reaches dockerd empty)."""
     lines = [f"{method} {uri} HTTP/1.1".encode("latin-1")]

@@ -23,26 +23,26 @@ HOP_BY_HOP = frozenset(
     b"proxy-authenticate proxy-authorization".split()
 )
 
-Headers = list[tuple[bytes, bytes]]
+HeaderList = list[tuple[bytes, bytes]]
 
 
 class ProtocolError(Exception):
     """dockerd (or whatever answers upstream) sent something that is not HTTP/1.1."""
 
 
-def header_values(headers: Headers, name: bytes) -> list[bytes]:
+def header_values(headers: HeaderList, name: bytes) -> list[bytes]:
     """All values of header ``name`` (case-insensitive), in order."""
     name = name.lower()
     return [v for k, v in headers if k.lower() == name]
 
 
-def header_value(headers: Headers, name: bytes) -> bytes | None:
+def header_value(headers: HeaderList, name: bytes) -> bytes | None:
     """The last value of header ``name``, or None."""
     values = header_values(headers, name)
     return values[-1] if values else None
 
 
-def connection_tokens(headers: Headers) -> set[bytes]:
+def connection_tokens(headers: HeaderList) -> set[bytes]:
     """The lower-cased tokens of every ``Connection`` header."""
     return {
         t.strip().lower()
@@ -52,14 +52,14 @@ def connection_tokens(headers: Headers) -> set[bytes]:
     }
 
 
-def end_to_end(headers: Headers, keep_upgrade: bool = False) -> Headers:
+def end_to_end(headers: HeaderList, keep_upgrade: bool = False) -> HeaderList:
     """``headers`` less the hop-by-hop ones and those named in ``Connection``.
 
     With ``keep_upgrade``, ``Connection: Upgrade`` and ``Upgrade`` survive, as
     the protocol switch itself must reach the other side.
     """
     named = connection_tokens(headers)
-    out: Headers = []
+    out: HeaderList = []
     for k, v in headers:
         lk = k.lower()
         if keep_upgrade and lk == b"upgrade":
@@ -79,7 +79,7 @@ def is_owned(name: str | bytes) -> bool:
     return lower in HOP_BY_HOP or lower == b"content-length" or lower.startswith(b"proxy-")
 
 
-def header_map(headers: Headers) -> dict[str, list[str]]:
+def header_map(headers: HeaderList) -> dict[str, list[str]]:
     """Protocol 2's ``Headers``: the end-to-end headers, name (as first sent) -> values in order."""
     out: dict[str, list[str]] = {}
     names: dict[bytes, str] = {}
@@ -96,7 +96,7 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-def headers_from_map(obj: object) -> Headers:
+def headers_from_map(obj: object) -> HeaderList:
     """A hook's ``Headers`` as a header list.
 
     :raises ValueError: a name that is not an HTTP token or is Powerstrip's own
@@ -104,7 +104,7 @@ def headers_from_map(obj: object) -> Headers:
     """
     if not isinstance(obj, dict):
         raise ValueError("must be an object of header name -> list of values")
-    out: Headers = []
+    out: HeaderList = []
     for name, values in obj.items():
         if not isinstance(name, str) or not _TOKEN.fullmatch(name):
             raise ValueError(f"{name!r} is not a header name")
@@ -154,7 +154,7 @@ class ResponseHead:
 
     __slots__ = ("version", "code", "reason", "raw", "framing", "_lower", "_headers")
 
-    def __init__(self, version: bytes, code: int, reason: bytes, headers: Headers | None = None,
+    def __init__(self, version: bytes, code: int, reason: bytes, headers: HeaderList | None = None,
                  raw: bytes = b"") -> None:
         self.version, self.code, self.reason, self.raw = version, code, reason, raw
         self._headers = headers
@@ -166,7 +166,7 @@ class ResponseHead:
         return f"ResponseHead({self.version!r}, {self.code}, {self.reason!r}, {self.headers!r})"
 
     @property
-    def headers(self) -> Headers:
+    def headers(self) -> HeaderList:
         """The headers in order, as (name, value) pairs."""
         if self._headers is None:
             self._headers = _response_headers(self.raw)
@@ -211,9 +211,9 @@ def parse_response_head(raw: bytes) -> ResponseHead:
     return ResponseHead(m.group(1), int(m.group(2)), m.group(3) or b"", None, raw)
 
 
-def _response_headers(raw: bytes) -> Headers:
+def _response_headers(raw: bytes) -> HeaderList:
     # Line by line: obsolete folding joined, anything else not "name: value" refused.
-    headers: Headers = []
+    headers: HeaderList = []
     for line in raw[raw.find(CRLF) + 2:-4].split(CRLF):
         if not line:
             continue
@@ -338,7 +338,7 @@ class RequestHead:
     target: str
     #: 1 for HTTP/1.1, 0 for HTTP/1.0.
     minor: int
-    headers: Headers
+    headers: HeaderList
     #: The head as received (request line through the blank line).
     raw: bytes
     content_length: int | None = None
@@ -387,9 +387,9 @@ _VALID_HEAD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (/[\x21-\x7e]*) HTTP/1
 _PAIRS = re.compile(rb"([^:]+):[\t ]*([^\r\n]*)\r\n")
 
 
-def _pairs(block: bytes) -> Headers:
+def _pairs(block: bytes) -> HeaderList:
     """``name: value`` pairs of a valid header block, values without trailing whitespace."""
-    pairs: Headers = _PAIRS.findall(block)
+    pairs: HeaderList = _PAIRS.findall(block)
     if b" \r\n" in block or b"\t\r\n" in block:  # rare: strip only then
         pairs = [(k, v.rstrip(b" \t")) for k, v in pairs]
     return pairs
