@@ -1,4 +1,4 @@
-"""Tests for :mod:`powerstrip.hooks.chain` and :mod:`powerstrip.hooks.http`.
+"""Tests for :mod:`powerstrip.hooks.chain`, :mod:`powerstrip.hooks.protocols` and :mod:`powerstrip.hooks.http`.
 
 The adapters are real: one in-process :class:`twisted.web.server.Site` on
 127.0.0.1 serves every fake adapter, each at its own path (``/NAME``), so the
@@ -29,7 +29,8 @@ from powerstrip.config.matching import Route
 from powerstrip.config.spec import AdapterSpec
 from powerstrip.hooks.chain import HookChain
 from powerstrip.hooks.flow import ClientRequest, Flow, ServerResponse
-from powerstrip.hooks.http import DEFAULT_MAX_REPLY, AdapterClient, AdapterFault, Refused
+from powerstrip.hooks.http import DEFAULT_MAX_REPLY, AdapterClient
+from powerstrip.hooks.interface import AdapterFault, Refused
 from powerstrip.wire.endpoints import DockerAddress, tcp_endpoint
 from tests.fakes import FakeAdapters, Tracker, echo_post, echo_pre, unused_port
 
@@ -518,65 +519,73 @@ class ProtocolFaultTests(HookTestCase):
 
     @defer.inlineCallbacks
     def test_missing_modified_client_request(self) -> Any:
-        yield self.pre_fault(answer({"PowerstripProtocolVersion": 1}), "reply has no 'ModifiedClientRequest' object")
+        yield self.pre_fault(answer({"PowerstripProtocolVersion": 1}),
+                             "reply does not follow protocol 1: (root): 'ModifiedClientRequest' is required")
         # A post-hook's answer is not a pre-hook's.
         yield self.pre_fault(answer(post_reply(Code=200, ContentType=None, Body=None)),
-                             "reply has no 'ModifiedClientRequest' object")
+                             "reply does not follow protocol 1: (root): 'ModifiedClientRequest' is required")
         yield self.pre_fault(answer({"PowerstripProtocolVersion": 1, "ModifiedClientRequest": ["POST", "/x"]}),
-                             "reply has no 'ModifiedClientRequest' object")
+                             "reply does not follow protocol 1: ModifiedClientRequest: ", "is not of type 'object'")
 
     @defer.inlineCallbacks
     def test_missing_modified_server_response(self) -> Any:
-        yield self.post_fault(answer({"PowerstripProtocolVersion": 1}), "reply has no 'ModifiedServerResponse' object")
+        yield self.post_fault(answer({"PowerstripProtocolVersion": 1}),
+                              "reply does not follow protocol 1: (root): 'ModifiedServerResponse' is required")
         yield self.post_fault(answer(pre_reply(Method="POST", Request="/x", Body=None)),
-                              "reply has no 'ModifiedServerResponse' object")
+                              "reply does not follow protocol 1: (root): 'ModifiedServerResponse' is required")
 
     @defer.inlineCallbacks
     def test_pre_body_not_string(self) -> Any:
         for body in (42, {"Image": "busybox"}, ["a"], True):
             yield self.pre_fault(answer(pre_reply(Method="POST", Request="/x", Body=body)),
-                                 "ModifiedClientRequest.Body must be a string or null")
+                                 "reply does not follow protocol 1: ModifiedClientRequest.Body: ",
+                                 "is not of type 'string' or 'null'")
 
     @defer.inlineCallbacks
     def test_post_body_not_string(self) -> Any:
         for body in (42, {"Id": "abc"}, ["a"], False):
             yield self.post_fault(answer(post_reply(Code=200, ContentType="application/json", Body=body)),
-                                  "ModifiedServerResponse.Body must be a string or null")
+                                  "reply does not follow protocol 1: ModifiedServerResponse.Body: ",
+                                  "is not of type 'string' or 'null'")
 
     @defer.inlineCallbacks
     def test_bad_method(self) -> Any:
         for method in (None, "", "GE T", "GET\r\nX: y", "P0ST", 42, ["POST"]):
             yield self.pre_fault(answer(pre_reply(Method=method, Request="/x", Body=None)),
-                                 "ModifiedClientRequest.Method must be an HTTP method", repr(method))
-        yield self.pre_fault(answer(pre_reply(Request="/x", Body=None)), "ModifiedClientRequest.Method")
+                                 "reply does not follow protocol 1: ModifiedClientRequest.Method: ")
+        yield self.pre_fault(answer(pre_reply(Request="/x", Body=None)),
+                             "reply does not follow protocol 1: ModifiedClientRequest: 'Method' is required")
 
     @defer.inlineCallbacks
     def test_non_ascii_method(self) -> Any:
         """Methods are ASCII tokens: a letter outside ASCII is no HTTP method."""
         for method in ("ĞET", "PÖST"):
             yield self.pre_fault(answer(pre_reply(Method=method, Request="/x", Body=None)),
-                                 "ModifiedClientRequest.Method must be an HTTP method")
+                                 "reply does not follow protocol 1: ModifiedClientRequest.Method: ",
+                                 "is not an HTTP method")
 
     @defer.inlineCallbacks
     def test_bad_request(self) -> Any:
         for uri in (None, "", "v1.41/containers/create", "/a b", "/a\r\nX-Injected: 1", "/a\n", 7,
                     "http://docker/v1.41/info"):
             yield self.pre_fault(answer(pre_reply(Method="POST", Request=uri, Body=None)),
-                                 "ModifiedClientRequest.Request must be a path like '/v1.41/...'", repr(uri))
-        yield self.pre_fault(answer(pre_reply(Method="POST", Body=None)), "ModifiedClientRequest.Request")
+                                 "reply does not follow protocol 1: ModifiedClientRequest.Request: ")
+        yield self.pre_fault(answer(pre_reply(Method="POST", Body=None)),
+                             "reply does not follow protocol 1: ModifiedClientRequest: 'Request' is required")
 
     @defer.inlineCallbacks
     def test_bad_code(self) -> Any:
         for code in (None, "200", 200.0, True, 99, 100, 199, 600, -1):
             yield self.post_fault(answer(post_reply(Code=code, ContentType=None, Body=None)),
-                                  "ModifiedServerResponse.Code must be an HTTP status 200-599", repr(code))
-        yield self.post_fault(answer(post_reply(ContentType=None, Body=None)), "ModifiedServerResponse.Code")
+                                  "reply does not follow protocol 1: ModifiedServerResponse.Code: ")
+        yield self.post_fault(answer(post_reply(ContentType=None, Body=None)),
+                              "reply does not follow protocol 1: ModifiedServerResponse: 'Code' is required")
 
     @defer.inlineCallbacks
     def test_bad_content_type(self) -> Any:
         for ctype in (5, ["text/plain"], "text/plain\r\nX-Injected: 1"):
             yield self.post_fault(answer(post_reply(Code=200, ContentType=ctype, Body=None)),
-                                  "ModifiedServerResponse.ContentType must be a string or null")
+                                  "reply does not follow protocol 1: ModifiedServerResponse.ContentType: ")
 
     @defer.inlineCallbacks
     def test_fault_leaves_flow_unchanged(self) -> Any:

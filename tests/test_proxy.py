@@ -9,7 +9,7 @@ Each test runs, on 127.0.0.1 in this reactor:
 - a raw client (:class:`tests.fakes.RawClient`) sending exact bytes;
 - when hooks are configured, fake adapters (a twisted.web Site).
 
-These are the Docker API's edge cases of ``/work/shared/docker-wire.md``:
+These are the Docker API's edge cases of the Docker wire notes (``docker-wire.md``, beside the project):
 heads relayed before bodies, repeated headers, chunked uploads, upgrades with
 half-close in both directions, old-client hijacks, keep-alive, and the hook
 paths (rewrites, refusals, faults, limits).

@@ -15,7 +15,7 @@ from powerstrip.config.matching import Route
 from powerstrip.config.spec import AdapterSpec
 from powerstrip.hooks import authz, redact
 from powerstrip.hooks.flow import ClientRequest, Flow, ServerResponse
-from powerstrip.hooks.http import Refused
+from powerstrip.hooks.interface import Refused
 from powerstrip.hooks.redact import REDACTED
 from tests.test_hooks import HookTestCase, send
 
@@ -241,7 +241,7 @@ class ChainTests(HookTestCase):
     def test_unwind_calls_are_redacted(self) -> Any:
         adapter = self.secret_adapter("u", lambda request, payload: send(request, b"{}"), protocol=2)
         flow = Flow(login_request(), Route(("t",), pre=(adapter,)))
-        flow.prepared.append(adapter)
+        flow.prepared.append(self.chain.adapter(adapter))
         yield self.chain.run_unwind(flow, "docker", None, "dockerd said no")
         [(_, payload)] = self.adapters.calls
         self.assertEqual(payload["Type"], "unwind")

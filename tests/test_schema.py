@@ -13,14 +13,13 @@ import json
 import time
 from typing import Any
 
-from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
 from powerstrip.config.matching import Route
 from powerstrip.config.spec import AdapterSpec
-from powerstrip.hooks.chain import HookChain, ShortCircuit
 from powerstrip.hooks.flow import ClientRequest, Flow, ServerResponse
-from powerstrip.hooks.http import AdapterClient, AdapterFault
+from powerstrip.hooks.interface import AdapterFault, ShortCircuit
+from powerstrip.hooks.protocols import PROTOCOLS
 from powerstrip.sdk import schema
 from powerstrip.sdk.adapter import Headers as SDKHeaders
 from powerstrip.sdk.samples import samples
@@ -258,12 +257,13 @@ class PowerstripAgreesTests(TestCase):
     def powerstrip_accepts(self, reply: Any, expect: str) -> bool:
         flow = Flow(ClientRequest("POST", "/v1.41/containers/create", [], b'{"Image":"busybox"}'), Route())
         flow.response = ServerResponse(201, [(b"Content-Type", b"application/json")], b'{"Id":"abc"}')
-        apply = HookChain._apply_request if expect == "ModifiedClientRequest" else HookChain._apply_response
-        answer = (200, "application/json", json.dumps(reply).encode())
+        phase = "pre-hook" if expect == "ModifiedClientRequest" else "post-hook"
+        protocol = PROTOCOLS[self.adapter.protocol]
         try:
-            # The two steps of a hook call after the HTTP exchange: the reply's
-            # envelope (AdapterClient), then its object (HookChain).
-            apply(AdapterClient(MemoryReactorClock())._check(answer, self.adapter, expect), flow, self.adapter)
+            # The two steps of a hook call after the HTTP exchange: the reply
+            # checked (once), then applied to the flow.
+            protocol.apply(protocol.check(json.loads(json.dumps(reply)), self.adapter, phase), flow, self.adapter,
+                           phase)
         except AdapterFault:
             return False
         return True
@@ -574,10 +574,11 @@ class V2PowerstripAgreesTests(TestCase):
         flow = Flow(ClientRequest("POST", "/v1.47/containers/create", [(b"Content-Type", b"application/json")],
                                   b'{"Image":"busybox"}'), Route())
         flow.response = ServerResponse(201, [(b"Content-Type", b"application/json")], b'{"Id":"abc"}')
-        apply = HookChain._apply_request if expect == "ModifiedClientRequest" else HookChain._apply_response
-        answer = (200, "application/json", json.dumps(reply).encode())
+        phase = "pre-hook" if expect == "ModifiedClientRequest" else "post-hook"
+        protocol = PROTOCOLS[self.adapter.protocol]
         try:
-            apply(AdapterClient(MemoryReactorClock())._check(answer, self.adapter, expect), flow, self.adapter)
+            protocol.apply(protocol.check(json.loads(json.dumps(reply)), self.adapter, phase), flow, self.adapter,
+                           phase)
         except ShortCircuit:
             return True
         except AdapterFault:

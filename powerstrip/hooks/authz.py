@@ -33,17 +33,18 @@ import dataclasses
 import json
 import re
 import ssl
-import time
 from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from powerstrip.config.spec import AdapterSpec
 from powerstrip.hooks import redact
-from powerstrip.hooks.flow import ClientRequest, Flow, HookRecord, ServerResponse, error_response
-from powerstrip.hooks.http import AdapterClient, AdapterFault, Refused
+from powerstrip.hooks.flow import ClientRequest, Flow, error_response
+from powerstrip.hooks.http import AdapterClient
+from powerstrip.hooks.interface import PRE_HOOK, AdapterFault, IAdapter, Refused
 from powerstrip.hooks.peer import Peer
 from powerstrip.wire.http11 import HeaderList, end_to_end, header_value, media_type
 
@@ -76,6 +77,9 @@ _VERBOSE_LIMIT = 64 * 1024
 
 class AuthzDenied(Refused):
     """The plugin answered ``Allow: false``: the client gets dockerd's 403."""
+
+    #: What the access log and metrics record for the call.
+    outcome = "denied"
 
     def __init__(self, adapter: AdapterSpec, msg: str) -> None:
         super().__init__(adapter, error_response(403, f"authorization denied by plugin {adapter.name}: {msg}"))
@@ -179,7 +183,9 @@ def request_payload(flow: Flow) -> dict[str, Any]:
 def response_payload(flow: Flow) -> dict[str, Any]:
     """The ``AuthZPlugin.AuthZRes`` call: the request (as dockerd received it) and ``flow.response``."""
     payload = request_payload(flow)
-    resp: ServerResponse = flow.response
+    resp = flow.response
+    if resp is None:
+        raise ValueError("an AuthZRes call needs dockerd's response")
     payload["ResponseStatusCode"] = resp.code
     payload["ResponseHeaders"] = header_map(resp.headers)
     if resp.body:
@@ -187,7 +193,7 @@ def response_payload(flow: Flow) -> dict[str, Any]:
     return payload
 
 
-class _Object(list):
+class _Object(list[tuple[str, Any]]):
     """A JSON object as its (case-folded name, value) pairs, in order."""
 
 
@@ -222,62 +228,63 @@ def _shown(obj: Any) -> str:
     return text
 
 
-def call(client: AdapterClient, flow: Flow, adapter: AdapterSpec, phase: str, verbose: bool = False) -> defer.Deferred:
-    """Ask authz ``adapter`` about ``flow`` (``phase``: pre-hook or post-hook).
+@implementer(IAdapter)
+class AuthzAdapter:
+    """A ``type: authz`` adapter: a Docker AuthZ plugin reached over HTTP."""
 
-    Fires with ``flow`` unchanged when allowed; errbacks with
-    :class:`AuthzDenied` (a :class:`Refused`) or :class:`AuthzError` (an
-    :class:`AdapterFault`), which the exchange answers like any refusal or fault.
-    """
-    where = f"#{flow.id} {phase} {adapter.name}"
-    fields = {"request_id": flow.id, "adapter": adapter.name, "phase": phase}
-    started = time.monotonic()
-    if phase == "pre-hook":
-        method = AUTHZ_REQ
-        req = flow.request
-        if req.streamed and not is_archive_upload(req.method, req.path):
-            # Only an earlier pre-hook rewriting an archive upload into another
-            # call gets here: dockerd would read a body this plugin cannot see.
-            flow.hooks.append(HookRecord(adapter.name, phase, 0.0, "Refused"))
-            ctype = media_type(header_value(req.headers, b"content-type")) or "untyped"
-            return defer.fail(Refused(adapter, error_response(
-                403, f"powerstrip: authz adapter '{adapter.name}' cannot judge {req.method} {req.path}: "
-                     f"its body ({ctype}) streams to Docker unseen; not forwarded")))
-        payload = request_payload(flow)
-    else:
-        method = AUTHZ_RES
-        payload = response_payload(flow)
-    target = dataclasses.replace(adapter, url=adapter.url.rstrip("/") + "/" + method)
-    shown = redact.authz(payload)  # credentials: never logged, shown only with secrets: true
-    if verbose:
-        log.info("{where} sent {payload}", where=where, payload=_shown(shown), **fields)
+    def __init__(self, spec: AdapterSpec, client: AdapterClient, verbose: bool = False) -> None:
+        self.spec = spec
+        self.client = client
+        self.verbose = verbose
 
-    def judged(result: tuple[int, str | None, bytes]) -> Flow:
+    def call(self, flow: Flow, phase: str) -> defer.Deferred[Flow]:
+        """Ask the plugin about ``flow`` (``phase``: pre-hook or post-hook).
+
+        Fires with ``flow`` unchanged when allowed; errbacks with
+        :class:`AuthzDenied` (a :class:`Refused`) or :class:`AuthzError` (an
+        :class:`AdapterFault`), which the exchange answers like any refusal or fault.
+        """
+        adapter, verbose = self.spec, self.verbose
+        where = f"#{flow.id} {phase} {adapter.name}"
+        fields = {"request_id": flow.id, "adapter": adapter.name, "phase": phase}
+        if phase == PRE_HOOK:
+            method = AUTHZ_REQ
+            req = flow.request
+            if req.streamed and not is_archive_upload(req.method, req.path):
+                # Only an earlier pre-hook rewriting an archive upload into another
+                # call gets here: dockerd would read a body this plugin cannot see.
+                ctype = media_type(header_value(req.headers, b"content-type")) or "untyped"
+                return defer.fail(Refused(adapter, error_response(
+                    403, f"powerstrip: authz adapter '{adapter.name}' cannot judge {req.method} {req.path}: "
+                         f"its body ({ctype}) streams to Docker unseen; not forwarded")))
+            payload = request_payload(flow)
+        else:
+            method = AUTHZ_RES
+            payload = response_payload(flow)
+        target = dataclasses.replace(adapter, url=adapter.url.rstrip("/") + "/" + method)
+        shown = redact.authz(payload)  # credentials: never logged, shown only with secrets: true
         if verbose:
-            log.info("{where} answered {code} {body}", where=where, code=result[0],
-                     body=result[2][:_VERBOSE_LIMIT].decode("utf-8", "replace"), **fields)
-        msg = _verdict(result, adapter, method)
-        if msg is not None:
-            log.info("{where}: authorization denied by plugin {name}: {msg}", where=where, name=adapter.name,
-                     msg=msg, **fields)
-            raise AuthzDenied(adapter, msg)
-        return flow
+            log.info("{where} sent {payload}", where=where, payload=_shown(shown), **fields)
 
-    def failed(failure: Failure) -> Failure:
-        if failure.check(AdapterFault) and not failure.check(AuthzError):
-            # Down, too slow, too big: the adapter client's words, dockerd's form.
-            prefix = f"powerstrip: adapter '{target.name}' ({target.url}): "
-            what = str(failure.value).removeprefix(prefix)
-            return Failure(AuthzError(adapter, method, what))
-        return failure  # a verdict, or the client went away (CancelledError)
+        def judged(result: tuple[int, str | None, bytes]) -> Flow:
+            if verbose:
+                log.info("{where} answered {code} {body}", where=where, code=result[0],
+                         body=result[2][:_VERBOSE_LIMIT].decode("utf-8", "replace"), **fields)
+            msg = _verdict(result, adapter, method)
+            if msg is not None:
+                log.info("{where}: authorization denied by plugin {name}: {msg}", where=where, name=adapter.name,
+                         msg=msg, **fields)
+                raise AuthzDenied(adapter, msg)
+            return flow
 
-    def record(result: Any) -> Any:
-        outcome = "ok" if not isinstance(result, Failure) else (
-            "denied" if result.check(AuthzDenied) else result.type.__name__)
-        flow.hooks.append(HookRecord(adapter.name, phase, time.monotonic() - started, outcome))
-        return result
+        def failed(failure: Failure) -> Failure:
+            if failure.check(AdapterFault) and not failure.check(AuthzError):
+                # Down, too slow, too big: the adapter client's words, dockerd's form.
+                prefix = f"powerstrip: adapter '{target.name}' ({target.url}): "
+                what = str(failure.value).removeprefix(prefix)
+                return Failure(AuthzError(adapter, method, what))
+            return failure  # a verdict, or the client went away (CancelledError)
 
-    d = client.post(target, payload if adapter.secrets else shown)
-    d.addCallback(judged)
-    d.addErrback(failed)
-    return d.addBoth(record)
+        d = self.client.post(target, payload if adapter.secrets else shown)
+        d.addCallback(judged)
+        return d.addErrback(failed)

@@ -13,6 +13,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from powerstrip.config.matching import Route
 from powerstrip.hooks.peer import Peer
@@ -91,8 +92,9 @@ class Flow:
     id: str = field(default_factory=new_request_id)
     #: Who sent it (protocol 2's ``Caller``; the AuthZ ``User``).
     caller: Peer | None = None
-    #: ``unwind: true`` adapters whose pre-hook succeeded, in order.
-    prepared: list = field(default_factory=list)
+    #: ``unwind: true`` adapters whose pre-hook succeeded, in order (each an
+    #: :class:`~powerstrip.hooks.interface.IUnwindable`, which is defined above this module).
+    prepared: list[Any] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
 

@@ -1,13 +1,12 @@
-"""Calling one adapter: the wire protocol (versions 1 and 2) over treq.
+"""Reaching an adapter: one POST over treq (pooled), or one call in process.
 
 An adapter is anything that answers an HTTP POST. :class:`AdapterClient`
-sends it the hook payload, bounds the call in time and size, and turns every
-way it can go wrong into one of two exceptions:
-
-- :class:`Refused` — the adapter answered a non-2xx status on purpose; its
-  answer goes to the client as is.
-- :class:`AdapterFault` — it is down, slow, or answered something that is not
-  the protocol; the client gets a Docker-style 502/504 naming the adapter.
+sends it a payload, bounds the call in time and size, and turns every way
+it can fail to answer into :class:`~powerstrip.hooks.interface.AdapterFault`
+(down, too slow, too big: the client gets a Docker-style 502/504 naming the
+adapter). What an answer means is its protocol's business
+(:mod:`powerstrip.hooks.protocols`, :mod:`powerstrip.hooks.authz`,
+:mod:`powerstrip.hooks.events`): this module knows no protocol.
 """
 
 from __future__ import annotations
@@ -22,9 +21,9 @@ from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.internet.endpoints import UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
-from twisted.web.client import (
+from twisted.web.client import (  # type: ignore[attr-defined]  # RequestNotSent: public, missing from __all__
     Agent,
     BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
@@ -38,37 +37,13 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from powerstrip.config.spec import AdapterSpec
-from powerstrip.hooks.flow import ServerResponse, error_response
-from powerstrip.sdk.schema import validate
+from powerstrip.hooks.interface import AdapterFault
 from powerstrip.wire.endpoints import tcp_endpoint
 
-#: The JSON Schema each protocol 2 reply is checked against (powerstrip/sdk/schemas/v2/).
-_V2_REPLY_SCHEMAS = {"ModifiedClientRequest": "v2/pre-hook-reply", "ModifiedServerResponse": "v2/post-hook-reply"}
+_JSON: dict[bytes | str, list[bytes | str]] = {b"Content-Type": [b"application/json"]}
 
 #: An adapter reply larger than this is a fault (it would otherwise sit in memory).
 DEFAULT_MAX_REPLY = 64 * 1024 * 1024
-
-
-class Refused(Exception):
-    """An adapter answered a non-2xx status: the chain stops with its answer."""
-
-    def __init__(self, adapter: AdapterSpec, response: ServerResponse) -> None:
-        super().__init__(f"adapter {adapter.name!r} refused with {response.code}")
-        self.adapter = adapter
-        self.response = response
-
-
-class AdapterFault(Exception):
-    """An adapter could not be used: down, too slow, or off-protocol."""
-
-    def __init__(self, adapter: AdapterSpec, what: str, code: int = 502) -> None:
-        super().__init__(f"powerstrip: adapter '{adapter.name}' ({adapter.url}): {what}")
-        self.adapter = adapter
-        self.code = code
-
-    def response(self) -> ServerResponse:
-        """The error the client gets: the Docker CLI prints its message."""
-        return error_response(self.code, str(self))
 
 
 class _TooLarge(Exception):
@@ -88,18 +63,22 @@ class _ReplyReader(Protocol):
         self.limit = limit
         self.size = 0
         self.chunks: list[bytes] = []
-        self.finished = defer.Deferred(lambda d: self.transport.loseConnection())
+        self.finished: defer.Deferred[bytes] = defer.Deferred(lambda d: self._close())
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.limit:
-            self.transport.loseConnection()
+            self._close()
             if not self.finished.called:
                 self.finished.errback(_TooLarge())
             return
         self.chunks.append(data)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.finished.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):
@@ -116,11 +95,15 @@ class _Payload:
         self.data = data
         self.length = len(data)
 
-    def startProducing(self, consumer: Any) -> defer.Deferred:
+    def startProducing(self, consumer: Any) -> defer.Deferred[None]:
         consumer.write(self.data)
         return defer.succeed(None)
 
+    # Written at once: there is nothing to pause, resume or stop.
     def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
         pass
 
     def stopProducing(self) -> None:
@@ -138,7 +121,7 @@ class _Endpoints:
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
         self._tls = BrowserLikePolicyForHTTPS()
-        self._cache: dict[tuple, Any] = {}
+        self._cache: dict[tuple[bytes, bytes, int], Any] = {}
         self._sockets: dict[bytes, str] = {}  # stand-in host -> socket path
 
     def url_for(self, text: str) -> EncodedURL:
@@ -194,14 +177,15 @@ class _Reused:
     def __init__(self, connection: Any) -> None:
         self._connection = connection
 
-    def request(self, request: Any) -> defer.Deferred:
+    def request(self, request: Any) -> defer.Deferred[Any]:
         """Send ``request``; an unanswered close becomes :class:`_StalePooled`."""
         def stale(failure: Failure) -> Any:
             if _unanswered_close(failure):
                 raise _StalePooled()
             return failure
 
-        return self._connection.request(request).addErrback(stale)
+        sent: defer.Deferred[Any] = self._connection.request(request)
+        return sent.addErrback(stale)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._connection, name)
@@ -211,10 +195,10 @@ class _AdapterPool(HTTPConnectionPool):
     """The adapter calls' connection pool: it marks the connections it hands out again."""
 
     def __init__(self, reactor: Any, persistent: bool = True) -> None:
-        super().__init__(reactor, persistent=persistent)
+        super().__init__(reactor, persistent=persistent)  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self._handed_out: weakref.WeakSet[Any] = weakref.WeakSet()
 
-    def getConnection(self, key: Any, endpoint: Any) -> defer.Deferred:
+    def getConnection(self, key: Any, endpoint: Any) -> defer.Deferred[Any]:
         """A connection for ``key``; one handed out before comes wrapped in :class:`_Reused`."""
         def mark(connection: Any) -> Any:
             if connection in self._handed_out:
@@ -242,39 +226,30 @@ class AdapterClient:
         self.max_reply = max_reply
         self._urls: dict[str, EncodedURL] = {}
 
-    def close(self) -> defer.Deferred:
+    def close(self) -> defer.Deferred[Any]:
         """Close the pooled connections (on shutdown, and at the end of tests)."""
-        return self.pool.closeCachedConnections()
+        closed: defer.Deferred[Any] = self.pool.closeCachedConnections()  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        return closed
 
-    def call(self, adapter: AdapterSpec, payload: dict, expect: str) -> defer.Deferred:
-        """POST ``payload`` to ``adapter``; fire with the ``expect`` object of its
-        reply (protocol 1), or its whole reply, schema-checked (protocol 2).
+    def call_in_process(self, adapter: AdapterSpec, payload: dict[str, Any]) -> defer.Deferred[Any]:
+        """Hand ``payload`` to ``python:`` adapter ``adapter``, bounded by its timeout.
 
-        Errbacks with :class:`Refused` or :class:`AdapterFault`.
+        Fires with ``(status, reply object)``: no HTTP hop, no JSON round trip.
+        Errbacks with :class:`AdapterFault` when it fails or takes too long.
         """
-        if adapter.in_process is not None:
-            # No HTTP hop, no JSON round trip: the reply object is used as is.
-            d = self._in_process(adapter, payload)
-            d.addCallback(self._check_object, adapter, expect)
-        else:
-            d = self.post(adapter, payload)
-            d.addCallback(self._check, adapter, expect)
-        return d
-
-    def _in_process(self, adapter: AdapterSpec, payload: dict) -> defer.Deferred:
-        d = adapter.in_process.handle(payload)
+        d: defer.Deferred[Any] = adapter.in_process.handle(payload)
         d.addTimeout(adapter.timeout, self._reactor, onTimeoutCancel=_timed_out)
         return d.addErrback(self._fault, adapter)
 
-    def post(self, adapter: AdapterSpec, payload: dict) -> defer.Deferred:
+    def post(self, adapter: AdapterSpec, payload: dict[str, Any]) -> defer.Deferred[Any]:
         """POST ``payload`` to ``adapter``, bounded by its timeout and the reply size limit.
 
         Fires with ``(status, content_type, body)`` whatever the status; errbacks
-        with :class:`AdapterFault` when there is no usable answer. For tools
-        that judge replies themselves (``powerstrip adapter-test``).
+        with :class:`AdapterFault` when there is no usable answer. A ``python:``
+        adapter's reply object comes back as JSON, so every caller reads one form.
         """
         if adapter.in_process is not None:
-            d = self._in_process(adapter, payload)
+            d = self.call_in_process(adapter, payload)
             return d.addCallback(lambda r: (r[0], "application/json", json.dumps(r[1]).encode()))
         url = self._urls.get(adapter.url)
         if url is None:
@@ -288,27 +263,28 @@ class AdapterClient:
         d.addErrback(self._fault, adapter)
         return d
 
-    def _send(self, url: Any, body: bytes, retries: int) -> defer.Deferred:
+    def _send(self, url: Any, body: bytes, retries: int) -> defer.Deferred[Any]:
         # A request that met a pooled connection the adapter had closed goes
         # again (each idle connection may be such a one; a new one never is).
-        d = self._http.post(url, data=_Payload(body), headers={b"Content-Type": [b"application/json"]},
+        d: defer.Deferred[Any] = self._http.post(url, data=_Payload(body), headers=_JSON,
                             allow_redirects=False, unbuffered=True)
         if retries > 0:
             d.addErrback(lambda f: f.trap(_StalePooled) and self._send(url, body, retries - 1))
         return d
 
-    def _read(self, response: Any, adapter: AdapterSpec) -> defer.Deferred:
+    def _read(self, response: Any, adapter: AdapterSpec) -> defer.Deferred[Any]:
         reader = _ReplyReader(self.max_reply)
         response.deliverBody(reader)
         ctype = response.headers.getRawHeaders(b"content-type", [None])[-1]
         return reader.finished.addCallback(
             lambda body: (response.code, ctype.decode("latin-1") if ctype else None, body))
 
-    def _fault(self, failure: Any, adapter: AdapterSpec) -> None:
-        if failure.check(Refused, AdapterFault, defer.CancelledError):
+    def _fault(self, failure: Failure, adapter: AdapterSpec) -> Failure:
+        if failure.check(AdapterFault, defer.CancelledError):
             return failure
-        if failure.check(ConnectingCancelledError) or (failure.check(ResponseNeverReceived) and any(
-                r.check(defer.CancelledError) for r in failure.value.reasons)):
+        error = failure.value
+        if failure.check(ConnectingCancelledError) or (isinstance(error, ResponseNeverReceived) and any(
+                r.check(defer.CancelledError) for r in error.reasons)):
             # Cancelled (a timeout was turned into TimeoutError before this):
             # the client went away. Not the adapter's fault, and not one that
             # ``failure: ignore`` may carry on from.
@@ -321,46 +297,7 @@ class AdapterClient:
             raise AdapterFault(adapter, f"cannot connect: {failure.getErrorMessage()}")
         if failure.check(_StalePooled):
             raise AdapterFault(adapter, "connection lost before a reply (the adapter closed it)")
-        if failure.check(ResponseNeverReceived):
-            reasons = "; ".join(r.getErrorMessage() or r.type.__name__ for r in failure.value.reasons)
+        if isinstance(error, ResponseNeverReceived):
+            reasons = "; ".join(r.getErrorMessage() or type(r.value).__name__ for r in error.reasons)
             raise AdapterFault(adapter, f"connection lost before a reply ({reasons})")
-        raise AdapterFault(adapter, f"call failed: {failure.type.__name__}: {failure.getErrorMessage()}")
-
-    def _check(self, result: tuple[int, str | None, bytes], adapter: AdapterSpec, expect: str) -> dict:
-        code, ctype, body = result
-        if not 200 <= code < 300:
-            headers = [(b"Content-Type", ctype.encode("latin-1"))] if ctype else []
-            raise Refused(adapter, ServerResponse(code, headers, body))
-        try:
-            reply = json.loads(body)
-        except ValueError:
-            raise AdapterFault(adapter, f"reply is not JSON: {body[:200]!r}") from None
-        return self._unwrap(reply, adapter, expect)
-
-    def _check_object(self, result: tuple[int, Any], adapter: AdapterSpec, expect: str) -> dict:
-        code, reply = result
-        if not 200 <= code < 300:
-            body = json.dumps(reply).encode() + b"\n"
-            raise Refused(adapter, ServerResponse(code, [(b"Content-Type", b"application/json")], body))
-        return self._unwrap(reply, adapter, expect)
-
-    @staticmethod
-    def _unwrap(reply: Any, adapter: AdapterSpec, expect: str) -> dict:
-        """The reply object a hook applies: protocol 1's ``expect`` object, or
-        protocol 2's whole reply, checked against its JSON Schema."""
-        if not isinstance(reply, dict):
-            raise AdapterFault(adapter, "reply is not a JSON object")
-        version = reply.get("PowerstripProtocolVersion")
-        if version != adapter.protocol or isinstance(version, bool):
-            raise AdapterFault(
-                adapter, f"reply has PowerstripProtocolVersion {version!r}, expected {adapter.protocol}"
-            )
-        if adapter.protocol == 2:
-            errors = validate(reply, _V2_REPLY_SCHEMAS[expect])
-            if errors:
-                raise AdapterFault(adapter, f"reply does not follow protocol 2: {errors[0]}")
-            return reply
-        inner = reply.get(expect)
-        if not isinstance(inner, dict):
-            raise AdapterFault(adapter, f"reply has no '{expect}' object")
-        return inner
+        raise AdapterFault(adapter, f"call failed: {type(error).__name__}: {failure.getErrorMessage()}")

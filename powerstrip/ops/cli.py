@@ -36,7 +36,8 @@ from powerstrip import __version__
 from powerstrip.config.matching import match, streams_unhooked
 from powerstrip.config.spec import DEFAULT_CONFIG, AdapterSpec, Config, ConfigError, load_config, parse_adapter
 from powerstrip.hooks.events import DOCKER_EVENT_TYPES, match_event
-from powerstrip.hooks.http import AdapterClient, AdapterFault
+from powerstrip.hooks.http import AdapterClient
+from powerstrip.hooks.interface import AdapterFault
 from powerstrip.ops import healthcheck
 from powerstrip.sdk.samples import samples
 from powerstrip.sdk.schema import protocols, validate

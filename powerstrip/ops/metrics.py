@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from powerstrip.hooks.http import AdapterFault
+from powerstrip.hooks.interface import AdapterFault
 
 if TYPE_CHECKING:
     from powerstrip.proxy.exchange import Exchange

@@ -40,9 +40,9 @@ from zope.interface import implementer
 from powerstrip.config.matching import Route, streams_unhooked
 from powerstrip.hooks import body as hookbody
 from powerstrip.hooks.authz import must_buffer
-from powerstrip.hooks.chain import HookChain, ShortCircuit
+from powerstrip.hooks.chain import HookChain
 from powerstrip.hooks.flow import REQUEST_ID_HEADER, ClientRequest, Flow, ServerResponse, error_response
-from powerstrip.hooks.http import AdapterFault, Refused
+from powerstrip.hooks.interface import AdapterFault, Refused, ShortCircuit
 from powerstrip.proxy.front import FrontConnection
 from powerstrip.proxy.splice import Splice
 from powerstrip.proxy.upstream import (
