@@ -38,6 +38,7 @@ setup(
     # go to powerstrip.ops.cli.main.
     entry_points={"console_scripts": ["powerstrip = powerstrip.ops.console:console"]},
     extras_require={
-        "test": ["docker>=7.0", "h11>=0.14", "hypothesis>=6.0", "ruff"],
+        # mypy-zope: zope.interface ships no types; the plugin (mypy.ini) gives them.
+        "test": ["docker>=7.0", "h11>=0.14", "hypothesis>=6.0", "ruff", "mypy", "mypy-zope", "types-PyYAML"],
     },
 )

@@ -54,6 +54,9 @@ python3 -c 'import twisted, treq, yaml, docker, hypothesis, h11'
 step "ruff"
 ruff check .
 
+step "mypy (strict, the package)"
+mypy
+
 step "trial (unit + end-to-end against the real dockerd)"
 export CI=${CI:-true}   # end-to-end tests fail, not skip, without a daemon
 set +e

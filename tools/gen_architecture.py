@@ -96,14 +96,15 @@ def problems(graph: dict[str, set[str]]) -> list[str]:
     return found
 
 
-def listing(graph: dict[str, set[str]], paths: dict[str, Path]) -> str:
-    """The Markdown listing: per subpackage, each module, its size, and what it imports."""
-    lines = ["| module | lines | imports (within Powerstrip) |", "|---|---:|---|"]
+def listing(graph: dict[str, set[str]]) -> str:
+    """The Markdown listing: per subpackage, each module and what it imports.
+
+    No sizes: the listing changes when the graph does, not with every edit."""
+    lines = ["| module | imports (within Powerstrip) |", "|---|---|"]
     order = sorted(graph, key=lambda n: (-1 if layer(n) is None else layer(n), n))
     for name in order:
-        size = len(paths[name].read_text(encoding="utf-8").splitlines())
         deps = ", ".join(f"`{d.removeprefix('powerstrip.')}`" for d in sorted(graph[name])) or "–"
-        lines.append(f"| `{name.removeprefix('powerstrip.') or name}` | {size} | {deps} |")
+        lines.append(f"| `{name.removeprefix('powerstrip.') or name}` | {deps} |")
     return "\n".join(lines) + "\n"
 
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    new = f"{head}{BEGIN}\n{listing(graph, paths)}{END}{tail}"
+    new = f"{head}{BEGIN}\n{listing(graph)}{END}{tail}"
     if args.check:
         if new != text:
             print(f"{DOC.relative_to(REPO)} is stale: run python3 tools/gen_architecture.py", file=sys.stderr)

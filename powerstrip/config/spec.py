@@ -26,6 +26,7 @@ operator can fix it without reading code.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -162,9 +163,10 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     return Config(endpoints=endpoints, adapters=adapters, source=source, events=event_rules)
 
 
-def _parse_event_rule(pattern: object, names: object, adapters: dict[str, AdapterSpec], fail) -> EventRule:
+def _parse_event_rule(pattern: object, names: object, adapters: dict[str, AdapterSpec],
+                      fail: Callable[[str], ConfigError]) -> EventRule:
     words = pattern.split() if isinstance(pattern, str) else []
-    if len(words) != 2:
+    if not isinstance(pattern, str) or len(words) != 2:  # (words is empty unless a str: says so to mypy)
         raise fail(f"event {pattern!r}: expected \"TYPE ACTION\" globs, e.g. \"container die\" or \"network *\"")
     if isinstance(names, str):
         names = [names]
@@ -188,7 +190,7 @@ def parse_adapter(name: str, spec: object) -> AdapterSpec:
     return _parse_adapter(name, spec, ConfigError)
 
 
-def _parse_adapter(name: object, spec: object, fail) -> AdapterSpec:
+def _parse_adapter(name: object, spec: object, fail: Callable[[str], ConfigError]) -> AdapterSpec:
     if not isinstance(name, str) or not name:
         raise fail(f"adapter name {name!r} must be a non-empty string")
     if isinstance(spec, str):
@@ -262,7 +264,8 @@ def _seconds(value: object) -> float | None:
     return seconds if seconds > 0 else None
 
 
-def _parse_endpoint(pattern: object, spec: object, adapters: dict[str, AdapterSpec], fail) -> Endpoint:
+def _parse_endpoint(pattern: object, spec: object, adapters: dict[str, AdapterSpec],
+                    fail: Callable[[str], ConfigError]) -> Endpoint:
     if not isinstance(pattern, str):
         raise fail(f"endpoint {pattern!r}: the key must be a string like \"POST /*/containers/create\"")
     try:

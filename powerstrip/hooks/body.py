@@ -30,6 +30,7 @@ strict JSON as above (no schema: keys are shown as sent, fold-equal keys refused
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from powerstrip.wire import engine_api, gojson
 from powerstrip.wire.gotext import fold_key, to_lower
@@ -131,7 +132,7 @@ def _kind(doc: object) -> str:
         type(doc), "null" if doc is None else "a number")
 
 
-def _refuse_legacy_host_config(doc: dict) -> None:
+def _refuse_legacy_host_config(doc: dict[str, Any]) -> None:
     """Refuse HostConfig fields at the top level of a container create.
 
     dockerd 20.10 decodes a create body into a wrapper that embeds ``*HostConfig``

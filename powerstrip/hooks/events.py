@@ -35,21 +35,23 @@ import time
 from collections import deque
 from collections.abc import Callable
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, cast
 
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss, stringToDatetime
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
 
 from powerstrip import __version__
 from powerstrip.config.spec import AdapterSpec, Config
-from powerstrip.hooks.http import AdapterFault
+from powerstrip.hooks.interface import AdapterFault
 from powerstrip.wire.endpoints import FixedEndpoint
 
 #: Log namespaces are part of the interface (log filters name them): kept across moves.
@@ -82,7 +84,7 @@ DOCKER_EVENT_TYPES = frozenset({"builder", "config", "container", "daemon", "ima
                                 "plugin", "secret", "service", "volume"})
 
 
-def event_kind(event: dict) -> tuple[str, str]:
+def event_kind(event: dict[str, Any]) -> tuple[str, str]:
     """An event's ``(Type, Action)`` (events of API versions before 1.22 have only ``status``)."""
     return str(event.get("Type") or "container"), str(event.get("Action") or event.get("status") or "")
 
@@ -100,7 +102,7 @@ def match_event(config: Config, type_: str, action: str) -> tuple[tuple[str, ...
     return tuple(patterns), tuple(adapters.values())
 
 
-def event_payload(event: dict) -> dict:
+def event_payload(event: dict[str, Any]) -> dict[str, Any]:
     """What an event hook adapter is POSTed for ``event``."""
     return {"PowerstripProtocolVersion": EVENT_PROTOCOL_VERSION, "Type": "event", "Event": event}
 
@@ -110,7 +112,7 @@ def since_param(nanos: int) -> str:
     return f"{nanos // 1_000_000_000}.{nanos % 1_000_000_000:09d}"
 
 
-def _nanos(event: dict) -> int | None:
+def _nanos(event: dict[str, Any]) -> int | None:
     nano = event.get("timeNano")
     if isinstance(nano, int) and not isinstance(nano, bool):
         return nano
@@ -126,12 +128,12 @@ def _describe(failure: Failure) -> str:
         return str(failure.value).split("): ", 1)[-1]
     if failure.check(defer.TimeoutError):
         return "no answer in time"
-    if failure.check(ResponseFailed):
+    if isinstance(failure.value, ResponseFailed):  # failure.check(ResponseFailed), narrowing for mypy
         reasons = failure.value.reasons
         if any(r.check(ConnectionDone) for r in reasons):
             return "dockerd closed it"
         return "; ".join(r.getErrorMessage() for r in reasons)
-    return failure.getErrorMessage() or failure.type.__name__
+    return failure.getErrorMessage() or failure.type.__name__  # type: ignore[union-attr]  # None only for a Failure of no exception
 
 
 class _StreamReader(Protocol):
@@ -159,7 +161,7 @@ class _StreamReader(Protocol):
             log.warn("events: skipped a line of Docker's event stream longer than {n} bytes", n=MAX_LINE)
             self._buf, self._skipping = b"", True
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.follower._stream_ended(self, reason)
 
 
@@ -173,7 +175,7 @@ class EventFollower:
     schedules its timers (the reactor unless a test gives another).
     """
 
-    def __init__(self, reactor: Any, endpoint: Any, on_event: Callable[[dict], None], docker: str = "Docker",
+    def __init__(self, reactor: Any, endpoint: Any, on_event: Callable[[dict[str, Any]], None], docker: str = "Docker",
                  clock: Any = None, on_connected: Callable[[bool], None] | None = None) -> None:
         self._agent = Agent.usingEndpointFactory(reactor, FixedEndpoint(endpoint))
         self._clock = clock or reactor
@@ -188,7 +190,7 @@ class EventFollower:
         self._boundary: set[str] = set()
         # Where to resume when no event came yet: when the first stream began.
         self._start_nano: int | None = None
-        self._request: defer.Deferred | None = None
+        self._request: defer.Deferred[IResponse] | None = None
         self._reader: _StreamReader | None = None
         self._timer: Any = None
         self._delay = RECONNECT_MIN
@@ -218,7 +220,8 @@ class EventFollower:
             request.cancel()
         reader, self._reader = self._reader, None
         if reader is not None and reader.transport is not None:
-            reader.transport.stopProducing()
+            # Protocol declares an ITransport; deliverBody gives a producer (TransportProxyProducer).
+            cast(IPushProducer, reader.transport).stopProducing()
         self._set_connected(False)
 
     @property
@@ -240,7 +243,7 @@ class EventFollower:
         d.addTimeout(HEAD_TIMEOUT, self._clock)
         d.addCallbacks(self._response, self._failed, callbackArgs=(d,), errbackArgs=(d,))
 
-    def _response(self, response: Any, d: defer.Deferred) -> None:
+    def _response(self, response: Any, d: defer.Deferred[IResponse]) -> None:
         if d is not self._request:
             response.deliverBody(Protocol())  # stopped meanwhile: let the connection go
             return
@@ -265,11 +268,12 @@ class EventFollower:
         # dockerd's own clock (the one its events' times and "since" use), to the second.
         date = response.headers.getRawHeaders(b"date", [None])[-1]
         try:
-            return stringToDatetime(date) * 1_000_000_000
+            seconds: int = stringToDatetime(date)
+            return seconds * 1_000_000_000
         except (AttributeError, TypeError, ValueError, IndexError):  # absent or odd: this host's clock
             return int(time.time()) * 1_000_000_000
 
-    def _failed(self, failure: Failure, d: defer.Deferred) -> None:
+    def _failed(self, failure: Failure, d: defer.Deferred[IResponse]) -> None:
         if d is not self._request:
             return  # stopped: the cancellation is ours
         self._request = None
@@ -327,7 +331,7 @@ class EventFollower:
             log.failure("events: handling a Docker event failed: {event!r}", event=event)
 
 
-def _key(event: dict) -> str:
+def _key(event: dict[str, Any]) -> str:
     return json.dumps(event, sort_keys=True, separators=(",", ":"))
 
 
@@ -344,12 +348,12 @@ class EventQueue:
         self.adapter = adapter
         self.name = adapter.name
         self.bound = bound
-        self.events: deque[dict] = deque()
+        self.events: deque[dict[str, Any]] = deque()
         #: Failed attempts at the head event, since the last success.
         self.failures = 0
         #: No more deliveries (shutdown, or the adapter was removed).
         self.stopped = False
-        self._inflight: defer.Deferred | None = None
+        self._inflight: defer.Deferred[Any] | None = None  # the adapter client's post
         self._timer: Any = None
         self._delay = RETRY_MIN
         self._pumping = False
@@ -361,7 +365,7 @@ class EventQueue:
         """Nothing left to do: empty, or stopped."""
         return self.stopped or not self.events
 
-    def push(self, event: dict) -> None:
+    def push(self, event: dict[str, Any]) -> None:
         """Queue ``event`` for delivery, or drop it if the queue is full."""
         if self.stopped:
             return
@@ -387,7 +391,7 @@ class EventQueue:
         finally:
             self._pumping = False
 
-    def _settled(self, result: Any, d: defer.Deferred) -> None:
+    def _settled(self, result: Any, d: defer.Deferred[Any]) -> None:
         if d is not self._inflight:
             return None  # cancelled by stop()
         self._inflight = None
@@ -495,10 +499,10 @@ class EventHooks(service.Service):
         self.follower = EventFollower(reactor, resource.upstream.endpoint, self._event,
                                       docker=str(resource.upstream.address), clock=self.clock,
                                       on_connected=self.metrics.events_connected)
-        self._drained: defer.Deferred | None = None
+        self._drained: defer.Deferred[None] | None = None
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.stopping = False
         self.resource.config_observers.append(self.config_changed)
         self.config_changed(self.resource.config)
@@ -523,7 +527,7 @@ class EventHooks(service.Service):
                 log.warn("events: adapter {adapter} has no event rule any more: dropped its {n} undelivered "
                          "event(s)", adapter=name, n=dropped)
 
-    def _event(self, event: dict) -> None:
+    def _event(self, event: dict[str, Any]) -> None:
         self.metrics.event_received()
         # The configuration in force now, not the one following began with.
         _, adapters = match_event(self.resource.config, *event_kind(event))
@@ -533,9 +537,9 @@ class EventHooks(service.Service):
                 queue = self.queues[adapter.name] = EventQueue(self, adapter, self.queue_bound)
             queue.push(event)
 
-    def stopService(self) -> defer.Deferred:
+    def stopService(self) -> defer.Deferred[None]:
         """Stop following; give the queues up to ``drain_timeout`` seconds; drop and log the rest."""
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         if self.config_changed in self.resource.config_observers:
             self.resource.config_observers.remove(self.config_changed)
         self.follower.stop()

@@ -12,11 +12,14 @@ import pwd
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import ISSLTransport
+
+if TYPE_CHECKING:
+    from OpenSSL.crypto import X509
 
 
 @dataclass(frozen=True)
@@ -29,11 +32,11 @@ class Peer:
     gid: int | None = None
     pid: int | None = None
     user: str | None = None
-    certificate: dict | None = None  # {"Subject", "CommonName", "Fingerprint"}
+    certificate: dict[str, str | None] | None = None  # {"Subject", "CommonName", "Fingerprint"}
     #: The client certificate itself (DER), for AuthZ plugins' ``RequestPeerCertificates``.
     certificate_der: bytes | None = field(default=None, compare=False, repr=False)
 
-    def wire(self) -> dict:
+    def wire(self) -> dict[str, Any]:
         """The protocol's ``Caller`` object."""
         return {"Transport": self.transport, "RemoteAddress": self.remote_address, "Uid": self.uid,
                 "Gid": self.gid, "Pid": self.pid, "User": self.user, "Certificate": self.certificate}
@@ -44,7 +47,8 @@ def read_caller(transport: Any) -> Peer:
     peer = transport.getPeer()
     if ISSLTransport.providedBy(transport):
         cert = _certificate(transport)
-        peer_cert = transport.getPeerCertificate()
+        # ISSLTransport declares an object; a TLS transport's is pyOpenSSL's X509 (or None).
+        peer_cert = cast("X509 | None", transport.getPeerCertificate())
         der = peer_cert.to_cryptography().public_bytes(Encoding.DER) if peer_cert is not None else None
         return Peer("tls", _address(peer), user=cert["CommonName"] if cert else None, certificate=cert,
                       certificate_der=der)
@@ -74,7 +78,7 @@ def _peer_credentials(transport: Any) -> Peer:
     return Peer("unix", None, uid, gid, pid, user)
 
 
-def _certificate(transport: Any) -> dict | None:
+def _certificate(transport: Any) -> dict[str, str | None] | None:
     cert = transport.getPeerCertificate()
     if cert is None:
         return None

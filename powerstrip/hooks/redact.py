@@ -204,7 +204,7 @@ def scrub(text: str, values: list[str]) -> str:
     return text
 
 
-def _pick(container: dict, key: str) -> Any:
+def _pick(container: dict[str, Any], key: str) -> Any:
     """``container[key]``, or the value of a key equal to it under Go's folding (JSON keys, header names)."""
     if key in container:
         return container[key]

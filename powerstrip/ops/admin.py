@@ -33,7 +33,7 @@ READY_TIMEOUT = 2.0
 CHECK_MAX_AGE = 2.0
 
 
-def _json(request: Any, code: int, obj: dict) -> bytes:
+def _json(request: Any, code: int, obj: dict[str, Any]) -> bytes:
     request.setResponseCode(code)
     request.setHeader(b"Content-Type", b"application/json")
     return json.dumps(obj).encode() + b"\n"
@@ -60,18 +60,19 @@ class DockerCheck:
         self._reactor = reactor
         self._clock = clock or reactor
         self._proxy = proxy
-        self._agent = Agent.usingEndpointFactory(reactor, FixedEndpoint(proxy.upstream.endpoint),
-                                                 pool=HTTPConnectionPool(reactor, persistent=False))
+        self._agent = Agent.usingEndpointFactory(
+            reactor, FixedEndpoint(proxy.upstream.endpoint),
+            pool=HTTPConnectionPool(reactor, persistent=False))
         self._last: tuple[float, str | None] | None = None  # (when, problem or None)
-        self._pending: list[defer.Deferred] = []
+        self._pending: list[defer.Deferred[tuple[str | None, float]]] = []
 
-    def result(self) -> defer.Deferred:
+    def result(self) -> defer.Deferred[tuple[str | None, float]]:
         """Fire with ``(problem or None, age in seconds)`` of a check at most
         :data:`CHECK_MAX_AGE` seconds old."""
         now = self._clock.seconds()
         if self._last is not None and now - self._last[0] < CHECK_MAX_AGE:
             return defer.succeed((self._last[1], now - self._last[0]))
-        d: defer.Deferred = defer.Deferred()
+        d: defer.Deferred[tuple[str | None, float]] = defer.Deferred()
         self._pending.append(d)
         if len(self._pending) == 1:
             self._check()
@@ -105,7 +106,7 @@ class _Readyz(Resource):
     isLeaf = True
 
     def __init__(self, reactor: Any, proxy: Any, clock: Any = None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self._proxy = proxy
         #: The shared dockerd check.
         self.check = DockerCheck(reactor, proxy, clock)
@@ -131,7 +132,7 @@ class _Metrics(Resource):
     isLeaf = True
 
     def __init__(self, registry: Any) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self._registry = registry
 
     def render_GET(self, request: Any) -> bytes:
@@ -146,7 +147,7 @@ def admin_site(reactor: Any, proxy: Any, clock: Any = None) -> Site:
     """The admin Site for ``proxy`` (a Proxy); ``clock`` dates dockerd checks
     (default: the reactor)."""
     root = Resource()
-    root.putChild(b"healthz", _Healthz())
+    root.putChild(b"healthz", _Healthz())  # type: ignore[no-untyped-call]  # unannotated in Twisted
     root.putChild(b"readyz", _Readyz(reactor, proxy, clock))
     root.putChild(b"metrics", _Metrics(proxy.metrics.registry))
     site = Site(root)

@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
 
-        def run(reactor: Any) -> defer.Deferred:
+        def run(reactor: Any) -> defer.Deferred[None]:
             d = defer.ensureDeferred(adapter_test(reactor, adapter, args.protocol, args.only))
             return d.addCallbacks(sys.exit, reader_gone)  # react() exits with a SystemExit's code
 

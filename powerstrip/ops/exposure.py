@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 
 #: Files container runtimes leave at the root of a container's filesystem
 #: (Docker and Podman); systemd-nspawn and others set $container instead.
 CONTAINER_MARKERS = ("/.dockerenv", "/run/.containerenv")
 
 
-def in_container(markers: tuple[str, ...] = CONTAINER_MARKERS, env: dict | None = None) -> bool:
+def in_container(markers: tuple[str, ...] = CONTAINER_MARKERS, env: Mapping[str, str] | None = None) -> bool:
     """Whether this process runs in a container (Docker, Podman, or one that sets ``$container``)."""
     env = os.environ if env is None else env
     return bool(env.get("container")) or any(os.path.exists(m) for m in markers)

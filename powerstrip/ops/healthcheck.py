@@ -29,6 +29,7 @@ import re
 import socket
 import sys
 import time
+from collections.abc import Mapping
 
 DEFAULT_LISTEN = "tcp:2375:interface=127.0.0.1"  # the same default as ``twistd powerstrip --listen``
 
@@ -83,7 +84,7 @@ def _get(listen: str, path: str, timeout: float) -> tuple[int, bytes, str]:
 
 
 def healthcheck(listen: str | None = None, admin: str | None = None, timeout: float = 5.0,
-                env: dict | None = None) -> tuple[int, str]:
+                env: Mapping[str, str] | None = None) -> tuple[int, str]:
     """``(exit status, message)``: 0 when the listener answers ``/_ping`` with 200 (or, with
     ``admin``, the admin listener's ``/readyz`` says ready), else 1."""
     env = os.environ if env is None else env

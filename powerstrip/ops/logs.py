@@ -27,13 +27,14 @@ import string
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from twisted.application import service
 from twisted.internet.protocol import Factory
 from twisted.logger import (
     FileLogObserver,
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogEvent,
     PredicateResult,
@@ -43,6 +44,9 @@ from twisted.logger import (
 from twisted.python import logfile
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
+
+if TYPE_CHECKING:
+    from constantly import NamedConstant
 
 FORMATS = ("text", "json")
 
@@ -183,16 +187,16 @@ def twistd_log_file(twistd_options: Mapping[str, Any] | None, reactor: Any = Non
         return sys.stdout
     if not name and nodaemon:
         return sys.stdout
-    out = logfile.LogFile.fromFullPath(name or "twistd.log")
+    out: logfile.LogFile = logfile.LogFile.fromFullPath(name or "twistd.log")
     if not signal.getsignal(signal.SIGUSR1):  # unless someone has a use for it already
         if reactor is None:
             from twisted.internet import reactor
 
         signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(out.rotate))
-    return out
+    return cast(IO[Any], out)  # not an IO, but file-like: write and flush, all a log observer uses
 
 
-def _chatter(event: LogEvent) -> PredicateResult:
+def _chatter(event: LogEvent) -> NamedConstant:  # a PredicateResult, as ILogFilterPredicate says
     # "Starting factory" / "Stopping factory" of twisted.web's HTTP client: one
     # pair per adapter or readiness connection, which is most of a log otherwise.
     factory = event.get("factory")
@@ -204,7 +208,8 @@ def _chatter(event: LogEvent) -> PredicateResult:
 
 def quiet_client_factories(observer: Any) -> FilteringLogObserver:
     """``observer`` without twisted.web's per-connection client factory lines."""
-    return FilteringLogObserver(observer, [_chatter])
+    # A plain function is a predicate to Twisted (it only calls it); mypy wants the interface.
+    return FilteringLogObserver(observer, [cast(ILogFilterPredicate, _chatter)])
 
 
 class PowerstripService(service.MultiService):
@@ -215,7 +220,7 @@ class PowerstripService(service.MultiService):
     """
 
     def __init__(self, log_format: str = "text", twistd_options: Mapping[str, Any] | None = None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.log_format = log_format
         self.twistd_options = twistd_options
         #: Objects with an ``out`` attribute (the access log) given the log file once it is known.
@@ -235,4 +240,4 @@ class PowerstripService(service.MultiService):
             for user in self.log_file_users:
                 if user is not None:
                     user.out = out
-        super().setServiceParent(parent)
+        super().setServiceParent(parent)  # type: ignore[no-untyped-call]  # unannotated in Twisted

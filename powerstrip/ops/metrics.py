@@ -176,7 +176,7 @@ class Metrics:
             ["code"], registry=reg)
         self._refused: dict[int, Any] = {code: refused.labels(str(code)) for code in (400, 408, 431, 503)}
         self._refused_counter = refused
-        self._children: dict[tuple, Any] = {}
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}  # (metric, labels) -> child
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (metric, labels)

@@ -33,7 +33,7 @@ def reload_config(resource: Any, path: str) -> bool:
     return True
 
 
-def _signature(path: str) -> tuple | None:
+def _signature(path: str) -> tuple[int, int, int, int] | None:
     # stat() follows symlinks, so an atomic rename and a Kubernetes ConfigMap's
     # symlink swap are seen as well as an edit in place.
     try:
@@ -59,11 +59,11 @@ class ConfigWatcher(service.Service):
         self._seen = self._current
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self._loop.start(self.interval, now=False)
 
     def stopService(self) -> Any:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         if self._loop.running:
             self._loop.stop()
 

@@ -89,7 +89,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self["listen"] = []
 
     def opt_listen(self, endpoint: str) -> None:
@@ -296,7 +296,7 @@ def make_service(options: Options, reactor: Any = None) -> service.IService:
         factory = tls.wrap(site) if tls is not None and _is_tcp(listen) else site
         strports.service(listen, factory, reactor=reactor).setServiceParent(top)
     if options["watch-config"]:
-        ConfigWatcher(resource, options["config_path"], reactor).setServiceParent(top)
+        ConfigWatcher(resource, options["config_path"], reactor).setServiceParent(top)  # type: ignore[no-untyped-call]  # unannotated in Twisted
     if options["admin"]:
         admin_tls: ListenerTLS | None = options.get("admin_tls")
         warning = exposure_warning(options["admin"], "reads the routes, adapter names and metrics (/metrics) and "
@@ -310,7 +310,7 @@ def make_service(options: Options, reactor: Any = None) -> service.IService:
                          reactor=reactor).setServiceParent(top)
     # Not a child of its own: _Announce stops it, then closes the adapter pool it delivers through.
     events = EventHooks(resource, reactor, queue_bound=options["event-queue"], drain_timeout=options["drain-timeout"])
-    _Announce(options, config, resource, reactor, events).setServiceParent(top)
+    _Announce(options, config, resource, reactor, events).setServiceParent(top)  # type: ignore[no-untyped-call]  # unannotated in Twisted
     return top
 
 
@@ -325,7 +325,7 @@ class _Announce(service.Service):
         self.events = events
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         routes = len(self.config.endpoints)
         log.info("powerstrip: proxying to Docker at {docker}{tls}; {routes} hooked endpoint rule(s) from {src}",
                  docker=self.options["docker_address"], routes=routes, src=self.config.source,
@@ -360,8 +360,9 @@ class _Announce(service.Service):
     def stopService(self) -> Any:
         # The listeners stop accepting at the same time (MultiService stops
         # all children); requests in flight get up to --drain-timeout.
-        super().stopService()
-        d = self.resource.drain(self.options["drain-timeout"])
+        super().stopService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
+        # (Any: fires with None, or with [None, None] after gatherResults; twistd ignores it.)
+        d: defer.Deferred[Any] = self.resource.drain(self.options["drain-timeout"])
         if self.events is not None:  # undelivered events get the same time, alongside
             d = defer.gatherResults([d, self.events.stopService()], consumeErrors=True)
         d.addCallback(lambda _: self.resource.close())

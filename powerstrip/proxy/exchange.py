@@ -28,7 +28,7 @@ import enum
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
@@ -246,7 +246,7 @@ class Exchange:
         self.closing = not head.keep_alive
         #: (stage, adapter or None) of a failure unwind calls must hear of.
         self._failure: tuple[str, str | None] | None = None
-        self._pending: defer.Deferred | None = None
+        self._pending: defer.Deferred[Any] | None = None  # hooks' or the pool's
         self._early: list[bytes] | None = None
         self._chunks: list[bytes] | None = None
         self._held = 0  # bytes counted against --max-buffered
@@ -334,7 +334,7 @@ class Exchange:
         if not self._reserve(len(data)):
             return
         self.bytes_in = size
-        self._chunks.append(data)
+        cast(list[bytes], self._chunks).append(data)  # a list while READING_BODY
 
     def _reserve(self, n: int) -> bool:
         """Count ``n`` more bytes held for hooks against ``--max-buffered``; answer 503 if over."""
@@ -357,7 +357,7 @@ class Exchange:
 
     def _body_buffered(self) -> None:
         head = self.head
-        body = b"".join(self._chunks)
+        body = b"".join(cast(list[bytes], self._chunks))  # the body read (READING_BODY)
         self._chunks = None
         if self.flow.route.pre:
             try:
@@ -383,11 +383,12 @@ class Exchange:
     def _hook_failed(self, failure: Failure) -> None:
         if failure.check(defer.CancelledError) or self.ended:
             return
-        if failure.check(Refused, ShortCircuit):
-            if failure.check(Refused) or failure.value.response.code >= 400:
+        # isinstance, as failure.check would: it narrows failure.value for mypy.
+        if isinstance(failure.value, Refused | ShortCircuit):
+            if isinstance(failure.value, Refused) or failure.value.response.code >= 400:
                 self._failure = (_FAILED_IN[self.stage], failure.value.adapter.name)
             self._respond(failure.value.response)
-        elif failure.check(AdapterFault):
+        elif isinstance(failure.value, AdapterFault):
             self._failure = (_FAILED_IN[self.stage], failure.value.adapter.name)
             log.warn("{flow}: {error}", flow=self.name, error=str(failure.value), request_id=self.flow.id)
             self._respond(failure.value.response())
@@ -430,7 +431,7 @@ class Exchange:
             if head.chunked:
                 headers.append((b"Transfer-Encoding", b"chunked"))
             else:
-                headers.append((b"Content-Length", b"%d" % head.content_length))
+                headers.append((b"Content-Length", b"%d" % cast(int, head.content_length)))  # not chunked: set
         elif req.body or head.has_body or head.content_length is not None:
             headers.append((b"Content-Length", b"%d" % len(req.body or b"")))
         return request_head(req.method, req.uri, headers)
@@ -452,7 +453,7 @@ class Exchange:
             if self._eof:
                 self.client_eof()
             return
-        early, self._early = self._early, None
+        early, self._early = cast(list[bytes], self._early), None  # a list for a streamed body until now
         for piece in early:
             conn.transport.write(piece)
         if not self.client.body_pending:
@@ -463,7 +464,7 @@ class Exchange:
         self.client.resume()
 
     def _upload_done(self) -> None:
-        conn = self.conn
+        conn = cast(UpstreamConnection, self.conn)  # called once the request is on its way
         if conn.transport.producer is not None:
             conn.transport.unregisterProducer()
         self.client.resumeProducing()  # dockerd's pace no longer holds the client (unregistering does not say so)
@@ -539,7 +540,7 @@ class Exchange:
 
     def body_data(self, data: bytes) -> None:
         if self._resp_head is None:
-            if self._err_body is not None and self.conn.payload <= _ERROR_KEPT:
+            if self._err_body is not None and cast(UpstreamConnection, self.conn).payload <= _ERROR_KEPT:
                 self._err_body.append(data)
             if self._head_out is not None:
                 data, self._head_out = self._head_out + data, None
@@ -554,7 +555,7 @@ class Exchange:
                      "post-hooks can be given (see --max-response-body)"))
             return
         if self._reserve(len(data)):
-            self._chunks.append(data)
+            cast(list[bytes], self._chunks).append(data)  # a list with _resp_head
         else:
             self._abort_upstream()
 
@@ -565,22 +566,23 @@ class Exchange:
         if self.stage is Stage.STREAMING and not self._producing:
             # A slow client pauses dockerd's side (and lets it go at the end).
             self._producing = True
-            self.client.transport.registerProducer(self.conn.transport, True)
+            self.client.transport.registerProducer(cast(UpstreamConnection, self.conn).transport, True)
 
     def body_done(self) -> None:
-        conn, self.conn = self.conn, None  # the connection may go back to the pool now
+        # The connection may go back to the pool now.
+        conn, self.conn = cast(UpstreamConnection, self.conn), None
         if self._resp_head is None:
             self.bytes_out = conn.payload
             if self._head_out is not None:
-                head, self._head_out = self._head_out, None
-                self.client.write(head)
+                raw_head, self._head_out = self._head_out, None
+                self.client.write(raw_head)
             if self._producing:
                 self._producing = False
                 self.client.transport.unregisterProducer()
                 conn.transport.resumeProducing()  # a slow client may have paused it
             self._finish()
             return
-        head, body = self._resp_head, b"".join(self._chunks)
+        head, body = self._resp_head, b"".join(cast(list[bytes], self._chunks))  # a list with _resp_head
         self._resp_head = self._chunks = None
         self.flow.response = ServerResponse(head.code, end_to_end(head.headers), body)
         self._to(Stage.POST_HOOKS)
@@ -588,7 +590,7 @@ class Exchange:
         self._pending.addCallbacks(lambda flow: self._respond(flow.response), self._hook_failed)
 
     def _hijacked(self, head: ResponseHead) -> None:
-        conn = self.conn
+        conn = cast(UpstreamConnection, self.conn)  # dockerd's answer came on it
         self.head_sent = True
         if self.flow.route.post:
             log.info("{flow}: post-hooks skipped: connection hijacked ({code})",
@@ -747,7 +749,8 @@ class Exchange:
         else:
             if self._err_head is not None:
                 head = self._err_head
-                flow.response = ServerResponse(head.code, end_to_end(head.headers), b"".join(self._err_body))
+                flow.response = ServerResponse(head.code, end_to_end(head.headers),
+                                               b"".join(cast(list[bytes], self._err_body)))  # set with _err_head
             elif flow.response is None:
                 flow.response = ServerResponse(self.status or 502, [])
             message = _message(flow.response)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
@@ -56,6 +56,11 @@ DEFAULT_CLIENT_TIMEOUT = 120.0
 #: Bytes a client may pipeline past the request being answered before
 #: Powerstrip stops reading from it.
 _PIPELINE_LIMIT = 64 * 1024
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import ITransport
+
+    from powerstrip.proxy.splice import IStreamTransport
 
 _RESPONSES = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Payload Too Large",
               431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
@@ -98,7 +103,10 @@ class Entry(TypingProtocol):
     reactor: Any
     #: Client connections open (the front adds its own; ``--max-connections`` counts them).
     connections: set[Any]
-    metrics: _Counted
+
+    @property
+    def metrics(self) -> _Counted:
+        """What the front counts (read-only here, so that any richer counter type fits)."""
 
     def exchange(self, client: FrontConnection, head: RequestHead) -> Carrier:
         """The carrier for the request ``head`` just read on ``client``."""
@@ -130,6 +138,8 @@ class FrontConnection(Protocol):
     It is also the push producer dockerd's connection pauses while an upload
     outpaces it (``pauseProducing``/``resumeProducing``).
     """
+
+    transport: IStreamTransport  # set by makeConnection, before any other call
 
     def __init__(self, proxy: Entry, timeout: float | None, max_head: int) -> None:
         self.proxy = proxy
@@ -168,7 +178,7 @@ class FrontConnection(Protocol):
     def dataReceived(self, data: bytes) -> None:
         state = self.state
         if state is Reading.SPLICED:
-            self.splice.client_data(data)
+            cast(Splice, self.splice).client_data(data)  # set with SPLICED
             return
         if state is Reading.HEAD:
             self._buf = self._buf + data if self._buf else data
@@ -220,7 +230,8 @@ class FrontConnection(Protocol):
         self._arm(self._body_timeout, min(deadline or self.timeout or 0, self.timeout or deadline or 0))
 
     def _body(self, data: bytes) -> None:
-        exchange, draining = self.exchange, self.state is Reading.DRAIN
+        # (The exchange is None only when draining, and then not used.)
+        exchange, draining = cast("Carrier", self.exchange), self.state is Reading.DRAIN
         # The idle timer, from each piece; a body held for hooks also has a total deadline.
         due = self._body_due
         if due is None:
@@ -260,7 +271,7 @@ class FrontConnection(Protocol):
             self.close()
             return
         self.state = Reading.ANSWERING
-        self.exchange.request_end()
+        cast("Carrier", self.exchange).request_end()  # the request's, until answered() (a DRAIN then)
         self._chunks = None
 
     @property
@@ -439,7 +450,7 @@ class FrontConnection(Protocol):
         self.read_eof = True
         state = self.state
         if state is Reading.SPLICED:
-            self.splice.client_eof()
+            cast(Splice, self.splice).client_eof()  # set with SPLICED
         elif state is Reading.HEAD or state is Reading.BODY or state is Reading.DRAIN:
             # Idle, or a request cut short: nothing more can be answered usefully.
             self.close()
@@ -460,13 +471,15 @@ class FrontConnection(Protocol):
         self._stop_timer()
         self.proxy.connection_closed(self)
         if was is Reading.SPLICED:
-            self.splice.client_lost()
+            cast(Splice, self.splice).client_lost()  # set with SPLICED
         elif self.exchange is not None:
             self.exchange.abandon()
 
 
 class _Turnaway(Protocol):
     """Answers a connection over ``--max-connections`` with a 503, then closes."""
+
+    transport: ITransport  # set by makeConnection, before connectionMade
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

@@ -22,7 +22,8 @@ from powerstrip.config.matching import Route, match
 from powerstrip.config.spec import Config
 from powerstrip.hooks.chain import HookChain
 from powerstrip.hooks.http import AdapterClient
-from powerstrip.proxy.exchange import AccessLine, Counters, Exchange, Limits
+from powerstrip.proxy.exchange import AccessLine, Counters, Exchange
+from powerstrip.proxy.exchange import Limits as Limits  # re-exported: the route's public surface (ops imports it)
 from powerstrip.proxy.front import FrontConnection
 from powerstrip.proxy.splice import Splice
 from powerstrip.proxy.upstream import UpstreamPool
@@ -128,11 +129,11 @@ class Proxy:
         """A client connection is gone."""
         self.connections.discard(client)
 
-    def drain(self, timeout: float) -> defer.Deferred:
+    def drain(self, timeout: float) -> defer.Deferred[None]:
         """Let requests in flight finish (for at most ``timeout`` seconds), then
         end hijacked streams and whatever is still open. Fires when done."""
         deadline = self.reactor.seconds() + timeout
-        done: defer.Deferred = defer.Deferred()
+        done: defer.Deferred[None] = defer.Deferred()
 
         def check() -> None:
             if self.inflight and self.reactor.seconds() < deadline:

@@ -10,9 +10,19 @@ dockerd's write side while output keeps flowing back until dockerd closes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IHalfCloseableDescriptor
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IConsumer, IProducer, IPushProducer, ITCPTransport
+
+    class IStreamTransport(ITCPTransport, IConsumer, IPushProducer):
+        """For mypy only: a connection's transport as Powerstrip uses it, on either side (TCP, unix
+        socket or TLS: no one Twisted interface says all of it)."""
+
+        #: The registered producer, if any (FileDescriptor's and TLS's attribute).
+        producer: IProducer | None
 
 
 def half_close(transport: Any) -> bool:

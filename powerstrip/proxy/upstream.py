@@ -12,13 +12,13 @@ Bodies are relayed as framed: their framing is counted, not re-encoded.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -26,6 +26,9 @@ from powerstrip.proxy.splice import half_close
 from powerstrip.wire.endpoints import DockerAddress
 from powerstrip.wire.http11 import ChunkedFraming, HeaderList, ProtocolError, ResponseHead, parse_response_head
 from powerstrip.wire.tls import DockerTLS
+
+if TYPE_CHECKING:
+    from powerstrip.proxy.splice import IStreamTransport
 
 MAX_HEAD = 256 * 1024
 
@@ -71,6 +74,9 @@ class UpstreamConnection(Protocol):
     chunked, or the connection's end) is only counted, so the bytes a relay
     passes on are dockerd's own.
     """
+
+    # Set by makeConnection, before the pool hands the connection out.
+    transport: IStreamTransport
 
     def __init__(self) -> None:
         self.listener: ResponseListener | None = None
@@ -179,7 +185,7 @@ class UpstreamConnection(Protocol):
     def _got_head(self, head: ResponseHead) -> bool:
         """Take a final head; whether body bytes are to be read next."""
         self._head = head
-        listener = self.listener
+        listener = cast(ResponseListener, self.listener)  # dataReceived checked: an exchange is on
         te = head.header(b"transfer-encoding")
         cl = head.header(b"content-length")
         conn = (head.header(b"connection") or b"").lower()
@@ -215,7 +221,7 @@ class UpstreamConnection(Protocol):
         return self.listener is listener
 
     def _body(self, data: bytes) -> None:
-        listener = self.listener
+        listener = cast(ResponseListener, self.listener)  # body bytes come only while one listens
         if self._chunks is not None:
             sink = self._sink
             used = self._chunks.scan(data, sink)
@@ -250,7 +256,7 @@ class UpstreamConnection(Protocol):
         return self._chunks.payload if self._chunks is not None else self._payload
 
     def _finish_response(self) -> None:
-        listener, self.listener = self.listener, None
+        listener, self.listener = cast(ResponseListener, self.listener), None  # called while one listens
         self._response_done = True
         self.reusable = not self._close_after
         listener.body_done()
@@ -276,7 +282,7 @@ class UpstreamConnection(Protocol):
     def writeConnectionLost(self) -> None:
         pass
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.reusable = False
         if self.on_lost is not None:
             self.on_lost(self)
@@ -323,9 +329,9 @@ class UpstreamPool:
                 return conn
         return None
 
-    def connect(self) -> defer.Deferred:
+    def connect(self) -> defer.Deferred[UpstreamConnection]:
         """Fire with a new connection to dockerd."""
-        d = self.endpoint.connect(self._factory)
+        d: defer.Deferred[UpstreamConnection] = self.endpoint.connect(self._factory)
         d.addCallback(self._adopt)
         return d
 

@@ -50,7 +50,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import InitVar, dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from twisted.internet import defer
@@ -137,7 +137,7 @@ class Headers(MutableMapping[str, list[str]]):
 
     def __init__(self, headers: Mapping[str, str | Iterable[str]] | None = None) -> None:
         self._items: dict[str, tuple[str, list[str]]] = {}
-        self._original: tuple | None = None  # None: built by a hook, always sent
+        self._original: tuple[tuple[str, tuple[str, ...]], ...] | None = None  # None: built by a hook, always sent
         for name, values in (headers or {}).items():
             self[name] = values
 
@@ -159,7 +159,7 @@ class Headers(MutableMapping[str, list[str]]):
         headers._original = headers._snapshot()
         return headers
 
-    def _snapshot(self) -> tuple:
+    def _snapshot(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
         return tuple((name, tuple(values)) for name, values in self._items.values())
 
     @property
@@ -180,7 +180,7 @@ class Headers(MutableMapping[str, list[str]]):
             raise ValueError(error)
         old = self._items.get(name.lower())
         # Replacing keeps the name as first written, like the value's position.
-        self._items[name.lower()] = (old[0] if old else name, values)
+        self._items[name.lower()] = (old[0] if old else name, cast(list[str], values))  # _header_error: a list
 
     def __delitem__(self, name: str) -> None:
         del self._items[name.lower()]
@@ -263,6 +263,9 @@ class _Body:
     body: str | None
     _json: Any
     _original: Any = None
+    # Set by _init_headers: a dataclass InitVar in the subclasses, so not a field.
+    headers: Headers
+    _headers_given: bool
 
     @property
     def json(self) -> Any:
@@ -301,7 +304,7 @@ class _Body:
         self.body, self._json = text, _UNSET
 
 
-def _init_headers(obj: Any, headers: Mapping[str, Any] | None) -> None:
+def _init_headers(obj: _Body, headers: Mapping[str, Any] | None) -> None:
     obj.headers = headers if isinstance(headers, Headers) else Headers(headers)
     # Not given: nothing to send, and a hook's new object takes the headers
     # of the one it replaces (see _inherit).
@@ -379,12 +382,12 @@ class Request(_Body):
         """The query string's parameters, e.g. ``{"name": ["web"]}``."""
         return parse_qs(urlsplit(self.uri).query)
 
-    def wire(self, protocol: int = 1) -> dict:
+    def wire(self, protocol: int = 1) -> dict[str, Any]:
         """The protocol's ``ClientRequest`` object for this request (``Headers`` only when changed).
 
         :raises NeedsProtocol2: headers changed, and ``protocol`` is 1.
         """
-        out = {"Method": self.method, "Request": self.uri, "Body": self._wire_body()}
+        out: dict[str, Any] = {"Method": self.method, "Request": self.uri, "Body": self._wire_body()}
         if self.headers.changed:
             if protocol < 2:
                 raise NeedsProtocol2("setting headers needs protocol 2 (this call is protocol 1)")
@@ -412,12 +415,12 @@ class Response(_Body):
     def __post_init__(self, headers: Mapping[str, Any] | None) -> None:
         _init_headers(self, headers)
 
-    def wire(self, protocol: int = 1) -> dict:
+    def wire(self, protocol: int = 1) -> dict[str, Any]:
         """The protocol's ``ServerResponse`` object for this response (``Headers`` only when changed).
 
         :raises NeedsProtocol2: headers changed, and ``protocol`` is 1.
         """
-        out = {"ContentType": self.content_type, "Body": self._wire_body(), "Code": self.code}
+        out: dict[str, Any] = {"ContentType": self.content_type, "Body": self._wire_body(), "Code": self.code}
         if self.headers.changed:
             if protocol < 2:
                 raise NeedsProtocol2("setting headers needs protocol 2 (this call is protocol 1)")
@@ -475,7 +478,7 @@ class _Call:
     request: Request | None = None
     response: Response | None = None
     failure: RequestFailure | None = None
-    event: dict | None = None
+    event: dict[str, Any] | None = None
 
 
 class Adapter:
@@ -493,24 +496,24 @@ class Adapter:
         self.unwinds: list[_Hook] = []
         self.events: list[_EventHook] = []
 
-    def pre_hook(self, rule: str | Callable | None = None) -> Any:
+    def pre_hook(self, rule: str | Callable[..., Any] | None = None) -> Any:
         """Decorate ``fn(request) -> Request | Response | None`` as a pre-hook (optionally for one rule).
 
         Returning a :class:`Response` answers the request without Docker (protocol 2 only).
         """
         return self._register(self.pre, rule)
 
-    def post_hook(self, rule: str | Callable | None = None) -> Any:
+    def post_hook(self, rule: str | Callable[..., Any] | None = None) -> Any:
         """Decorate ``fn(request, response) -> Response | None`` as a post-hook."""
         return self._register(self.post, rule)
 
-    def unwind(self, rule: str | Callable | None = None) -> Any:
+    def unwind(self, rule: str | Callable[..., Any] | None = None) -> Any:
         """Decorate ``fn(request, failure: RequestFailure)``, called on protocol 2 ``unwind`` calls:
         a request this adapter's pre-hook let through failed later. Its return value is ignored;
         an exception is logged and answered 500 (Powerstrip logs it)."""
         return self._register(self.unwinds, rule)
 
-    def event(self, pattern: str | Callable | None = None) -> Any:
+    def event(self, pattern: str | Callable[..., Any] | None = None) -> Any:
         """Decorate ``fn(event: dict)`` for Docker events whose ``"TYPE ACTION"`` match ``pattern``
         (shell globs, as under adapters.yml's ``events:``, e.g. ``"container die"``; none = every event).
 
@@ -528,25 +531,25 @@ class Adapter:
                                  "or \"network *\"")
             rule = (words[0], words[1])
 
-        def decorate(fn: Callable) -> Callable:
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             self.events.append(_EventHook(fn, rule))
             return fn
 
         return decorate
 
-    def _register(self, hooks: list[_Hook], rule: str | Callable | None) -> Any:
+    def _register(self, hooks: list[_Hook], rule: str | Callable[..., Any] | None) -> Any:
         if callable(rule):  # used bare: @adapter.pre_hook
             hooks.append(_Hook(rule, None))
             return rule
         parsed = parse_rule(rule) if rule is not None else None
 
-        def decorate(fn: Callable) -> Callable:
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             hooks.append(_Hook(fn, parsed))
             return fn
 
         return decorate
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """What this adapter hooks, for ``GET`` on its server and for logs
         (``unwind`` and ``events`` only when it has some)."""
         out: dict[str, Any] = {"adapter": self.name, "pre-hooks": [h.describe() for h in self.pre],
@@ -557,7 +560,7 @@ class Adapter:
             out["events"] = [h.describe() for h in self.events]
         return out
 
-    def handle(self, payload: Any) -> defer.Deferred:
+    def handle(self, payload: Any) -> defer.Deferred[tuple[int, dict[str, Any]]]:
         """Answer one call: fire with ``(status, reply object)``.
 
         200 with the protocol reply (in the call's version), a :class:`Refuse`'s
@@ -587,13 +590,13 @@ class Adapter:
         return d
 
     @staticmethod
-    def _pre_reply(result: Request | Response, version: int) -> dict:
+    def _pre_reply(result: Request | Response, version: int) -> dict[str, Any]:
         if isinstance(result, Response):  # a short-circuit (_run allows it under protocol 2 only)
             return {"PowerstripProtocolVersion": version, "ServerResponse": result.wire(version)}
         return {"PowerstripProtocolVersion": version, "ModifiedClientRequest": result.wire(version)}
 
     @defer.inlineCallbacks
-    def _run(self, hooks: list[_Hook], request: Request, subject: Any, before: tuple, version: int) -> Any:
+    def _run(self, hooks: list[_Hook], request: Request, subject: Any, before: tuple[Any, ...], version: int) -> Any:
         for hook in hooks:
             if not hook.applies(request):
                 continue
@@ -620,7 +623,7 @@ class Adapter:
     def _refused(self, failure: Failure, kind: str, request: Request) -> Any:
         if failure.check(defer.CancelledError):
             return failure  # the caller gave up (in-process timeout): not the hook's fault
-        if failure.check(Refuse):
+        if isinstance(failure.value, Refuse):  # failure.check(Refuse), narrowing for mypy
             return failure.value.status, {"message": failure.value.message}
         if failure.check(UnreadableBody):
             # Fail closed: a hook that could not read the body did not approve it.
@@ -632,11 +635,11 @@ class Adapter:
             return 500, {"message": f"adapter '{self.name}' failed: {failure.getErrorMessage()}"}
         log.failure("adapter {name}: {kind} for {method} {uri} raised", failure,
                     name=self.name, kind=kind, method=request.method, uri=request.uri)
-        return 500, {"message": f"adapter '{self.name}' failed: {failure.type.__name__}: "
+        return 500, {"message": f"adapter '{self.name}' failed: {failure.type.__name__}: "  # type: ignore[union-attr]  # None only for a Failure of no exception
                                 f"{failure.getErrorMessage()}"}
 
     @defer.inlineCallbacks
-    def _each(self, functions: list[Callable], args: tuple, what: str) -> Any:
+    def _each(self, functions: list[Callable[..., Any]], args: tuple[Any, ...], what: str) -> Any:
         """Call every function (one failing does not stop the others): ``(200, ...)``, or 500 naming the failures."""
         failed: list[str] = []
         for fn in functions:
@@ -648,18 +651,18 @@ class Adapter:
                 failure = Failure()
                 log.failure("adapter {name}: {what}: {function} raised", failure, name=self.name, what=what,
                             function=fn.__name__)
-                failed.append(f"{fn.__name__}: {failure.type.__name__}: {failure.getErrorMessage()}")
+                failed.append(f"{fn.__name__}: {failure.type.__name__}: {failure.getErrorMessage()}")  # type: ignore[union-attr]  # None only for a Failure of no exception
         if failed:
             return 500, {"message": f"adapter '{self.name}' failed: {what}: " + "; ".join(failed)}
         return 200, {"PowerstripProtocolVersion": 2}
 
-    def _unwind(self, call: _Call) -> defer.Deferred:
+    def _unwind(self, call: _Call) -> defer.Deferred[tuple[int, dict[str, Any]]]:
         request = call.request
         assert request is not None
         functions = [h.function for h in self.unwinds if h.applies(request)]
         return self._each(functions, (request, call.failure), f"unwind of {request.method} {request.uri}")
 
-    def _event(self, event: dict) -> defer.Deferred:
+    def _event(self, event: dict[str, Any]) -> defer.Deferred[tuple[int, dict[str, Any]]]:
         kind = _event_kind(event)
         functions = [h.function for h in self.events if h.applies(kind)]
         return self._each(functions, (event,), f"event {kind[0]} {kind[1]}")
@@ -679,12 +682,12 @@ def _inherit(new: Request | Response, old: Request | Response) -> None:
         new._sent_content_type = old._sent_content_type
 
 
-def _event_kind(event: dict) -> tuple[str, str]:
+def _event_kind(event: dict[str, Any]) -> tuple[str, str]:
     # Events of API versions before 1.22 have only "status" (and are all container events).
     return str(event.get("Type") or "container"), str(event.get("Action") or event.get("status") or "")
 
 
-def _maybe_async(fn: Callable, *args: Any) -> defer.Deferred:
+def _maybe_async(fn: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
     result = defer.maybeDeferred(fn, *args)
     # An ``async def`` hook returns a coroutine: run it as a Deferred.
     return result.addCallback(lambda r: defer.ensureDeferred(r) if inspect.iscoroutine(r) else r)
@@ -721,7 +724,7 @@ def _parse(payload: Any) -> _Call:
     return _Call(version, kind, request, _response(resp, version))
 
 
-def _request(payload: dict, version: int) -> Request:
+def _request(payload: dict[str, Any], version: int) -> Request:
     req = payload.get("ClientRequest")
     if not isinstance(req, dict) or not isinstance(req.get("Method"), str) or not isinstance(req.get("Request"), str):
         raise BadPayload("'ClientRequest' must be an object with 'Method' and 'Request' strings")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 _cache: dict[int, tuple[Sample, ...]] = {}
 
@@ -40,7 +41,7 @@ class Sample:
     #: How it was captured, or what makes it interesting.
     note: str
     #: The JSON payload (decoded). Shared between callers: do not modify it.
-    payload: dict
+    payload: dict[str, Any]
 
 
 def samples(protocol: int = 1) -> tuple[Sample, ...]:

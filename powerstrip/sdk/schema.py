@@ -35,7 +35,7 @@ import operator
 import re
 from collections.abc import Callable, Iterator
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 #: The keywords the validator checks.
 KEYWORDS = frozenset({
@@ -65,9 +65,14 @@ _CLASSES: dict[str, tuple[type, ...]] = {
 _SCALARS = (int, float, str, type(None))
 _SHOW = json.JSONEncoder(ensure_ascii=False)
 
-_cache: dict[str, dict] = {}
-_patterns: dict[str, re.Pattern] = {}
-_validators: dict[int, tuple[dict, Callable[[Any], bool]]] = {}  # id(schema) -> (schema, is-valid test)
+#: A JSON Schema, as json.loads gives it.
+Schema = dict[str, Any]
+#: Where a value is in the instance: object keys and array indexes, from the root.
+_Where = tuple[str | int, ...]
+
+_cache: dict[str, Schema] = {}
+_patterns: dict[str, re.Pattern[str]] = {}
+_validators: dict[int, tuple[Schema, Callable[[Any], bool]]] = {}  # id(schema) -> (schema, is-valid test)
 
 
 class SchemaError(ValueError):
@@ -88,7 +93,7 @@ def protocols() -> tuple[int, ...]:
     return tuple(sorted({int(name.split("/")[0][1:]) for name in names()}))
 
 
-def load(schema_name: str) -> dict:
+def load(schema_name: str) -> Schema:
     """The schema ``schema_name`` (``"v1/pre-hook"``), read and vetted once, then cached.
     The dict is shared: do not modify it.
 
@@ -126,7 +131,7 @@ def validate(instance: Any, schema_name: str) -> list[str]:
     return errors
 
 
-def check(instance: Any, schema: dict) -> list[str]:
+def check(instance: Any, schema: Schema) -> list[str]:
     """:func:`validate` against a schema given as a dict (vetted on every call, so not for hot paths).
 
     :raises SchemaError: ``schema`` uses a keyword this validator does not know.
@@ -137,7 +142,7 @@ def check(instance: Any, schema: dict) -> list[str]:
     return errors
 
 
-def _vet(schema: dict, name: str) -> None:
+def _vet(schema: Schema, name: str) -> None:
     """Refuse a schema with a keyword (or type, or $ref) the validator would not honour."""
     for where, sub in _subschemas(schema, name):
         unknown = set(sub) - KEYWORDS - ANNOTATIONS
@@ -163,7 +168,7 @@ def _vet(schema: dict, name: str) -> None:
             raise SchemaError(f"{where}: 'oneOf' must be a non-empty list of schemas")
 
 
-def _subschemas(schema: dict, where: str) -> Iterator[tuple[str, dict]]:
+def _subschemas(schema: Schema, where: str) -> Iterator[tuple[str, Schema]]:
     """Every schema object in ``schema``, with where it is (for load-time errors)."""
     yield where, schema
     for key in ("properties", "$defs"):
@@ -178,7 +183,7 @@ def _subschemas(schema: dict, where: str) -> Iterator[tuple[str, dict]]:
                 yield from _subschemas(sub, f"{where}/oneOf/{i}")
 
 
-def _resolve(root: dict, ref: str) -> dict:
+def _resolve(root: Schema, ref: str) -> Schema:
     """A local ``$ref`` (``#/$defs/Name``): the only kind these schemas use."""
     if not ref.startswith("#/"):
         raise SchemaError(f"$ref {ref!r}: only references within the same schema (#/...) are supported")
@@ -188,10 +193,10 @@ def _resolve(root: dict, ref: str) -> dict:
         if not isinstance(node, dict) or part not in node:
             raise SchemaError(f"$ref {ref!r} points at nothing")
         node = node[part]
-    return node
+    return cast(Schema, node)  # what a $ref names is a subschema: a JSON object
 
 
-def _pattern(text: str) -> re.Pattern:
+def _pattern(text: str) -> re.Pattern[str]:
     compiled = _patterns.get(text)
     if compiled is None:
         # Python's "$" also matches before a final newline; ECMA-262's does not.
@@ -200,7 +205,7 @@ def _pattern(text: str) -> re.Pattern:
     return compiled
 
 
-def _path(path: tuple) -> str:
+def _path(path: _Where) -> str:
     out = ""
     for part in path:
         if isinstance(part, int):
@@ -233,7 +238,7 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) in _SCALARS and type(b) in _SCALARS and a == b
 
 
-def _compile(schema: dict, root: dict, done: dict[int, Callable[[Any], bool]]) -> Callable[[Any], bool]:
+def _compile(schema: Schema, root: Schema, done: dict[int, Callable[[Any], bool]]) -> Callable[[Any], bool]:
     """``schema`` as a function telling whether a value is valid: the same verdict as
     :func:`_check`, without building messages (``done`` holds the schemas compiled so far)."""
     key = id(schema)
@@ -278,8 +283,11 @@ def _compile(schema: dict, root: dict, done: dict[int, Callable[[Any], bool]]) -
         tests.append(lambda v: not isinstance(v, str) or strings(v))
     for word, compare in (("minimum", operator.ge), ("maximum", operator.le)):
         if word in schema:
-            tests.append(lambda v, bound=schema[word], compare=compare: not isinstance(v, int | float)
-                         or isinstance(v, bool) or compare(v, bound))
+            # A def, not a lambda: mypy cannot infer a lambda whose defaults bind the loop's values.
+            def in_bound(v: Any, bound: Any = schema[word], compare: Callable[[Any, Any], bool] = compare) -> bool:
+                return not isinstance(v, int | float) or isinstance(v, bool) or compare(v, bound)
+
+            tests.append(in_bound)
     if isinstance(schema.get("items"), dict):
         item = _compile(schema["items"], root, done)
 
@@ -296,7 +304,7 @@ def _compile(schema: dict, root: dict, done: dict[int, Callable[[Any], bool]]) -
     return done[key]
 
 
-def _string_test(schema: dict) -> Callable[[str], bool]:
+def _string_test(schema: Schema) -> Callable[[str], bool]:
     """``minLength`` and ``pattern`` as one test of a string."""
     least = schema.get("minLength", 0)
     if "pattern" not in schema:
@@ -320,7 +328,8 @@ def _remembered(test: Callable[[Any], bool], size: int = 4096) -> Callable[[Any]
     return remembered
 
 
-def _compile_object(schema: dict, root: dict, done: dict[int, Callable[[Any], bool]]) -> list[Callable[[Any], bool]]:
+def _compile_object(schema: Schema, root: Schema,
+                    done: dict[int, Callable[[Any], bool]]) -> list[Callable[[Any], bool]]:
     required = schema.get("required", ())
     properties = {name: _compile(sub, root, done) for name, sub in schema.get("properties", {}).items()}
     extra = schema.get("additionalProperties", True)
@@ -349,7 +358,7 @@ def _compile_object(schema: dict, root: dict, done: dict[int, Callable[[Any], bo
     return [object_ok]
 
 
-def _check(value: Any, schema: dict, root: dict, path: tuple, errors: list[str]) -> None:
+def _check(value: Any, schema: Schema, root: Schema, path: _Where, errors: list[str]) -> None:
     if "$ref" in schema:
         _check(value, _resolve(root, schema["$ref"]), root, path, errors)
     types = schema.get("type")
@@ -389,13 +398,13 @@ def _check(value: Any, schema: dict, root: dict, path: tuple, errors: list[str])
             _check(item, schema["items"], root, (*path, i), errors)
 
 
-def _valid(value: Any, schema: dict, root: dict, path: tuple) -> bool:
+def _valid(value: Any, schema: Schema, root: Schema, path: _Where) -> bool:
     errors: list[str] = []
     _check(value, schema, root, path, errors)
     return not errors
 
 
-def _check_one_of(value: Any, branches: list[dict], root: dict, path: tuple, errors: list[str]) -> None:
+def _check_one_of(value: Any, branches: list[Schema], root: Schema, path: _Where, errors: list[str]) -> None:
     results = []
     for branch in branches:
         found: list[str] = []
@@ -423,7 +432,7 @@ def _check_one_of(value: Any, branches: list[dict], root: dict, path: tuple, err
         errors.append(f"{_path(path)}: expected {titles(list(range(len(branches))), ' or ')}")
 
 
-def _check_object(value: dict, schema: dict, root: dict, path: tuple, errors: list[str]) -> None:
+def _check_object(value: dict[str, Any], schema: Schema, root: Schema, path: _Where, errors: list[str]) -> None:
     names = schema.get("propertyNames")
     if names is not None:
         for name in value:  # led by the key's own path: the field is what is wrong

@@ -39,7 +39,7 @@ class AdapterResource(Resource):
     isLeaf = True
 
     def __init__(self, adapter: Adapter) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         self.adapter = adapter
 
     def render_GET(self, request: Any) -> bytes:
@@ -56,7 +56,7 @@ class AdapterResource(Resource):
         d = self.adapter.handle(payload)
         gone = _when_gone(request)
 
-        def reply(result: tuple[int, dict]) -> None:
+        def reply(result: tuple[int, dict[str, Any]]) -> None:
             body = _answer(request, *result)
             if not gone:
                 request.write(body)

@@ -59,10 +59,11 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
-def wait_for_port(port: int, proc: subprocess.Popen | None = None, what: str = "server",
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, what: str = "server",
                   log: Path | None = None, timeout: float = 30) -> None:
     """Wait until 127.0.0.1:``port`` accepts connections; fail early if ``proc`` exits."""
     deadline = time.monotonic() + timeout
@@ -84,7 +85,7 @@ def _twistd(*args: str) -> list[str]:
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", *args]
 
 
-def _start(cmd: list[str], directory: Path, cwd: str | None, env: dict) -> subprocess.Popen:
+def _start(cmd: list[str], directory: Path, cwd: str | None, env: dict[str, str]) -> subprocess.Popen[bytes]:
     # Output goes beside the log: a usage error is printed, not logged.
     with open(directory / "output", "wb") as out:
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
@@ -93,7 +94,7 @@ def _start(cmd: list[str], directory: Path, cwd: str | None, env: dict) -> subpr
 class _Process:
     """A child process with a temporary directory and a log file, stopped by SIGTERM."""
 
-    proc: subprocess.Popen
+    proc: subprocess.Popen[bytes]
     dir: Path
     log: Path
 
@@ -132,8 +133,9 @@ class PowerstripProcess(_Process):
     environment (``cwd`` is where ``python:`` adapters are imported from).
     """
 
-    def __init__(self, config: str | dict | None = None, docker: str = DOCKER_SOCKET,
-                 args: list[str] | tuple[str, ...] = (), env: dict | None = None, cwd: str | None = None) -> None:
+    def __init__(self, config: str | dict[str, Any] | None = None, docker: str = DOCKER_SOCKET,
+                 args: list[str] | tuple[str, ...] = (), env: dict[str, str] | None = None,
+                 cwd: str | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="powerstrip-test-"))
         self.port = free_port()
         #: The Docker host to point clients at (``DOCKER_HOST``).
@@ -151,14 +153,14 @@ class PowerstripProcess(_Process):
         wait_for_port(self.port, self.proc, "powerstrip", self.log)
 
     def docker(self, *args: str, cli: str = "docker", input: bytes | None = None,
-               timeout: float = 120) -> subprocess.CompletedProcess:
+               timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
         """Run the docker CLI (``cli``: a name on PATH or a path) through this Powerstrip."""
         env = {**os.environ, "DOCKER_HOST": self.url}
         env.pop("DOCKER_CONTEXT", None)
         return subprocess.run([cli, *args], input=input, capture_output=True, timeout=timeout, env=env)
 
     def request(self, method: str, path: str, body: Any = None,
-                headers: dict | None = None) -> tuple[int, dict[str, str], bytes]:
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         """One HTTP request through Powerstrip (``body``: bytes, or an object sent as JSON).
 
         Returns ``(status, headers, body)``.
@@ -179,7 +181,8 @@ class PowerstripProcess(_Process):
 class AdapterProcess(_Process):
     """An SDK adapter served by ``twistd -n powerstrip-adapter --module MODULE`` on a free port."""
 
-    def __init__(self, module: str, env: dict | None = None, cwd: str | None = None, path: str = "/hook") -> None:
+    def __init__(self, module: str, env: dict[str, str] | None = None, cwd: str | None = None,
+                 path: str = "/hook") -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="powerstrip-adapter-"))
         self.port = free_port()
         #: The URL to give the adapter in adapters.yml.
@@ -238,7 +241,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.client_address[0] if self.client_address else "unix"
 
 
-def echo(payload: dict) -> tuple[int, dict]:
+def echo(payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """The identity hook, in the call's protocol version: hand the request (or
     response) back unchanged; acknowledge unwind and event calls."""
     version = payload.get("PowerstripProtocolVersion", 1)
@@ -255,9 +258,9 @@ class RecordingAdapter(_Threaded):
     The default reply passes everything through unchanged (:func:`echo`).
     """
 
-    def __init__(self, reply: Callable[[dict], tuple[int, Any]] = echo) -> None:
+    def __init__(self, reply: Callable[[dict[str, Any]], tuple[int, Any]] = echo) -> None:
         #: Every payload received, in order.
-        self.calls: list[dict] = []
+        self.calls: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         recorder = self
 
@@ -274,7 +277,7 @@ class RecordingAdapter(_Threaded):
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         self._serve()
 
-    def received(self, kind: str | None = None, rule: str | None = None) -> list[dict]:
+    def received(self, kind: str | None = None, rule: str | None = None) -> list[dict[str, Any]]:
         """The calls of ``kind`` (``pre-hook``/``post-hook``) for requests matching ``rule``."""
         globs = parse_rule(rule) if rule else None
         with self._lock:
@@ -282,7 +285,8 @@ class RecordingAdapter(_Threaded):
         return [c for c in calls if (kind is None or c.get("Type") == kind) and (
             globs is None or rule_matches(*globs, c["ClientRequest"]["Method"], c["ClientRequest"]["Request"]))]
 
-    def assert_received(self, kind: str | None = None, rule: str | None = None, count: int | None = None) -> list[dict]:
+    def assert_received(self, kind: str | None = None, rule: str | None = None,
+                        count: int | None = None) -> list[dict[str, Any]]:
         """Like :meth:`received`, but fail (listing every call there was) unless there are ``count``
         such calls, or at least one when ``count`` is None."""
         found = self.received(kind, rule)
@@ -310,7 +314,8 @@ class FakeDocker(_Threaded):
         self.url = f"unix://{self.socket}"
         #: Every request received: ``(method, path, body)``.
         self.requests: list[tuple[str, str, bytes]] = []
-        rules = [(parse_rule(rule), answer) for rule, answer in {
+        # Bodies typed object, not Any: mypy takes reversed() of a list holding Any as Any.
+        rules: list[tuple[tuple[str, str], tuple[int, object]]] = [(parse_rule(rule), answer) for rule, answer in {
             "* /*/_ping": (200, b"OK"),
             "GET /*/version": (200, {"ApiVersion": "1.47", "Version": "fake", "MinAPIVersion": "1.24"}),
             **(routes or {}),

@@ -25,7 +25,8 @@ DATA_FILE = "engine_api.json"
 def _data() -> dict[str, Any]:
     """The shipped JSON document, read once."""
     text = resources.files("powerstrip.wire").joinpath(DATA_FILE).read_text(encoding="utf-8")
-    return json.loads(text)
+    data: dict[str, Any] = json.loads(text)
+    return data
 
 
 def versions() -> tuple[str, ...]:
@@ -135,7 +136,8 @@ def _fill(node: Node, spec: dict[str, Any], types: dict[str, Node]) -> None:
 
 def _raw_type(name: str) -> dict[str, Any]:
     """The JSON spec of a named type."""
-    return _data()["types"][name]
+    spec: dict[str, Any] = _data()["types"][name]
+    return spec
 
 
 def _build(spec: dict[str, Any], types: dict[str, Node]) -> Node:
@@ -164,4 +166,4 @@ def body_schema(method: str, template: str) -> Node | None:
 
 def json_body_routes() -> tuple[tuple[str, str], ...]:
     """The ``(METHOD, template)`` of every route whose request body is JSON."""
-    return tuple(tuple(k.split(" ", 1)) for k in _data()["bodies"])  # type: ignore[misc]
+    return tuple(tuple(k.split(" ", 1)) for k in _data()["bodies"])

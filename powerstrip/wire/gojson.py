@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from json.decoder import scanstring  # type: ignore[attr-defined]
-from typing import Any
+from typing import Any, cast
 
 from powerstrip.wire.engine_api import Node
 from powerstrip.wire.gotext import fold_key
@@ -43,6 +44,8 @@ MAX_DEPTH = 128
 _INT_MIN, _UINT_MAX = -(2**63), 2**64 - 1
 
 _WS = re.compile(r"[ \t\n\r]*")
+#: ``_WS.match``, typed as never None (a ``*`` pattern matches anywhere, if only "").
+_ws_match = cast("Callable[[str, int], re.Match[str]]", _WS.match)
 # ASCII digits only: Python's \d would take any Unicode digit.
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -103,18 +106,19 @@ def loads(data: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
     except UnicodeDecodeError as e:
         raise GoJSONError("invalid UTF-8", e.start) from None
     # Offsets in errors are character offsets; for ASCII documents they are byte offsets.
-    pos = _WS.match(text, 0).end()
+    pos = _ws_match(text, 0).end()
     if pos == len(text):
         raise GoJSONError("no JSON value", pos)
     # An explicit stack, so depth is bounded by max_depth and not by Python's recursion limit.
-    stack: list[tuple[dict | list, str | None]] = []
+    stack: list[tuple[dict[str, Any] | list[Any], str | None]] = []
+    key: str | None
     while True:
         char = text[pos] if pos < len(text) else ""
         value: Any
         if char == "{" or char == "[":
             if len(stack) >= max_depth:
                 raise GoJSONError(f"nested deeper than {max_depth} levels", pos)
-            pos = _WS.match(text, pos + 1).end()
+            pos = _ws_match(text, pos + 1).end()
             if char == "{":
                 if text.startswith("}", pos):
                     value, pos = {}, pos + 1
@@ -143,7 +147,7 @@ def loads(data: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
                 raise GoJSONError("invalid value" if char else "unexpected end of data", pos)
         # A complete value: put it in its container and close every container it completes.
         while True:
-            pos = _WS.match(text, pos).end()
+            pos = _ws_match(text, pos).end()
             if not stack:
                 if pos != len(text):
                     raise GoJSONError("data after the JSON value (Go's Decoder reads only the first value)",
@@ -159,7 +163,7 @@ def loads(data: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
                 container.append(value)
             char = text[pos] if pos < len(text) else ""
             if char == ",":
-                pos = _WS.match(text, pos + 1).end()
+                pos = _ws_match(text, pos + 1).end()
                 if isinstance(container, dict):
                     key, pos = _key(text, pos)
                     stack[-1] = (container, key)
@@ -176,10 +180,10 @@ def _key(text: str, pos: int) -> tuple[str, int]:
     if not text.startswith('"', pos):
         raise GoJSONError("expected a string key", pos)
     key, pos = _string(text, pos + 1)
-    pos = _WS.match(text, pos).end()
+    pos = _ws_match(text, pos).end()
     if not text.startswith(":", pos):
         raise GoJSONError("expected ':' after an object key", pos)
-    return key, _WS.match(text, pos + 1).end()
+    return key, _ws_match(text, pos + 1).end()
 
 
 def canonicalize(value: Any, node: Node | None, where: str = "") -> Any:

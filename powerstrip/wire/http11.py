@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 #: Headers that describe one connection, not the message: never forwarded,
 #: except ``Connection``/``Upgrade`` on an upgrade handshake.
@@ -448,7 +449,7 @@ def parse_request_head(raw: bytes) -> RequestHead:
     return head
 
 
-def _explain(raw: bytes) -> None:
+def _explain(raw: bytes) -> NoReturn:
     """Raise the :class:`BadRequest` that says what is wrong with a head the fast path refused."""
     bad = _BAD_HEAD.search(raw, 0, len(raw) - 4)
     if bad is not None:

@@ -107,7 +107,12 @@ def _glob_tokens(glob: str, chars: set[str]) -> list[Token]:
         for lo, hi in re.findall(r"(.)-(.)", body):  # a range's inner characters matter too
             chars.update(map(chr, range(ord(lo), min(ord(hi), ord(lo) + 256) + 1)))
         rx = re.compile(translate(f"[{body}]"))
-        tokens.append((lambda ch, rx=rx: rx.match(ch) is not None, False))
+
+        # A def, not a lambda: mypy cannot infer a lambda whose default binds ``rx``.
+        def accepts(ch: str, rx: re.Pattern[str] = rx) -> bool:
+            return rx.match(ch) is not None
+
+        tokens.append((accepts, False))
     return tokens
 
 

@@ -20,7 +20,7 @@ from OpenSSL.crypto import FILETYPE_PEM
 from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
 from twisted.internet import defer, ssl
 from twisted.internet.error import VerifyError
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, ITransport
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory, _representsEOF
@@ -55,12 +55,14 @@ def _pem_certs(data: bytes, path: str | Path) -> list[ssl.Certificate]:
         raise TLSConfigError(f"{path}: not a valid PEM certificate ({e})") from None
 
 
-def _private_certificate(cert_path: str | Path, key_path: str | Path) -> tuple[ssl.PrivateCertificate, list]:
+def _private_certificate(cert_path: str | Path,
+                         key_path: str | Path) -> tuple[ssl.PrivateCertificate, list[ssl.Certificate]]:
     """The certificate (plus any chain after it in the file) and its key."""
     certs = _pem_certs(_read(cert_path, "certificate"), cert_path)
     key = _read(key_path, "key")
     try:
-        private = ssl.PrivateCertificate.fromCertificateAndKeyPair(certs[0], ssl.KeyPair.load(key, FILETYPE_PEM))
+        private = ssl.PrivateCertificate.fromCertificateAndKeyPair(
+            certs[0], ssl.KeyPair.load(key, FILETYPE_PEM))
     except Error as e:
         raise TLSConfigError(f"{key_path}: not a usable PEM key ({e})") from None
     except VerifyError:
@@ -131,8 +133,9 @@ class DockerTLS:
 
 def describe(failure: Failure) -> str:
     """A connection failure in words; OpenSSL's error lists made readable."""
-    if failure.check(Error) and failure.value.args and isinstance(failure.value.args[0], list):
-        reasons = "; ".join(r[-1] for r in failure.value.args[0] if r and r[-1]) or "unknown error"
+    value = failure.value  # what failure.check(Error) looks at, narrowed by isinstance
+    if isinstance(value, Error) and value.args and isinstance(value.args[0], list):
+        reasons = "; ".join(r[-1] for r in value.args[0] if r and r[-1]) or "unknown error"
         return f"TLS error: {reasons}"
     return failure.getErrorMessage()
 
@@ -149,10 +152,10 @@ class TLSClientEndpoint:
         self._creator = creator
         self._wrapped = wrapped
 
-    def connect(self, factory: Any) -> defer.Deferred:
+    def connect(self, factory: Any) -> defer.Deferred[Any]:
         """Connect, and fire with ``factory``'s protocol once TCP is up."""
         tls_factory = HalfCloseableTLSFactory(self._creator, True, factory)
-        d = self._wrapped.connect(tls_factory)
+        d: defer.Deferred[Any] = self._wrapped.connect(tls_factory)
         return d.addCallback(lambda tls: tls.wrappedProtocol)
 
 
@@ -167,13 +170,15 @@ class HalfCloseableTLS(BufferingTLSTransport):
       :meth:`_send_fin`) while reading goes on.
     """
 
+    factory: HalfCloseableTLSFactory
+    transport: ITransport  # set by makeConnection, before any other call
     _peer_done = False  # no more application data will arrive
     _tcp_read_eof = False
     _write_shut = False
     _shut_pending = False
 
     def makeConnection(self, transport: Any) -> None:
-        super().makeConnection(transport)
+        super().makeConnection(transport)  # type: ignore[no-untyped-call]  # unannotated in Twisted
         # OpenSSL 3 fails the whole connection (and alerts the peer) on a
         # FIN without close_notify; Go, and so Docker, take it as end of input.
         if self._tlsConnection is not None:
@@ -201,7 +206,7 @@ class HalfCloseableTLS(BufferingTLSTransport):
                 if not self._aborted:
                     ProtocolWrapper.dataReceived(self, data)
         if self._tlsConnection is not None:  # the EOF may have ended the connection already
-            self._flushSendBIO()
+            self._flushSendBIO()  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def _input_ended(self) -> None:
         self._peer_done = True
@@ -216,7 +221,7 @@ class HalfCloseableTLS(BufferingTLSTransport):
             # A client refused (no certificate, wrong CA, not TLS at all): say so.
             log.warn("TLS client {peer} refused: {why}", peer=_address(self.transport),
                      why=describe(reason))
-        super()._tlsShutdownFinished(reason)
+        super()._tlsShutdownFinished(reason)  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def readConnectionLost(self) -> None:
         """TCP FIN from the peer: deliver what is buffered, then the EOF."""
@@ -239,14 +244,15 @@ class HalfCloseableTLS(BufferingTLSTransport):
         self._aggregator.flush()
         self._write_shut = True
         # Later writes are dropped, as on a TCP transport after its FIN.
-        self.write = self.writeSequence = _drop  # type: ignore[method-assign]
+        # (one no-op for write(data) and writeSequence(sequence): their parameter names differ)
+        self.write = self.writeSequence = _drop  # type: ignore[method-assign, assignment]
         if self._appSendBuffer:
             self._shut_pending = True  # after what OpenSSL still holds
         else:
             self._send_fin()
 
     def _unbufferPendingWrites(self) -> None:
-        super()._unbufferPendingWrites()
+        super()._unbufferPendingWrites()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         if self._shut_pending and not self._appSendBuffer:
             self._shut_pending = False
             self._send_fin()
@@ -260,7 +266,7 @@ class HalfCloseableTLS(BufferingTLSTransport):
             self.transport.loseWriteConnection()
 
     def _shutdownTLS(self) -> None:
-        super()._shutdownTLS()
+        super()._shutdownTLS()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         # The base waits for the peer's close_notify before closing the
         # socket; after the peer's EOF none is coming, and after our FIN ours
         # cannot go out.
