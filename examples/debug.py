@@ -40,7 +40,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from powerstrip.sdk.adapter import PROTOCOL_VERSION, Adapter, Request, Response
+from powerstrip.sdk import PROTOCOL_VERSION, Adapter, Request, Response
 
 log = Logger()
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 import os
 import re
 
-from powerstrip.sdk.adapter import Adapter, Request
+from powerstrip.sdk import Adapter, Request
 
 adapter = Adapter("env-inject")
 

@@ -101,7 +101,7 @@ import os
 import posixpath
 from typing import Any
 
-from powerstrip.sdk.adapter import Adapter, Refuse, Request, UnreadableBody
+from powerstrip.sdk import Adapter, Refuse, Request, UnreadableBody
 from powerstrip.wire.gotext import fold_key
 
 adapter = Adapter("policy")

@@ -38,7 +38,7 @@ import os
 
 from twisted.internet import defer, task
 
-from powerstrip.sdk.adapter import Adapter, Request
+from powerstrip.sdk import Adapter, Request
 
 adapter = Adapter("slowreq")
 

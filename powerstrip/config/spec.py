@@ -33,6 +33,7 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
+from powerstrip.sdk.adapter import load
 from powerstrip.wire.apipath import Versions, parse_versions
 from powerstrip.wire.rules import parse_rule
 
@@ -206,8 +207,6 @@ def _parse_adapter(name: object, spec: object, fail: Callable[[str], ConfigError
         raise fail(f"adapter '{name}': 'url' must be an http://, https://, http+unix:// or python: URL string")
     in_process = None
     if url.startswith("python:"):
-        from powerstrip.sdk.adapter import load  # the SDK imports this module
-
         try:
             in_process = load(url.removeprefix("python:"))
         except ValueError as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from powerstrip.sdk.adapter import Adapter, Refuse, Request, Response
+from powerstrip.sdk import Adapter, Refuse, Request, Response
 
 adapter = Adapter("sample")
 #: Every (kind, method, uri) this adapter was called with, in order.

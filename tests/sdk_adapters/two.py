@@ -1,6 +1,6 @@
 """A module with two adapters: loading it needs a name."""
 
-from powerstrip.sdk.adapter import Adapter
+from powerstrip.sdk import Adapter
 
 first = Adapter("first")
 second = Adapter("second")

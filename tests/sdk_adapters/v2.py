@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from powerstrip.sdk.adapter import Adapter, Request, RequestFailure, Response
+from powerstrip.sdk import Adapter, Request, RequestFailure, Response
 
 adapter = Adapter("v2")
 #: Starts are answered 503 without Docker while this holds True (tests may flip it).
