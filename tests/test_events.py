@@ -33,15 +33,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from powerstrip.config.spec import AdapterSpec, Config, EventRule, parse_config
-from powerstrip.hooks.events import (
-    DROP_LOG_INTERVAL,
-    RECONNECT_MIN,
-    RETRY_MIN,
-    EventHooks,
-    event_kind,
-    match_event,
-    since_param,
-)
+from powerstrip.hooks.event_stream import RECONNECT_MIN, since_param
+from powerstrip.hooks.events import DROP_LOG_INTERVAL, RETRY_MIN, EventHooks, event_kind, match_event
 from powerstrip.ops.cli import main as cli_main
 from powerstrip.ops.metrics import Metrics
 from powerstrip.ops.service import Options, make_service
