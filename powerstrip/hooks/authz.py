@@ -46,7 +46,7 @@ from powerstrip.hooks.flow import ClientRequest, Flow, error_response
 from powerstrip.hooks.http import AdapterClient
 from powerstrip.hooks.interface import PRE_HOOK, AdapterFault, IAdapter, Refused
 from powerstrip.hooks.peer import Peer
-from powerstrip.wire.http11 import HeaderList, end_to_end, header_value, media_type
+from powerstrip.wire.headers import HeaderList, end_to_end, header_value, media_type
 
 #: Log namespaces are part of the interface (log filters name them): kept across moves.
 log = Logger(namespace="powerstrip.authz")

@@ -17,7 +17,7 @@ from typing import Any
 
 from powerstrip.config.matching import Route
 from powerstrip.hooks.peer import Peer
-from powerstrip.wire.http11 import HeaderList
+from powerstrip.wire.headers import HeaderList
 
 #: The response header that tells the client its request id.
 REQUEST_ID_HEADER = b"Powerstrip-Request-Id"

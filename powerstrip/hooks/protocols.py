@@ -40,7 +40,7 @@ from powerstrip.hooks.flow import ClientRequest, Flow, ServerResponse
 from powerstrip.hooks.http import AdapterClient
 from powerstrip.hooks.interface import PRE_HOOK, AdapterFault, IAdapter, IUnwindable, Refused, ShortCircuit
 from powerstrip.sdk.schema import validate
-from powerstrip.wire.http11 import HeaderList, header_map, headers_from_map, is_owned
+from powerstrip.wire.headers import HeaderList, header_map, headers_from_map, is_owned
 
 #: Log namespaces are part of the interface (log filters name them): kept across moves.
 log = Logger(namespace="powerstrip.hooks")

@@ -55,14 +55,10 @@ from powerstrip.proxy.upstream import (
     UpstreamPool,
     request_head,
 )
+from powerstrip.wire.headers import HOP_BY_HOP, end_to_end, header_value, is_json, media_type
 from powerstrip.wire.http11 import (
-    HOP_BY_HOP,
     RequestHead,
     ResponseHead,
-    end_to_end,
-    header_value,
-    is_json,
-    media_type,
 )
 from powerstrip.wire.rules import request_path
 from powerstrip.wire.tls import describe

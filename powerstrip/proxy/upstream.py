@@ -24,7 +24,8 @@ from zope.interface import implementer
 
 from powerstrip.proxy.splice import half_close
 from powerstrip.wire.endpoints import DockerAddress
-from powerstrip.wire.http11 import ChunkedFraming, HeaderList, ProtocolError, ResponseHead, parse_response_head
+from powerstrip.wire.headers import HeaderList
+from powerstrip.wire.http11 import ChunkedFraming, ProtocolError, ResponseHead, parse_response_head
 from powerstrip.wire.tls import DockerTLS
 
 if TYPE_CHECKING:
