@@ -5,8 +5,7 @@ from setuptools import find_packages, setup
 setup(
     name="powerstrip",
     version="1.0.0",
-    description="Extend Docker without patching it: a Docker API proxy with "
-    "chained pre/post-hook adapters.",
+    description="Extend Docker without patching it: a Docker API proxy with chained pre/post-hook adapters.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",

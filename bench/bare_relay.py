@@ -35,12 +35,12 @@ class Upstream(Protocol):
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
                 return
-            head, data = self.buf[:end + 4], self.buf[end + 4:]
+            head, data = self.buf[: end + 4], self.buf[end + 4 :]
             self.buf = b""
             lower = head.lower()
             i = lower.find(b"\r\ncontent-length:")
             if i >= 0:
-                self.left = int(lower[i + 17:lower.find(b"\r\n", i + 2)])
+                self.left = int(lower[i + 17 : lower.find(b"\r\n", i + 2)])
             else:
                 self.left = -2
             client.transport.write(head)
@@ -83,12 +83,12 @@ class Client(Protocol):
         end = self.buf.find(b"\r\n\r\n")
         if end < 0:
             return
-        lower = self.buf[:end + 2].lower()
+        lower = self.buf[: end + 2].lower()
         i = lower.find(b"\r\ncontent-length:")
-        length = int(lower[i + 17:lower.find(b"\r\n", i + 2)]) if i >= 0 else 0
+        length = int(lower[i + 17 : lower.find(b"\r\n", i + 2)]) if i >= 0 else 0
         if len(self.buf) < end + 4 + length:
             return
-        request, self.buf = self.buf[:end + 4 + length], self.buf[end + 4 + length:]
+        request, self.buf = self.buf[: end + 4 + length], self.buf[end + 4 + length :]
         self.busy = True
         pool = self.factory.pool
         if pool:

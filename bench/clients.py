@@ -83,9 +83,11 @@ def upload(args: argparse.Namespace) -> dict:
     trailer = b"\0" * (pad + 1024)
     s = _connect(args)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * BLOCK)
-    head = (f"PUT /containers/{args.cid}/archive?path={args.path} HTTP/1.1\r\n"
-            "Host: docker\r\nUser-Agent: psbench\r\nContent-Type: application/x-tar\r\n"
-            "Transfer-Encoding: chunked\r\n\r\n").encode()
+    head = (
+        f"PUT /containers/{args.cid}/archive?path={args.path} HTTP/1.1\r\n"
+        "Host: docker\r\nUser-Agent: psbench\r\nContent-Type: application/x-tar\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
     started = time.monotonic()
     sent = 0
     error = None
@@ -109,8 +111,15 @@ def upload(args: argparse.Namespace) -> dict:
         return {"ok": False, "error": f"{error or ''} response: {e}", "sent": sent}
     elapsed = time.monotonic() - started
     s.close()
-    return {"ok": code == 200 and error is None, "code": code, "sent": sent, "payload": args.size,
-            "seconds": elapsed, "body": body[:300].decode("latin-1"), "error": error}
+    return {
+        "ok": code == 200 and error is None,
+        "code": code,
+        "sent": sent,
+        "payload": args.size,
+        "seconds": elapsed,
+        "body": body[:300].decode("latin-1"),
+        "error": error,
+    }
 
 
 # -- hijacked sessions ---------------------------------------------------------------
@@ -122,9 +131,13 @@ async def _open(i: int, cid: str, args: argparse.Namespace, sem: asyncio.Semapho
             reader, writer = await asyncio.open_unix_connection(args.unix, limit=1 << 20)
         else:
             reader, writer = await asyncio.open_connection("127.0.0.1", args.port, limit=1 << 20)
-        writer.write((f"POST /containers/{cid}/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n"
-                      "Host: docker\r\nUser-Agent: psbench\r\nContent-Type: text/plain\r\n"
-                      "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n").encode())
+        writer.write(
+            (
+                f"POST /containers/{cid}/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n"
+                "Host: docker\r\nUser-Agent: psbench\r\nContent-Type: text/plain\r\n"
+                "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+        )
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
         code = int(head.split(b" ", 2)[1])
@@ -148,7 +161,7 @@ async def _echo(i: int, reader: asyncio.StreamReader, writer: asyncio.StreamWrit
         seen += payload
         if token in seen:
             return
-        seen = seen[-len(token):]
+        seen = seen[-len(token) :]
 
 
 async def hijack(args: argparse.Namespace) -> None:
@@ -168,8 +181,18 @@ async def hijack(args: argparse.Namespace) -> None:
             why = "timeout" if t in pending else f"{type(t.exception()).__name__}: {t.exception()}"[:80]
             errors[why] = errors.get(why, 0) + 1
     open_s = time.monotonic() - t0
-    print(json.dumps({"phase": "open", "requested": args.sessions, "opened": len(sessions),
-                      "open_seconds": open_s, "errors": errors}), flush=True)
+    print(
+        json.dumps(
+            {
+                "phase": "open",
+                "requested": args.sessions,
+                "opened": len(sessions),
+                "open_seconds": open_s,
+                "errors": errors,
+            }
+        ),
+        flush=True,
+    )
     # Hold every session open until the runner has looked at the relay.
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     nonce = os.urandom(4).hex()

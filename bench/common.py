@@ -99,8 +99,9 @@ class Procs:
     restarting an adapter during clean-up gets :class:`BenchError`).
     """
 
-    def __init__(self, logs: Path | None = None, preexec_fn: Callable[[], None] | None = None,
-                 stop_timeout: float = 5.0) -> None:
+    def __init__(
+        self, logs: Path | None = None, preexec_fn: Callable[[], None] | None = None, stop_timeout: float = 5.0
+    ) -> None:
         self.live: list[subprocess.Popen] = []
         self.logs = logs
         self.preexec_fn = preexec_fn
@@ -180,8 +181,13 @@ def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes, di
         conn.close()
 
 
-def wait_ready(proc: subprocess.Popen, probe: Callable[[], bool], timeout: float = 20.0,
-               interval: float = 0.1, confirm: float = 0.0) -> str | None:
+def wait_ready(
+    proc: subprocess.Popen,
+    probe: Callable[[], bool],
+    timeout: float = 20.0,
+    interval: float = 0.1,
+    confirm: float = 0.0,
+) -> str | None:
     """Poll ``probe`` until it holds: None once ready, else why not (for the caller's error).
 
     ``probe`` may raise OSError/HTTPException (not listening yet). ``confirm``: wait that
@@ -216,8 +222,7 @@ def python_twistd(python: str | None = None) -> list[str]:
 
 def powerstrip_args(config: Path, port: int) -> list[str]:
     """The ``powerstrip`` plugin's options: this adapters file, dockerd's socket, TCP 127.0.0.1:``port``."""
-    return ["--config", str(config), "--docker", f"unix://{DOCKER_SOCK}",
-            "--listen", f"tcp:{port}:interface=127.0.0.1"]
+    return ["--config", str(config), "--docker", f"unix://{DOCKER_SOCK}", "--listen", f"tcp:{port}:interface=127.0.0.1"]
 
 
 def checkout_env(tree: Path = REPO, inherit_pythonpath: bool = True, **extra: str) -> dict[str, str]:
@@ -280,8 +285,9 @@ def remove_containers(selector: str) -> int:
     return len(ids)
 
 
-def start_container(cmd: list[str], labels: dict[str, str], name: str | None = None,
-                    check_start: bool = True, **spec: object) -> str:
+def start_container(
+    cmd: list[str], labels: dict[str, str], name: str | None = None, check_start: bool = True, **spec: object
+) -> str:
     """Create and start an ``IMAGE`` container without network; its id.
 
     ``spec``: more fields of the create body (``OpenStdin=True``...). ``check_start``: raise
@@ -395,8 +401,9 @@ def md_head(columns: Iterable[str], align: str) -> list[str]:
 # -- adapters files ---------------------------------------------------------------------------
 
 
-def write_adapters_file(path: Path, endpoints: Iterable[tuple[str, list[str], list[str]]],
-                        adapter_lines: Iterable[str]) -> Path:
+def write_adapters_file(
+    path: Path, endpoints: Iterable[tuple[str, list[str], list[str]]], adapter_lines: Iterable[str]
+) -> Path:
     """Write a version-1 adapters file: ``endpoints`` as ("METHOD glob", pre, post), then the
     ``adapters:`` mapping's lines (already indented) as given."""
     lines = ["version: 1", "endpoints:"]

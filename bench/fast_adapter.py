@@ -28,8 +28,10 @@ _HEAD_END = b"\r\n\r\n"
 def _reply(code: int, body: bytes, keep_alive: bool) -> bytes:
     reason = {200: b"OK", 400: b"Bad Request", 404: b"Not Found"}.get(code, b"X")
     conn = b"keep-alive" if keep_alive else b"close"
-    return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-            b"Connection: %s\r\n\r\n" % (code, reason, len(body), conn)) + body
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        b"Connection: %s\r\n\r\n" % (code, reason, len(body), conn)
+    ) + body
 
 
 def handle(method: bytes, path: bytes, body: bytes) -> tuple[int, bytes]:
@@ -66,6 +68,7 @@ class HookServer(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             import socket
+
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
@@ -107,8 +110,8 @@ class HookServer(asyncio.Protocol):
             start = end + 4
             if len(self.buf) < start + length:
                 break
-            body = self.buf[start:start + length]
-            self.buf = self.buf[start + length:]
+            body = self.buf[start : start + length]
+            self.buf = self.buf[start + length :]
             code, rbody = handle(method, path, body)
             out.append(_reply(code, rbody, keep_alive))
             if not keep_alive:

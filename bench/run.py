@@ -204,9 +204,13 @@ def wait_relay(relay: Relay, timeout: float = 20.0) -> None:
 
 def start_socat(procs: Procs) -> Relay:
     port = free_port()
-    argv = ["socat", "-t", "60",
-            f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr,nodelay,backlog=4096",
-            f"UNIX-CONNECT:{DOCKER_SOCK}"]
+    argv = [
+        "socat",
+        "-t",
+        "60",
+        f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr,nodelay,backlog=4096",
+        f"UNIX-CONNECT:{DOCKER_SOCK}",
+    ]
     r = Relay("socat", procs.start(argv, "socat.log"), port)
     wait_relay(r)
     return r
@@ -240,8 +244,10 @@ def start_haproxy(procs: Procs, tmp: Path) -> Relay:
 
 def python_impl(python: str) -> tuple[str, str]:
     """(implementation, full version line) of the interpreter at ``python``, e.g. ("pypy", "...")."""
-    code = ("import platform, sys; print(platform.python_implementation().lower()); "
-            "print(sys.version.replace(chr(10), ' '))")
+    code = (
+        "import platform, sys; print(platform.python_implementation().lower()); "
+        "print(sys.version.replace(chr(10), ' '))"
+    )
     try:
         out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30)
     except OSError as e:
@@ -254,16 +260,23 @@ def python_impl(python: str) -> tuple[str, str]:
 
 def start_bare_relay(procs: Procs) -> Relay:
     port = free_port()
-    r = Relay(BARE, procs.start([sys.executable, str(HERE / "bare_relay.py"), str(port), DOCKER_SOCK],
-                                "bare-relay.log"), port)
+    r = Relay(
+        BARE, procs.start([sys.executable, str(HERE / "bare_relay.py"), str(port), DOCKER_SOCK], "bare-relay.log"), port
+    )
     wait_relay(r)
     return r
 
 
-def start_powerstrip(procs: Procs, config: Path, tag: str = "nohook",
-                     explicit_limits: bool = True, python: str | None = None,
-                     name: str | None = None, env_extra: dict[str, str] | None = None,
-                     tree: Path = REPO) -> Relay:
+def start_powerstrip(
+    procs: Procs,
+    config: Path,
+    tag: str = "nohook",
+    explicit_limits: bool = True,
+    python: str | None = None,
+    name: str | None = None,
+    env_extra: dict[str, str] | None = None,
+    tree: Path = REPO,
+) -> Relay:
     port = free_port()
     env = checkout_env(tree, **(env_extra or {}))
     # The limits are passed explicitly: at da2b8a1 their defaults stay uncoerced strings
@@ -282,8 +295,9 @@ def write_config(path: Path, pre: int = 0, post: int = 0, adapter_url: str = "")
         path.write_text("version: 1\nendpoints: {}\nadapters: {}\n")
         return path
     names = [f"a{i + 1}" for i in range(max(pre, post))]
-    return write_adapters_file(path, [("GET /_ping", names[:pre], names[:post])],
-                               [f"  {n}: {adapter_url}" for n in names])
+    return write_adapters_file(
+        path, [("GET /_ping", names[:pre], names[:post])], [f"  {n}: {adapter_url}" for n in names]
+    )
 
 
 # -- wrk ---------------------------------------------------------------------------------
@@ -293,8 +307,9 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
 
-def wrk(procs: Procs, url: str, conns: int, seconds: float, script: Path | None = None,
-        watch: dict[str, int] | None = None) -> dict:
+def wrk(
+    procs: Procs, url: str, conns: int, seconds: float, script: Path | None = None, watch: dict[str, int] | None = None
+) -> dict:
     argv = ["wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
     if script is not None:
         argv += ["-s", str(script)]
@@ -383,12 +398,14 @@ class Bench:
         self.relays["haproxy"] = start_haproxy(self.procs, self.tmp)
         self.relays["powerstrip"] = start_powerstrip(self.procs, cfg)
         if self.args.powerstrip_tree:
-            self.relays[BEFORE] = start_powerstrip(self.procs, cfg, tag="before", name=BEFORE,
-                                                   tree=Path(self.args.powerstrip_tree).resolve())
+            self.relays[BEFORE] = start_powerstrip(
+                self.procs, cfg, tag="before", name=BEFORE, tree=Path(self.args.powerstrip_tree).resolve()
+            )
         if self.alt_python:
             alt = self.relay_names[-1]
-            self.relays[alt] = start_powerstrip(self.procs, cfg, tag=alt.split("-", 1)[1],
-                                                python=self.alt_python[0], name=alt)
+            self.relays[alt] = start_powerstrip(
+                self.procs, cfg, tag=alt.split("-", 1)[1], python=self.alt_python[0], name=alt
+            )
             self._jit_warmup(self.relays[alt])
         if "ping" in self.args.sections:
             self.relays[BARE] = start_bare_relay(self.procs)
@@ -432,8 +449,11 @@ class Bench:
 
     def section_ping(self) -> None:
         a = self.args
-        tests = [("GET /_ping", "/_ping", 1), ("GET /_ping", "/_ping", 8),
-                 ("GET /containers/json?all=1", "/containers/json?all=1", 8)]
+        tests = [
+            ("GET /_ping", "/_ping", 1),
+            ("GET /_ping", "/_ping", 8),
+            ("GET /containers/json?all=1", "/containers/json?all=1", 8),
+        ]
         rows = []
         for label, path, conns in tests:
             runs: dict[str, list[dict]] = collections.defaultdict(list)
@@ -446,16 +466,25 @@ class Bench:
                     r["rss"] = rss_mib(relay.pid)
                     r["hwm"] = sum(status_kib(p, "VmHWM") for p in tree(relay.pid)) / 1024
                     runs[name].append(r)
-                    log(f"{label} c={conns} {name} rep{rep + 1}: {r['rps']:.0f} req/s p50 {r['p50']:.3f} ms "
+                    log(
+                        f"{label} c={conns} {name} rep{rep + 1}: {r['rps']:.0f} req/s p50 {r['p50']:.3f} ms "
                         f"p99 {r['p99']:.3f} ms cpu relay {r['cpu'].get('relay', 0):.0f}% "
                         f"dockerd {r['cpu'].get('dockerd', 0):.0f}% wrk {r['cpu'].get('wrk', 0):.0f}% "
-                        f"machine {r['cpu'].get('machine', 0):.0f}% RSS {r['rss']:.1f} MiB")
+                        f"machine {r['cpu'].get('machine', 0):.0f}% RSS {r['rss']:.1f} MiB"
+                    )
             for name in self.relay_names + (BARE,):
                 best = max(runs[name], key=lambda r: r["rps"])
-                rows.append({"test": label, "conns": conns, "relay": name, **{k: best[k] for k in (
-                    "rps", "p50", "p99", "errors", "requests", "cpu")},
-                    "rss": max(r["rss"] for r in runs[name]), "hwm": max(r["hwm"] for r in runs[name]),
-                    "all_rps": [r["rps"] for r in runs[name]]})
+                rows.append(
+                    {
+                        "test": label,
+                        "conns": conns,
+                        "relay": name,
+                        **{k: best[k] for k in ("rps", "p50", "p99", "errors", "requests", "cpu")},
+                        "rss": max(r["rss"] for r in runs[name]),
+                        "hwm": max(r["hwm"] for r in runs[name]),
+                        "all_rps": [r["rps"] for r in runs[name]],
+                    }
+                )
         self.results["ping"] = rows
 
     # 2, 3, 6. bulk transfers
@@ -470,8 +499,16 @@ class Bench:
         return cid, size_mib
 
     def _download(self, url: str, unix: bool, pid: int | None) -> dict:
-        argv = ["curl", "-sS", "-o", "/dev/null", "--max-time", "600", "-w",
-                "%{http_code} %{size_download} %{time_total}"]
+        argv = [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "600",
+            "-w",
+            "%{http_code} %{size_download} %{time_total}",
+        ]
         if unix:
             argv += ["--unix-socket", DOCKER_SOCK]
         argv.append(url)
@@ -479,8 +516,14 @@ class Bench:
         if rc != 0:
             raise BenchError(f"curl failed ({rc}): {err.strip()}")
         code, size, secs = out.split()
-        res = {"code": int(code), "bytes": int(size), "seconds": float(secs),
-               "mibps": int(size) / MiB / float(secs), "cpu": cpu / float(secs) * 100, **mem}
+        res = {
+            "code": int(code),
+            "bytes": int(size),
+            "seconds": float(secs),
+            "mibps": int(size) / MiB / float(secs),
+            "cpu": cpu / float(secs) * 100,
+            **mem,
+        }
         return res
 
     def _transfer(self, argv: list[str], pid: int | None) -> tuple[int, str, str, float, dict]:
@@ -532,9 +575,11 @@ class Bench:
                 r = self._download(relay.url + path, unix=False, pid=relay.pid)
                 r["bytes_ok"] = r["code"] == 200 and r["bytes"] == expected
                 runs.append(r)
-                log(f"export via {name} rep{rep + 1}: {r['mibps']:.0f} MiB/s, {r['bytes']} bytes "
+                log(
+                    f"export via {name} rep{rep + 1}: {r['mibps']:.0f} MiB/s, {r['bytes']} bytes "
                     f"({'ok' if r['bytes_ok'] else 'MISMATCH'}), "
-                    f"RSS {r['rss_before']:.1f} -> peak {r['rss_peak']:.1f} MiB, CPU {r['cpu']:.0f}%")
+                    f"RSS {r['rss_before']:.1f} -> peak {r['rss_peak']:.1f} MiB, CPU {r['cpu']:.0f}%"
+                )
             best = max(runs, key=lambda r: r["mibps"])
             best["bytes_ok"] = all(r["bytes_ok"] for r in runs)
             best["rss_growth"] = max(r["rss_peak"] - r["rss_before"] for r in runs)
@@ -549,9 +594,11 @@ class Bench:
                 r = self._upload(cid, relay.port, relay.pid)
                 r["bytes_ok"] = bool(r.get("ok")) and r["landed"] == a.size
                 runs.append(r)
-                log(f"upload via {name} rep{rep + 1}: {r['mibps']:.0f} MiB/s code {r.get('code')} landed "
+                log(
+                    f"upload via {name} rep{rep + 1}: {r['mibps']:.0f} MiB/s code {r.get('code')} landed "
                     f"{r['landed']} ({'ok' if r['bytes_ok'] else 'MISMATCH'}), RSS {r['rss_before']:.1f} -> "
-                    f"peak {r['rss_peak']:.1f} MiB, CPU {r['cpu']:.0f}% {r.get('error') or ''}")
+                    f"peak {r['rss_peak']:.1f} MiB, CPU {r['cpu']:.0f}% {r.get('error') or ''}"
+                )
             best = max(runs, key=lambda r: r["mibps"])
             best["bytes_ok"] = all(r["bytes_ok"] for r in runs)
             best["rss_growth"] = max(r["rss_peak"] - r["rss_before"] for r in runs)
@@ -562,8 +609,11 @@ class Bench:
     # 4. hooks
 
     def _start_adapter(self) -> tuple[subprocess.Popen, int]:
-        p = self.procs.start([sys.executable, str(HERE / "fast_adapter.py"), "--port", "0"],
-                             stdout=subprocess.PIPE, stderr=open(LOGS / "fast_adapter.log", "ab"))
+        p = self.procs.start(
+            [sys.executable, str(HERE / "fast_adapter.py"), "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=open(LOGS / "fast_adapter.log", "ab"),
+        )
         line = p.stdout.readline().decode()
         if not line.startswith("LISTENING"):
             raise BenchError(f"fast_adapter did not start: {line!r}")
@@ -574,16 +624,18 @@ class Bench:
         counts land in ``stats`` when it is stopped."""
         port = free_port()
         env = checkout_env(REPO, BENCH_SDK_STATS=str(stats))
-        argv = twistd_argv(python_twistd(), "powerstrip-adapter", "--module", SDK_MODULE,
-                           "--listen", f"tcp:{port}:interface=127.0.0.1")
+        argv = twistd_argv(
+            python_twistd(), "powerstrip-adapter", "--module", SDK_MODULE, "--listen", f"tcp:{port}:interface=127.0.0.1"
+        )
         p = self.procs.start(argv, f"sdk-adapter-{tag}.log", env=env, cwd=str(REPO))
         # GET describes the adapter: 200 once it serves.
         why = wait_ready(p, lambda: http_get(port, "/")[0] == 200)
         if why is None:
             return p, port
         if p.poll() is not None:
-            raise BenchError(f"twistd powerstrip-adapter exited with {p.returncode}; "
-                             f"see bench/out/logs/sdk-adapter-{tag}.log")
+            raise BenchError(
+                f"twistd powerstrip-adapter exited with {p.returncode}; see bench/out/logs/sdk-adapter-{tag}.log"
+            )
         raise BenchError(f"twistd powerstrip-adapter not answering on port {port}")
 
     @staticmethod
@@ -607,9 +659,10 @@ class Bench:
         lua = self.tmp / "post.lua"
         lua.write_text(
             'wrk.method = "POST"\n'
-            "wrk.body = '{\"PowerstripProtocolVersion\":1,\"Type\":\"pre-hook\",\"ClientRequest\":"
-            "{\"Method\":\"GET\",\"Request\":\"/_ping\",\"Body\":null}}'\n"
-            'wrk.headers["Content-Type"] = "application/json"\n')
+            'wrk.body = \'{"PowerstripProtocolVersion":1,"Type":"pre-hook","ClientRequest":'
+            '{"Method":"GET","Request":"/_ping","Body":null}}\'\n'
+            'wrk.headers["Content-Type"] = "application/json"\n'
+        )
         wrk(self.procs, url, 1, a.warmup, script=lua)
         alone = wrk(self.procs, url, 1, a.duration, script=lua)
         log(f"adapter alone: p50 {alone['p50']:.3f} ms, {alone['rps']:.0f} req/s")
@@ -621,20 +674,32 @@ class Bench:
         finally:
             self.procs.stop(sdk)
             stats.unlink(missing_ok=True)
-        log(f"SDK adapter (twistd powerstrip-adapter) alone: p50 {sdk_alone['p50']:.3f} ms, "
-            f"{sdk_alone['rps']:.0f} req/s")
+        log(
+            f"SDK adapter (twistd powerstrip-adapter) alone: p50 {sdk_alone['p50']:.3f} ms, "
+            f"{sdk_alone['rps']:.0f} req/s"
+        )
         # (label, pre, post, adapter): "fast" = fast_adapter.py over HTTP, "inproc" = the SDK
         # module in Powerstrip's process (python: URL), "sdk-http" = the same module behind
         # twistd powerstrip-adapter. The SDK rows sit next to their fast_adapter row. One
         # in-process hook adds less than the baseline's run-to-run noise, hence the 8-hook rows;
         # "end" re-measures the baseline last, to show the drift over the section.
-        configs = [("no hooks", 0, 0, "fast"),
-                   ("1 pre", 1, 0, "fast"), ("1 pre", 1, 0, "inproc"), ("1 pre", 1, 0, "sdk-http"),
-                   ("8 pre", 8, 0, "inproc"), ("8 pre", 8, 0, "sdk-http"),
-                   ("2 pre", 2, 0, "fast"), ("4 pre", 4, 0, "fast"),
-                   ("1 post", 0, 1, "fast"), ("1 post", 0, 1, "inproc"), ("1 post", 0, 1, "sdk-http"),
-                   ("8 post", 0, 8, "inproc"), ("8 post", 0, 8, "sdk-http"),
-                   ("1 pre + 1 post", 1, 1, "fast"), ("no hooks", 0, 0, "end")]
+        configs = [
+            ("no hooks", 0, 0, "fast"),
+            ("1 pre", 1, 0, "fast"),
+            ("1 pre", 1, 0, "inproc"),
+            ("1 pre", 1, 0, "sdk-http"),
+            ("8 pre", 8, 0, "inproc"),
+            ("8 pre", 8, 0, "sdk-http"),
+            ("2 pre", 2, 0, "fast"),
+            ("4 pre", 4, 0, "fast"),
+            ("1 post", 0, 1, "fast"),
+            ("1 post", 0, 1, "inproc"),
+            ("1 post", 0, 1, "sdk-http"),
+            ("8 post", 0, 8, "inproc"),
+            ("8 post", 0, 8, "sdk-http"),
+            ("1 pre + 1 post", 1, 1, "fast"),
+            ("no hooks", 0, 0, "end"),
+        ]
         rows = []
         for label, pre, post, kind in configs:
             tag = f"hooks-{pre}-{post}" + ("" if kind == "fast" else f"-{kind}")
@@ -672,11 +737,20 @@ class Bench:
             if kind == "inproc":
                 r["cpu"]["adapter"] = 0.0  # it is Powerstrip's own CPU
             calls_ok = abs(calls - expected) <= slack
-            rows.append({"config": label, "adapter": kind, "hooks": hooks,
-                         **{k: r[k] for k in ("p50", "p90", "p99", "rps", "errors", "requests", "cpu")},
-                         "calls": calls, "calls_ok": calls_ok})
-            log(f"hooks {label} [{kind}]: p50 {r['p50']:.3f} ms p90 {r['p90']:.3f} ms p99 {r['p99']:.3f} ms "
-                f"{r['rps']:.0f} req/s, adapter calls {calls} for {r['requests']} requests, errors {r['errors']}")
+            rows.append(
+                {
+                    "config": label,
+                    "adapter": kind,
+                    "hooks": hooks,
+                    **{k: r[k] for k in ("p50", "p90", "p99", "rps", "errors", "requests", "cpu")},
+                    "calls": calls,
+                    "calls_ok": calls_ok,
+                }
+            )
+            log(
+                f"hooks {label} [{kind}]: p50 {r['p50']:.3f} ms p90 {r['p90']:.3f} ms p99 {r['p99']:.3f} ms "
+                f"{r['rps']:.0f} req/s, adapter calls {calls} for {r['requests']} requests, errors {r['errors']}"
+            )
         base, base90 = rows[0]["p50"], rows[0]["p90"]
         for row in rows:
             row["added"] = row["p50"] - base
@@ -698,13 +772,17 @@ class Bench:
             self.notes.append(
                 "Powerstrip with its *default* `--max-json-body`/`--max-response-body` fails every post-hooked "
                 f"response that has a body: `GET /_ping` with 1 post-hook answered {defaults['code']} "
-                f"`{defaults['body'].strip()}`. The defaults (\"16M\", \"64M\") are not passed through the "
+                f'`{defaults["body"].strip()}`. The defaults ("16M", "64M") are not passed through the '
                 "option's coerce function by twisted.python.usage, so `Limits` holds strings and "
-                "`Exchange.body_data` compares int > str. This benchmark passes both options explicitly.")
+                "`Exchange.body_data` compares int > str. This benchmark passes both options explicitly."
+            )
         self.procs.stop(adapter)
-        self.results["hooks"] = {"adapter_alone": {k: alone[k] for k in ("p50", "p99", "rps")},
-                                 "sdk_alone": {k: sdk_alone[k] for k in ("p50", "p99", "rps")}, "rows": rows,
-                                 "post_hook_default_limits": defaults}
+        self.results["hooks"] = {
+            "adapter_alone": {k: alone[k] for k in ("p50", "p99", "rps")},
+            "sdk_alone": {k: sdk_alone[k] for k in ("p50", "p99", "rps")},
+            "rows": rows,
+            "post_hook_default_limits": defaults,
+        }
 
     # 5. hijacked sessions
 
@@ -719,10 +797,22 @@ class Bench:
             relay = self.relays[name]
             base_rss, base_pss = rss_mib(relay.pid), pss_mib(relay.pid)
             d_base = rss_mib(self.dockerd) if self.dockerd else 0.0
-            argv = [sys.executable, str(HERE / "clients.py"), "hijack", "--port", str(relay.port),
-                    "--containers", ",".join(cids), "--sessions", str(n), "--timeout", str(a.hijack_timeout)]
-            p = self.procs.start(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=open(LOGS / "hijack-client.log", "ab"))
+            argv = [
+                sys.executable,
+                str(HERE / "clients.py"),
+                "hijack",
+                "--port",
+                str(relay.port),
+                "--containers",
+                ",".join(cids),
+                "--sessions",
+                str(n),
+                "--timeout",
+                str(a.hijack_timeout),
+            ]
+            p = self.procs.start(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(LOGS / "hijack-client.log", "ab")
+            )
             try:
                 line = p.stdout.readline()
                 if not line:
@@ -743,17 +833,32 @@ class Bench:
             time.sleep(2.0)
             after_rss = rss_mib(relay.pid)
             alive = http_get(relay.port, "/_ping")[0] == 200
-            row = {"relay": name, "sessions": n, "opened": opened["opened"], "open_seconds": opened["open_seconds"],
-                   "open_errors": opened["errors"], "echoed": echoed["echoed"],
-                   "echo_seconds": echoed["echo_seconds"], "echo_errors": echoed["errors"],
-                   "rss_base": base_rss, "rss_held": held_rss, "pss_base": base_pss, "pss_held": held_pss,
-                   "rss_after": after_rss, "procs": procs_n, "fds": fds, "dockerd_rss_delta": d_held - d_base,
-                   "alive_after": alive}
+            row = {
+                "relay": name,
+                "sessions": n,
+                "opened": opened["opened"],
+                "open_seconds": opened["open_seconds"],
+                "open_errors": opened["errors"],
+                "echoed": echoed["echoed"],
+                "echo_seconds": echoed["echo_seconds"],
+                "echo_errors": echoed["errors"],
+                "rss_base": base_rss,
+                "rss_held": held_rss,
+                "pss_base": base_pss,
+                "pss_held": held_pss,
+                "rss_after": after_rss,
+                "procs": procs_n,
+                "fds": fds,
+                "dockerd_rss_delta": d_held - d_base,
+                "alive_after": alive,
+            }
             rows.append(row)
-            log(f"hijack via {name}: {row['opened']}/{n} upgraded in {row['open_seconds']:.1f}s, "
+            log(
+                f"hijack via {name}: {row['opened']}/{n} upgraded in {row['open_seconds']:.1f}s, "
                 f"{row['echoed']}/{n} echoed in {row['echo_seconds']:.1f}s, relay RSS {base_rss:.1f} -> "
                 f"{held_rss:.1f} MiB held (PSS {held_pss:.1f}), {after_rss:.1f} after close "
-                f"{row['open_errors'] or ''} {row['echo_errors'] or ''}")
+                f"{row['open_errors'] or ''} {row['echo_errors'] or ''}"
+            )
         self.results["hijack"] = {"containers": k, "rows": rows}
 
     # profile
@@ -780,16 +885,33 @@ class Bench:
                 wrk(self.procs, r.url + "/_ping", conns, a.warmup)
                 formats = [("raw", f"{stem}.txt")] + ([] if a.quick else [("flamegraph", f"{stem}.svg")])
                 for fmt, fname in formats:
-                    argv = [spy, "record", "--pid", str(r.pid), "--rate", "250", "--duration", str(secs),
-                            "--function", "--format", fmt, "-o", str(OUT / fname)]
+                    argv = [
+                        spy,
+                        "record",
+                        "--pid",
+                        str(r.pid),
+                        "--rate",
+                        "250",
+                        "--duration",
+                        str(secs),
+                        "--function",
+                        "--format",
+                        fmt,
+                        "-o",
+                        str(OUT / fname),
+                    ]
                     p = self.procs.start(argv, "py-spy.log")
                     time.sleep(0.5)
                     w = wrk(self.procs, r.url + "/_ping", conns, secs + 1)
                     p.wait(secs + 30)
                     self.procs.stop(p)
                 if (OUT / f"{stem}.txt").exists():
-                    out[label] = {"file": f"bench/out/{stem}.txt", "conns": conns, "rps_under_profiler": w["rps"],
-                                  **collapse(OUT / f"{stem}.txt")}
+                    out[label] = {
+                        "file": f"bench/out/{stem}.txt",
+                        "conns": conns,
+                        "rps_under_profiler": w["rps"],
+                        **collapse(OUT / f"{stem}.txt"),
+                    }
                     log(f"profile {label}: {out[label]['samples']} samples -> bench/out/{stem}.txt")
                 else:
                     self.notes.append(f"py-spy produced no {stem}.txt (see bench/out/logs/py-spy.log)")
@@ -848,11 +970,14 @@ def collapse(path: Path, top: int = 20) -> dict:
     if not total:
         return {"samples": 0, "other_threads": other, "own": [], "inclusive": [], "files": []}
     # Frames on (nearly) every stack — the reactor loop itself — say nothing.
-    inclusive = [(f, c / total * 100) for f, c in incl.most_common() if c / total < 0.9][:top + 10]
-    return {"samples": total, "other_threads": other,
-            "own": [(f, c / total * 100) for f, c in own.most_common(top)],
-            "inclusive": inclusive,
-            "files": [(f, c / total * 100) for f, c in files.most_common(12)]}
+    inclusive = [(f, c / total * 100) for f, c in incl.most_common() if c / total < 0.9][: top + 10]
+    return {
+        "samples": total,
+        "other_threads": other,
+        "own": [(f, c / total * 100) for f, c in own.most_common(top)],
+        "inclusive": inclusive,
+        "files": [(f, c / total * 100) for f, c in files.most_common(12)],
+    }
 
 
 # -- report ------------------------------------------------------------------------------
@@ -890,6 +1015,7 @@ def machine_info() -> list[str]:
 
     try:
         import twisted
+
         tw = twisted.__version__
     except ImportError:
         tw = "?"
@@ -897,6 +1023,7 @@ def machine_info() -> list[str]:
     wrk_v = version(["wrk", "-v"], r"wrk (\S+)")
     code, body, _ = docker("GET", "/version")
     dv = body.get("Version", "?") if code == 200 else "?"
+
     def git(*argv: str) -> str:
         return subprocess.run(["git", "-C", str(REPO), *argv], capture_output=True, text=True).stdout.strip()
 
@@ -915,9 +1042,11 @@ def machine_info() -> list[str]:
     ]
 
 
-SDK_KINDS = {"inproc": f"SDK in-process (`python:{SDK_MODULE}`)",
-             "sdk-http": "SDK over HTTP (`twistd powerstrip-adapter`)",
-             "fast": "fast_adapter.py over HTTP (reference)"}
+SDK_KINDS = {
+    "inproc": f"SDK in-process (`python:{SDK_MODULE}`)",
+    "sdk-http": "SDK over HTTP (`twistd powerstrip-adapter`)",
+    "fast": "fast_adapter.py over HTTP (reference)",
+}
 
 
 def _sdk_hook_table(h: dict) -> list[str]:
@@ -928,25 +1057,57 @@ def _sdk_hook_table(h: dict) -> list[str]:
     def row(label: str, kind: str) -> dict | None:
         return next((r for r in rows if r["config"] == label and r.get("adapter", "fast") == kind), None)
 
-    L = ["### 4b. In-process vs HTTP hook (the same SDK adapter, bench/sdk_adapter.py)", "",
-         "One pass-through hook function (returns `None`: unchanged) written with `powerstrip.sdk`, run "
-         f"inside Powerstrip (adapter URL `python:{SDK_MODULE}`: no HTTP hop, no JSON round trip) and served "
-         f"over loopback HTTP by `twistd -n powerstrip-adapter --module {SDK_MODULE}`; the fast_adapter.py rows "
-         "are repeated from the table above. N pre/post = the same adapter N times in the chain. Added = over "
-         "the first no-hooks row (p50 and p90 each), per hook. One in-process hook adds less than the baseline's "
-         "run-to-run noise, so **× in-process** divides a row's p50 added per hook by the in-process per-hook "
-         "cost measured with 8 hooks (same phase). CPU µs/req = Powerstrip + adapter process CPU per request "
-         "(in-process: Powerstrip alone)."
-         + (f" The SDK adapter server alone (wrk POSTing a pre-hook payload): p50 **{sa['p50']:.3f} ms**, "
-            f"{sa['rps']:,.0f} req/s." if sa else ""), "",
-         *md_head(["hooks on GET /_ping", "adapter", "req/s", "p50 ms", "p90 ms", "p50 added/hook",
-                   "p90 added/hook", "× in-process (p50 added/hook)", "CPU µs/req", "adapter calls ok"],
-                  "llrrrrrrrc")]
+    L = [
+        "### 4b. In-process vs HTTP hook (the same SDK adapter, bench/sdk_adapter.py)",
+        "",
+        "One pass-through hook function (returns `None`: unchanged) written with `powerstrip.sdk`, run "
+        f"inside Powerstrip (adapter URL `python:{SDK_MODULE}`: no HTTP hop, no JSON round trip) and served "
+        f"over loopback HTTP by `twistd -n powerstrip-adapter --module {SDK_MODULE}`; the fast_adapter.py rows "
+        "are repeated from the table above. N pre/post = the same adapter N times in the chain. Added = over "
+        "the first no-hooks row (p50 and p90 each), per hook. One in-process hook adds less than the baseline's "
+        "run-to-run noise, so **× in-process** divides a row's p50 added per hook by the in-process per-hook "
+        "cost measured with 8 hooks (same phase). CPU µs/req = Powerstrip + adapter process CPU per request "
+        "(in-process: Powerstrip alone)."
+        + (
+            f" The SDK adapter server alone (wrk POSTing a pre-hook payload): p50 **{sa['p50']:.3f} ms**, "
+            f"{sa['rps']:,.0f} req/s."
+            if sa
+            else ""
+        ),
+        "",
+        *md_head(
+            [
+                "hooks on GET /_ping",
+                "adapter",
+                "req/s",
+                "p50 ms",
+                "p90 ms",
+                "p50 added/hook",
+                "p90 added/hook",
+                "× in-process (p50 added/hook)",
+                "CPU µs/req",
+                "adapter calls ok",
+            ],
+            "llrrrrrrrc",
+        ),
+    ]
     base, end = rows[0], row("no hooks", "end")
     for label, r in (("no hooks", base), ("no hooks (again, last)", end)):
         if r is not None:
-            L.append(md_row(label, "–", f"{r['rps']:,.0f}", f"{r['p50']:.3f}", f"{r['p90']:.3f}", "–", "–", "–",
-                            f"{r.get('cpu_us', float('nan')):.0f}", "–"))
+            L.append(
+                md_row(
+                    label,
+                    "–",
+                    f"{r['rps']:,.0f}",
+                    f"{r['p50']:.3f}",
+                    f"{r['p90']:.3f}",
+                    "–",
+                    "–",
+                    "–",
+                    f"{r.get('cpu_us', float('nan')):.0f}",
+                    "–",
+                )
+            )
     for phase in ("pre", "post"):
         unit = row(f"8 {phase}", "inproc")
         for n, kinds in ((1, ("inproc", "sdk-http", "fast")), (8, ("inproc", "sdk-http"))):
@@ -954,11 +1115,21 @@ def _sdk_hook_table(h: dict) -> list[str]:
                 r = row(f"{n} {phase}", kind)
                 if r is None:
                     continue
-                ratio = (f"{r['per_hook'] / unit['per_hook']:.1f}×" if unit and unit["per_hook"] > 0.001 else "n/a")
-                L.append(md_row(f"{n} {phase}", SDK_KINDS[kind], f"{r['rps']:,.0f}", f"{r['p50']:.3f}",
-                                f"{r['p90']:.3f}", f"{r['per_hook']:+.3f}", f"{r['per_hook90']:+.3f}", ratio,
-                                f"{r.get('cpu_us', float('nan')):.0f}",
-                                f"{'yes' if r['calls_ok'] else 'NO'} ({r['calls']})"))
+                ratio = f"{r['per_hook'] / unit['per_hook']:.1f}×" if unit and unit["per_hook"] > 0.001 else "n/a"
+                L.append(
+                    md_row(
+                        f"{n} {phase}",
+                        SDK_KINDS[kind],
+                        f"{r['rps']:,.0f}",
+                        f"{r['p50']:.3f}",
+                        f"{r['p90']:.3f}",
+                        f"{r['per_hook']:+.3f}",
+                        f"{r['per_hook90']:+.3f}",
+                        ratio,
+                        f"{r.get('cpu_us', float('nan')):.0f}",
+                        f"{'yes' if r['calls_ok'] else 'NO'} ({r['calls']})",
+                    )
+                )
     L.append("")
     return L
 
@@ -967,132 +1138,292 @@ def report(bench: Bench, elapsed: float) -> str:
     a, res = bench.args, bench.results
     L: list[str] = ["# Powerstrip benchmark: socat vs HAProxy vs Powerstrip", ""]
     L += machine_info()
-    L += [f"- command: `{' '.join(['python bench/run.py'] + sys.argv[1:])}`",
-          f"- mode: {'quick' if a.quick else 'full'}; wrk -t1, {a.duration:g}s per measurement after a "
-          f"{a.warmup:g}s warm-up, best of {a.reps} interleaved run(s) "
-          f"(bulk: best of {a.bulk_reps}); bulk {a.size // MiB} MiB; "
-          f"{a.sessions} hijacked sessions over {a.containers} containers; total run time {elapsed:.0f}s",
-          *([f"- extra relay `{bench.relay_names[-1]}`: the same Powerstrip work tree and config run by "
-             f"`{bench.alt_python[0]}` ({bench.alt_python[2]}), given a one-off "
-             f"{a.jit_warmup if a.jit_warmup is not None else (10 if bench.alt_python[1] == 'pypy' else 0):g}s "
-             "warm-up right after start (JIT); hooks and profile sections use CPython only"]
-            if bench.alt_python else []),
-          *([f"- extra relay `{BEFORE}`: Powerstrip from the checkout `{a.powerstrip_tree}` "
-             f"({tree_commit(a.powerstrip_tree)}), same interpreter, same config: the before of a before/after"]
-            if a.powerstrip_tree else []),
-          "- all three relays front the same dockerd unix socket and listen on **TCP loopback 127.0.0.1** "
-          "(socat `TCP-LISTEN,fork,nodelay` → `UNIX-CONNECT`; HAProxy `mode http`, keep-alive, "
-          "`timeout tunnel 1h`, backend server on the unix socket; Powerstrip `twistd -n powerstrip` "
-          "with an empty adapters file)",
-          f"- **CPU sharing**: only {os.cpu_count()} cores for the load generator (wrk/curl/python client), the "
-          "relay and dockerd together. The CPU columns (share of one core over the run) show who "
-          "saturates; dockerd itself answers /_ping at a finite rate, so the socat floor is "
-          "\"dockerd + one relay hop\", not a relay-only number.",
-          ""]
+    L += [
+        f"- command: `{' '.join(['python bench/run.py'] + sys.argv[1:])}`",
+        f"- mode: {'quick' if a.quick else 'full'}; wrk -t1, {a.duration:g}s per measurement after a "
+        f"{a.warmup:g}s warm-up, best of {a.reps} interleaved run(s) "
+        f"(bulk: best of {a.bulk_reps}); bulk {a.size // MiB} MiB; "
+        f"{a.sessions} hijacked sessions over {a.containers} containers; total run time {elapsed:.0f}s",
+        *(
+            [
+                f"- extra relay `{bench.relay_names[-1]}`: the same Powerstrip work tree and config run by "
+                f"`{bench.alt_python[0]}` ({bench.alt_python[2]}), given a one-off "
+                f"{a.jit_warmup if a.jit_warmup is not None else (10 if bench.alt_python[1] == 'pypy' else 0):g}s "
+                "warm-up right after start (JIT); hooks and profile sections use CPython only"
+            ]
+            if bench.alt_python
+            else []
+        ),
+        *(
+            [
+                f"- extra relay `{BEFORE}`: Powerstrip from the checkout `{a.powerstrip_tree}` "
+                f"({tree_commit(a.powerstrip_tree)}), same interpreter, same config: the before of a before/after"
+            ]
+            if a.powerstrip_tree
+            else []
+        ),
+        "- all three relays front the same dockerd unix socket and listen on **TCP loopback 127.0.0.1** "
+        "(socat `TCP-LISTEN,fork,nodelay` → `UNIX-CONNECT`; HAProxy `mode http`, keep-alive, "
+        "`timeout tunnel 1h`, backend server on the unix socket; Powerstrip `twistd -n powerstrip` "
+        "with an empty adapters file)",
+        f"- **CPU sharing**: only {os.cpu_count()} cores for the load generator (wrk/curl/python client), the "
+        "relay and dockerd together. The CPU columns (share of one core over the run) show who "
+        "saturates; dockerd itself answers /_ping at a finite rate, so the socat floor is "
+        '"dockerd + one relay hop", not a relay-only number.',
+        "",
+    ]
     targets: list[tuple[str, str, bool | None]] = []
 
     if "ping" in res:
-        L += ["## 1. Request rate (keep-alive, wrk -t1)", "",
-              *md_head(["request", "conns", "relay", "req/s", "× socat", "× bare-relay", "p50 ms", "p99 ms",
-                        "relay CPU µs/req", "CPU relay", "CPU dockerd", "CPU wrk", "machine busy", "errors",
-                        "RSS MiB (peak)"], "lrlrrrrrrrrrrrr")]
+        L += [
+            "## 1. Request rate (keep-alive, wrk -t1)",
+            "",
+            *md_head(
+                [
+                    "request",
+                    "conns",
+                    "relay",
+                    "req/s",
+                    "× socat",
+                    "× bare-relay",
+                    "p50 ms",
+                    "p99 ms",
+                    "relay CPU µs/req",
+                    "CPU relay",
+                    "CPU dockerd",
+                    "CPU wrk",
+                    "machine busy",
+                    "errors",
+                    "RSS MiB (peak)",
+                ],
+                "lrlrrrrrrrrrrrr",
+            ),
+        ]
         socat = {(r["test"], r["conns"]): r for r in res["ping"] if r["relay"] == "socat"}
         bare = {(r["test"], r["conns"]): r for r in res["ping"] if r["relay"] == BARE}
         for r in res["ping"]:
             s = socat[(r["test"], r["conns"])]
             b = bare.get((r["test"], r["conns"]), {"rps": 0})
             cpu = r["cpu"]
-            L.append(md_row(r["test"], r["conns"], r["relay"], f"{r['rps']:,.0f}", _ratio(r["rps"], s["rps"]),
-                            _ratio(r["rps"], b["rps"]), f"{r['p50']:.3f}", f"{r['p99']:.3f}",
-                            f"{cpu.get('relay', 0) * 1e4 / max(r['rps'], 1):.0f}", f"{cpu.get('relay', 0):.0f}%",
-                            f"{cpu.get('dockerd', 0):.0f}%", f"{cpu.get('wrk', 0):.0f}%",
-                            f"{cpu.get('machine', 0):.0f}%", r["errors"],
-                            f"{r.get('rss', 0):.1f} ({r.get('hwm', 0):.1f})"))
+            L.append(
+                md_row(
+                    r["test"],
+                    r["conns"],
+                    r["relay"],
+                    f"{r['rps']:,.0f}",
+                    _ratio(r["rps"], s["rps"]),
+                    _ratio(r["rps"], b["rps"]),
+                    f"{r['p50']:.3f}",
+                    f"{r['p99']:.3f}",
+                    f"{cpu.get('relay', 0) * 1e4 / max(r['rps'], 1):.0f}",
+                    f"{cpu.get('relay', 0):.0f}%",
+                    f"{cpu.get('dockerd', 0):.0f}%",
+                    f"{cpu.get('wrk', 0):.0f}%",
+                    f"{cpu.get('machine', 0):.0f}%",
+                    r["errors"],
+                    f"{r.get('rss', 0):.1f} ({r.get('hwm', 0):.1f})",
+                )
+            )
             if r["relay"] == "powerstrip" and (r["test"] == "GET /_ping" or r["conns"] == 8):
                 ratio = r["rps"] / s["rps"] if s["rps"] else 0
-                targets.append((f"no-hook passthrough ≥ 0.8× socat req/s, {r['test']}, {r['conns']} conn",
-                                f"{ratio:.2f}× (bare-relay {_ratio(b['rps'], s['rps'])})", ratio >= 0.8))
-        L += ["", "RSS = VmRSS of the relay's process tree after the measurement (largest over the reps); "
-                  "peak = VmHWM, the process's high-water mark since it started.", ""]
-        L += ["", f"`{BARE}` is the yardstick, not a product: bench/bare_relay.py, the smallest Twisted relay "
-                  "that could beat Powerstrip (heads found with bytes.find and forwarded as bytes, pooled UNIX "
-                  "connections, Content-Length/chunked counted; no parsing, hooks, log, metrics or limits). "
-                  "Powerstrip ÷ bare-relay is what Powerstrip's own work costs; bare-relay ÷ socat is what "
-                  "CPython and Twisted's reactor cost.", ""]
+                targets.append(
+                    (
+                        f"no-hook passthrough ≥ 0.8× socat req/s, {r['test']}, {r['conns']} conn",
+                        f"{ratio:.2f}× (bare-relay {_ratio(b['rps'], s['rps'])})",
+                        ratio >= 0.8,
+                    )
+                )
+        L += [
+            "",
+            "RSS = VmRSS of the relay's process tree after the measurement (largest over the reps); "
+            "peak = VmHWM, the process's high-water mark since it started.",
+            "",
+        ]
+        L += [
+            "",
+            f"`{BARE}` is the yardstick, not a product: bench/bare_relay.py, the smallest Twisted relay "
+            "that could beat Powerstrip (heads found with bytes.find and forwarded as bytes, pooled UNIX "
+            "connections, Content-Length/chunked counted; no parsing, hooks, log, metrics or limits). "
+            "Powerstrip ÷ bare-relay is what Powerstrip's own work costs; bare-relay ÷ socat is what "
+            "CPython and Twisted's reactor cost.",
+            "",
+        ]
 
     if "bulk" in res:
         b = res["bulk"]
-        L += [f"## 2-3, 6. Bulk transfers ({b['size_mib']} MiB payload) and relay memory", "",
-              f"Download: `GET /containers/ID/export` ({b['export_bytes']:,} bytes, curl, body discarded, byte count "
-              "checked against a direct read). Upload: `PUT /containers/ID/archive?path=/tmp`, a generated tar "
-              "sent chunked (1 MiB chunks) as `application/x-tar`, size checked in the container afterwards. "
-              "RSS = VmRSS of the relay's process tree (socat: listener + forked child), polled every 20 ms; "
-              "growth = peak during the transfer − RSS just before it. Relay CPU = share of one core during the "
-              "transfer. socat runs with its default 8 KiB buffer (`-b 8192`), which caps it on bulk.", "",
-              *md_head(["transfer", "relay", "MiB/s", "× socat", "× direct", "relay CPU", "bytes ok",
-                        "RSS before MiB", "peak MiB", "growth MiB"], "llrrrrcrrr")]
+        L += [
+            f"## 2-3, 6. Bulk transfers ({b['size_mib']} MiB payload) and relay memory",
+            "",
+            f"Download: `GET /containers/ID/export` ({b['export_bytes']:,} bytes, curl, body discarded, byte count "
+            "checked against a direct read). Upload: `PUT /containers/ID/archive?path=/tmp`, a generated tar "
+            "sent chunked (1 MiB chunks) as `application/x-tar`, size checked in the container afterwards. "
+            "RSS = VmRSS of the relay's process tree (socat: listener + forked child), polled every 20 ms; "
+            "growth = peak during the transfer − RSS just before it. Relay CPU = share of one core during the "
+            "transfer. socat runs with its default 8 KiB buffer (`-b 8192`), which caps it on bulk.",
+            "",
+            *md_head(
+                [
+                    "transfer",
+                    "relay",
+                    "MiB/s",
+                    "× socat",
+                    "× direct",
+                    "relay CPU",
+                    "bytes ok",
+                    "RSS before MiB",
+                    "peak MiB",
+                    "growth MiB",
+                ],
+                "llrrrrcrrr",
+            ),
+        ]
         for kind, rows in (("download (export)", b["download"]), ("upload (archive)", b["upload"])):
             s = next((r for r in rows if r["relay"] == "socat"), None)
             d = rows[0]
             for r in rows:
-                mem = (f"{r['rss_before']:.1f} | {r['rss_peak']:.1f} | {r['rss_growth']:+.1f}"
-                       if "rss_peak" in r else "– | – | –")
+                mem = (
+                    f"{r['rss_before']:.1f} | {r['rss_peak']:.1f} | {r['rss_growth']:+.1f}"
+                    if "rss_peak" in r
+                    else "– | – | –"
+                )
                 cpu = f"{r['cpu']:.0f}%" if "rss_peak" in r else "–"
-                L.append(md_row(kind, r["relay"], f"{r['mibps']:.0f}", _ratio(r["mibps"], s["mibps"]) if s else "",
-                                _ratio(r["mibps"], d["mibps"]), cpu, "yes" if r["bytes_ok"] else "**NO**", mem))
+                L.append(
+                    md_row(
+                        kind,
+                        r["relay"],
+                        f"{r['mibps']:.0f}",
+                        _ratio(r["mibps"], s["mibps"]) if s else "",
+                        _ratio(r["mibps"], d["mibps"]),
+                        cpu,
+                        "yes" if r["bytes_ok"] else "**NO**",
+                        mem,
+                    )
+                )
                 if r["relay"] == "powerstrip" and s:
                     ratio = r["mibps"] / s["mibps"] if s["mibps"] else 0
                     targets.append((f"bulk {kind} ≥ 0.9× socat MiB/s", f"{ratio:.2f}×", ratio >= 0.9))
-                    targets.append((f"bulk {kind}: Powerstrip RSS growth < 64 MiB", f"{r['rss_growth']:+.1f} MiB",
-                                    r["rss_growth"] < 64 and r["bytes_ok"]))
+                    targets.append(
+                        (
+                            f"bulk {kind}: Powerstrip RSS growth < 64 MiB",
+                            f"{r['rss_growth']:+.1f} MiB",
+                            r["rss_growth"] < 64 and r["bytes_ok"],
+                        )
+                    )
         L.append("")
 
     if "hooks" in res:
         h = res["hooks"]
         al = h["adapter_alone"]
-        L += ["## 4. Hook cost (GET /_ping via Powerstrip, 1 connection)", "",
-              f"Adapter: bench/fast_adapter.py (asyncio, keep-alive, echoes the request/response back). "
-              f"The adapter alone, POSTed a pre-hook payload by wrk over keep-alive: p50 **{al['p50']:.3f} ms**, "
-              f"{al['rps']:,.0f} req/s — so that much of each hook's cost is the adapter's and the loopback's.", "",
-              *md_head(["hooks on GET /_ping", "req/s", "p50 ms", "p90 ms", "p99 ms", "p50 added",
-                        "added per hook", "CPU Powerstrip", "CPU adapter", "adapter calls ok"], "lrrrrrrrrc")]
+        L += [
+            "## 4. Hook cost (GET /_ping via Powerstrip, 1 connection)",
+            "",
+            f"Adapter: bench/fast_adapter.py (asyncio, keep-alive, echoes the request/response back). "
+            f"The adapter alone, POSTed a pre-hook payload by wrk over keep-alive: p50 **{al['p50']:.3f} ms**, "
+            f"{al['rps']:,.0f} req/s — so that much of each hook's cost is the adapter's and the loopback's.",
+            "",
+            *md_head(
+                [
+                    "hooks on GET /_ping",
+                    "req/s",
+                    "p50 ms",
+                    "p90 ms",
+                    "p99 ms",
+                    "p50 added",
+                    "added per hook",
+                    "CPU Powerstrip",
+                    "CPU adapter",
+                    "adapter calls ok",
+                ],
+                "lrrrrrrrrc",
+            ),
+        ]
         for r in h["rows"]:
             if r.get("adapter", "fast") != "fast":
                 continue
-            L.append(md_row(r["config"], f"{r['rps']:,.0f}", f"{r['p50']:.3f}", f"{r['p90']:.3f}",
-                            f"{r['p99']:.3f}", f"{r['added']:+.3f}", f"{r['per_hook']:.3f}",
-                            f"{r['cpu'].get('relay', 0):.0f}%", f"{r['cpu'].get('adapter', 0):.0f}%",
-                            f"{'yes' if r['calls_ok'] else 'NO'} ({r['calls']})"))
+            L.append(
+                md_row(
+                    r["config"],
+                    f"{r['rps']:,.0f}",
+                    f"{r['p50']:.3f}",
+                    f"{r['p90']:.3f}",
+                    f"{r['p99']:.3f}",
+                    f"{r['added']:+.3f}",
+                    f"{r['per_hook']:.3f}",
+                    f"{r['cpu'].get('relay', 0):.0f}%",
+                    f"{r['cpu'].get('adapter', 0):.0f}%",
+                    f"{'yes' if r['calls_ok'] else 'NO'} ({r['calls']})",
+                )
+            )
             if r["hooks"] and r["config"] in ("1 pre", "2 pre", "4 pre", "1 post"):
-                targets.append((f"hook cost < 0.5 ms added at p50 ({r['config']})", f"{r['per_hook']:.3f} ms/hook",
-                                r["per_hook"] < 0.5))
+                targets.append(
+                    (
+                        f"hook cost < 0.5 ms added at p50 ({r['config']})",
+                        f"{r['per_hook']:.3f} ms/hook",
+                        r["per_hook"] < 0.5,
+                    )
+                )
         L.append("")
         if any(r.get("adapter") in ("inproc", "sdk-http") for r in h["rows"]):
             L += _sdk_hook_table(h)
 
     if "hijack" in res:
         hj = res["hijack"]
-        L += [f"## 5. Hijacked sessions held open ({hj['containers']} containers running `cat -i`)", "",
-              "Each session: `POST /containers/ID/attach?stream=1&stdin=1&stdout=1&stderr=1` with "
-              "`Connection: Upgrade`/`Upgrade: tcp`, expects `101`; all are held open, then each writes a unique "
-              "line and must read it back (stdout frames parsed; every attach of a container sees every line). "
-              "Memory measured 1 s after all sessions were open; socat is one process per session, so its "
-              "row sums the tree (RSS double-counts shared pages; PSS does not).", "",
-              *md_head(["relay", "upgraded (101)", "echoed", "open s", "echo s", "RSS before MiB", "RSS held MiB",
-                        "PSS held MiB", "processes", "RSS after close MiB", "dockerd RSS + MiB", "/_ping after"],
-                       "lrrrrrrrrrrc")]
+        L += [
+            f"## 5. Hijacked sessions held open ({hj['containers']} containers running `cat -i`)",
+            "",
+            "Each session: `POST /containers/ID/attach?stream=1&stdin=1&stdout=1&stderr=1` with "
+            "`Connection: Upgrade`/`Upgrade: tcp`, expects `101`; all are held open, then each writes a unique "
+            "line and must read it back (stdout frames parsed; every attach of a container sees every line). "
+            "Memory measured 1 s after all sessions were open; socat is one process per session, so its "
+            "row sums the tree (RSS double-counts shared pages; PSS does not).",
+            "",
+            *md_head(
+                [
+                    "relay",
+                    "upgraded (101)",
+                    "echoed",
+                    "open s",
+                    "echo s",
+                    "RSS before MiB",
+                    "RSS held MiB",
+                    "PSS held MiB",
+                    "processes",
+                    "RSS after close MiB",
+                    "dockerd RSS + MiB",
+                    "/_ping after",
+                ],
+                "lrrrrrrrrrrc",
+            ),
+        ]
         for r in hj["rows"]:
-            L.append(md_row(r["relay"], f"{r['opened']}/{r['sessions']}", f"{r['echoed']}/{r['sessions']}",
-                            f"{r['open_seconds']:.1f}", f"{r['echo_seconds']:.1f}", f"{r['rss_base']:.1f}",
-                            f"{r['rss_held']:.1f}", f"{r['pss_held']:.1f}", r["procs"], f"{r['rss_after']:.1f}",
-                            f"{r['dockerd_rss_delta']:+.0f}", "ok" if r["alive_after"] else "**FAIL**"))
+            L.append(
+                md_row(
+                    r["relay"],
+                    f"{r['opened']}/{r['sessions']}",
+                    f"{r['echoed']}/{r['sessions']}",
+                    f"{r['open_seconds']:.1f}",
+                    f"{r['echo_seconds']:.1f}",
+                    f"{r['rss_base']:.1f}",
+                    f"{r['rss_held']:.1f}",
+                    f"{r['pss_held']:.1f}",
+                    r["procs"],
+                    f"{r['rss_after']:.1f}",
+                    f"{r['dockerd_rss_delta']:+.0f}",
+                    "ok" if r["alive_after"] else "**FAIL**",
+                )
+            )
             errs = {**r["open_errors"], **r["echo_errors"]}
             if errs:
                 L.append(f"|  ↳ {r['relay']} errors | {'; '.join(f'{k}: {v}' for k, v in errs.items())} |||||||||")
             if r["relay"] == "powerstrip":
                 ok = r["opened"] == r["sessions"] and r["echoed"] == r["sessions"]
-                targets.append((f"{r['sessions']} hijacked sessions all succeed", f"{r['echoed']}/{r['sessions']}",
-                                ok if r["sessions"] >= 1000 else (None if ok else False)))
+                targets.append(
+                    (
+                        f"{r['sessions']} hijacked sessions all succeed",
+                        f"{r['echoed']}/{r['sessions']}",
+                        ok if r["sessions"] >= 1000 else (None if ok else False),
+                    )
+                )
         L.append("")
 
     if targets:
@@ -1105,18 +1436,30 @@ def report(bench: Bench, elapsed: float) -> str:
     if res.get("profile"):
         L += ["## Profile of Powerstrip (py-spy, own time = samples where the function is the leaf)", ""]
         for label, p in res["profile"].items():
-            L += [f"### {label}, {p['conns']} connection(s): {p['samples']} reactor-thread samples "
-                  f"({p['rps_under_profiler']:,.0f} req/s under the profiler; collapsed stacks in {p['file']}"
-                  + (f"; {p['other_threads']} more samples in thread-pool threads, not counted" if p["other_threads"]
-                     else "") + ")", "",
-                  "`untilConcludes` is Twisted's EINTR-retry wrapper around send/recv: its own time is the "
-                  "socket syscalls.", "",
-                  *md_head(["own %", "function"], "rl")]
+            L += [
+                f"### {label}, {p['conns']} connection(s): {p['samples']} reactor-thread samples "
+                f"({p['rps_under_profiler']:,.0f} req/s under the profiler; collapsed stacks in {p['file']}"
+                + (
+                    f"; {p['other_threads']} more samples in thread-pool threads, not counted"
+                    if p["other_threads"]
+                    else ""
+                )
+                + ")",
+                "",
+                "`untilConcludes` is Twisted's EINTR-retry wrapper around send/recv: its own time is the "
+                "socket syscalls.",
+                "",
+                *md_head(["own %", "function"], "rl"),
+            ]
             L += [md_row(f"{pct:.1f}", f"`{f}`") for f, pct in p["own"][:15]]
             L += ["", "Own time by source file:", "", *md_head(["own %", "file"], "rl")]
             L += [md_row(f"{pct:.1f}", f"`{f}`") for f, pct in p["files"][:10]]
-            L += ["", "<details><summary>inclusive time (frames under 90%)</summary>", "",
-                  *md_head(["incl %", "function"], "rl")]
+            L += [
+                "",
+                "<details><summary>inclusive time (frames under 90%)</summary>",
+                "",
+                *md_head(["incl %", "function"], "rl"),
+            ]
             L += [md_row(f"{pct:.1f}", f"`{f}`") for f, pct in p["inclusive"][:30]]
             L += ["", "</details>", ""]
     if bench.notes:
@@ -1138,8 +1481,9 @@ def parse_size(s: str) -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     ap.add_argument("--quick", action="store_true", help="short run (~2 min): 3s measurements, 128M, 200 sessions")
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {','.join(SECTIONS)}")
     ap.add_argument("--size", type=parse_size, help="bulk payload size [512M; quick: 128M]")
@@ -1149,16 +1493,28 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, help="hijacked sessions [1000; quick: 200]")
     ap.add_argument("--containers", type=int, help="containers the sessions attach to [10; quick: 4]")
     ap.add_argument("--hijack-timeout", type=float, default=120.0)
-    ap.add_argument("--powerstrip-python", metavar="PATH",
-                    help="also run Powerstrip under this interpreter (e.g. /opt/pypy-venv/bin/python, which "
-                         "needs Twisted, treq, PyYAML installed) as an extra relay row 'powerstrip-<impl>'")
-    ap.add_argument("--powerstrip-tree", metavar="DIR",
-                    help="also run Powerstrip from this other checkout (e.g. a git worktree of an earlier "
-                         "commit) as an extra relay row 'powerstrip-before': a before/after in one run")
-    ap.add_argument("--jit-warmup", type=float, metavar="SECONDS",
-                    help="one-off load on the --powerstrip-python relay before any measurement [10 for PyPy, else 0]")
-    ap.add_argument("--results", help="where to write the markdown report "
-                                      "[bench/RESULTS.md for a full run, else bench/out/RESULTS-partial.md]")
+    ap.add_argument(
+        "--powerstrip-python",
+        metavar="PATH",
+        help="also run Powerstrip under this interpreter (e.g. /opt/pypy-venv/bin/python, which "
+        "needs Twisted, treq, PyYAML installed) as an extra relay row 'powerstrip-<impl>'",
+    )
+    ap.add_argument(
+        "--powerstrip-tree",
+        metavar="DIR",
+        help="also run Powerstrip from this other checkout (e.g. a git worktree of an earlier "
+        "commit) as an extra relay row 'powerstrip-before': a before/after in one run",
+    )
+    ap.add_argument(
+        "--jit-warmup",
+        type=float,
+        metavar="SECONDS",
+        help="one-off load on the --powerstrip-python relay before any measurement [10 for PyPy, else 0]",
+    )
+    ap.add_argument(
+        "--results",
+        help="where to write the markdown report [bench/RESULTS.md for a full run, else bench/out/RESULTS-partial.md]",
+    )
     a = ap.parse_args()
     q = a.quick
     a.size = a.size or (128 if q else 512) * MiB

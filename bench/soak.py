@@ -161,9 +161,19 @@ class Adapter:
         with self.lock:
             for _ in range(100):
                 p = self.procs.start(
-                    [sys.executable, str(HERE / "soak_adapter.py"), "--port", str(self.port),
-                     "--delay-prob", str(self.delay_prob), "--delay", str(self.delay)],
-                    stdout=subprocess.PIPE, stderr=open(OUT / f"adapter-{self.name}.log", "ab"))
+                    [
+                        sys.executable,
+                        str(HERE / "soak_adapter.py"),
+                        "--port",
+                        str(self.port),
+                        "--delay-prob",
+                        str(self.delay_prob),
+                        "--delay",
+                        str(self.delay),
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=open(OUT / f"adapter-{self.name}.log", "ab"),
+                )
                 line = p.stdout.readline().decode()
                 p.stdout.close()
                 if line.startswith("LISTENING"):
@@ -218,8 +228,9 @@ def start_powerstrip(procs: Procs, cfg: Path, port: int, logfile: Path, twistd: 
     twistd = twistd or shutil.which("twistd") or "twistd"
     argv = twistd_argv([twistd], "powerstrip", *powerstrip_args(cfg, port), twistd_opts=[f"--logfile={logfile}"])
     env = checkout_env(REPO, inherit_pythonpath=False)
-    p = procs.start(argv, cwd=str(REPO), env=env, stdout=subprocess.DEVNULL,
-                    stderr=open(OUT / "powerstrip.stderr", "ab"))
+    p = procs.start(
+        argv, cwd=str(REPO), env=env, stdout=subprocess.DEVNULL, stderr=open(OUT / "powerstrip.stderr", "ab")
+    )
     # confirm: still running 0.2 s after the first answer, so it was this process that answered.
     if wait_ready(p, lambda: _answers_ping(port), interval=0.05, confirm=0.2) is None:
         return p
@@ -450,8 +461,8 @@ def demux(data: bytes) -> tuple[bytes, bytes, bool]:
     """Docker's multiplexed stream (8-byte frame headers) -> stdout, stderr, framing ok."""
     out, err, i = [], [], 0
     while i + 8 <= len(data):
-        kind, size = data[i], int.from_bytes(data[i + 4:i + 8], "big")
-        chunk = data[i + 8:i + 8 + size]
+        kind, size = data[i], int.from_bytes(data[i + 4 : i + 8], "big")
+        chunk = data[i + 8 : i + 8 + size]
         if len(chunk) < size or kind not in (0, 1, 2):
             return b"".join(out), b"".join(err), False
         (err if kind == 2 else out).append(chunk)
@@ -490,8 +501,17 @@ class Client:
             self.conn.close()
             self.conn = None
 
-    def call(self, op: str, method: str, path: str, body: bytes | dict | None = None, expect: tuple = (200,),
-             ctype: str | None = None, timeout: float = 120, env=None) -> tuple[int, dict, bytes]:
+    def call(
+        self,
+        op: str,
+        method: str,
+        path: str,
+        body: bytes | dict | None = None,
+        expect: tuple = (200,),
+        ctype: str | None = None,
+        timeout: float = 120,
+        env=None,
+    ) -> tuple[int, dict, bytes]:
         """Make one request; return (status, headers, body) if ``status`` is one of ``expect``.
 
         Raises :class:`Rejected` on an expected adapter fault (counted as such) or on
@@ -513,8 +533,7 @@ class Client:
             self.conn.request(method, path, body=body, headers=headers)
             r = self.conn.getresponse()
             data = r.read()
-            self.previous = (f"{method} {path[:60]} -> {r.status}, "
-                             f"Connection: {r.getheader('Connection', '(none)')}")
+            self.previous = f"{method} {path[:60]} -> {r.status}, Connection: {r.getheader('Connection', '(none)')}"
             self.previous_unclosed_error = r.status >= 500 and not r.will_close
             if r.will_close:
                 self.close()
@@ -525,8 +544,11 @@ class Client:
                     self.tally.after_unclosed_error += 1
             self.close()
             self.tally.request(op, "unexpected", time.monotonic() - t0)
-            self.tally.bad(op, f"{method} {path}: {type(e).__name__}: {e} [previous exchange on this "
-                               f"keep-alive connection: {previous}]")
+            self.tally.bad(
+                op,
+                f"{method} {path}: {type(e).__name__}: {e} [previous exchange on this "
+                f"keep-alive connection: {previous}]",
+            )
             raise Rejected from None
         seconds = time.monotonic() - t0
         if r.status in expect:
@@ -567,7 +589,9 @@ class Hijack:
         data = json.dumps(body).encode()
         self.sock.sendall(
             f"POST {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nConnection: Upgrade\r\n"
-            f"Upgrade: tcp\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+            f"Upgrade: tcp\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
         buf = b""
         while b"\r\n\r\n" not in buf:
             chunk = self.sock.recv(65536)
@@ -587,7 +611,7 @@ class Hijack:
                 i = 0
                 while i < len(payload):
                     n = rng.choice((1, 7, 512, 4096, 65536, 262144))
-                    self.sock.sendall(payload[i:i + n])
+                    self.sock.sendall(payload[i : i + n])
                     i += n
                 self.sock.shutdown(socket.SHUT_WR)
             except OSError as e:
@@ -657,9 +681,18 @@ class Worker:
     """Mixed Docker API requests over one keep-alive connection."""
 
     OPS = [  # name, weight
-        ("ping", 25), ("version", 8), ("info", 3), ("containers_json", 10), ("images_json", 4),
-        ("inspect", 12), ("not_found", 8), ("exec", 6), ("archive", 5), ("lifecycle", 1.2),
-        ("events", 2), ("export", 0.5),
+        ("ping", 25),
+        ("version", 8),
+        ("info", 3),
+        ("containers_json", 10),
+        ("images_json", 4),
+        ("inspect", 12),
+        ("not_found", 8),
+        ("exec", 6),
+        ("archive", 5),
+        ("lifecycle", 1.2),
+        ("events", 2),
+        ("export", 0.5),
     ]
 
     def __init__(self, idx: int, shared: Shared, tally: Tally, rng: random.Random) -> None:
@@ -692,8 +725,12 @@ class Worker:
 
     def op_version(self, op: str) -> None:
         _, _, body = self.c.call(op, "GET", API + "/version")  # pre: slow, post: ignorer
-        self.tally.compared(op, len(body), body == self.s.version_ref,
-                            f"/version through pre+post hooks: {body[:120]!r} != {self.s.version_ref[:120]!r}")
+        self.tally.compared(
+            op,
+            len(body),
+            body == self.s.version_ref,
+            f"/version through pre+post hooks: {body[:120]!r} != {self.s.version_ref[:120]!r}",
+        )
 
     def op_info(self, op: str) -> None:
         _, _, body = self.c.call(op, "GET", API + "/info")
@@ -702,7 +739,8 @@ class Worker:
     def op_containers_json(self, op: str) -> None:
         r = self.rng.random()
         path = ("/containers/json" if r < 0.2 else API + "/containers/json") + (
-            f"?all=1&filters={run_filter(self.s.run)}" if r < 0.6 else "?all=1")
+            f"?all=1&filters={run_filter(self.s.run)}" if r < 0.6 else "?all=1"
+        )
         _, _, body = self.c.call(op, "GET", path)
         self.c.check(op, isinstance(json.loads(body), list), f"{path}: {body[:120]!r}")
 
@@ -719,20 +757,35 @@ class Worker:
 
     def op_not_found(self, op: str) -> None:
         name = f"nonexistent-{self.rng.getrandbits(48):012x}"
-        method, path = self.rng.choice([
-            ("GET", f"{API}/containers/{name}/json"), ("POST", f"{API}/containers/{name}/start"),
-            ("DELETE", f"{API}/containers/{name}"), ("GET", f"{API}/exec/{name}/json"),
-            ("GET", f"{API}/containers/{name}/logs?stdout=1"), ("POST", f"{API}/containers/{name}/wait"),
-        ])
+        method, path = self.rng.choice(
+            [
+                ("GET", f"{API}/containers/{name}/json"),
+                ("POST", f"{API}/containers/{name}/start"),
+                ("DELETE", f"{API}/containers/{name}"),
+                ("GET", f"{API}/exec/{name}/json"),
+                ("GET", f"{API}/containers/{name}/logs?stdout=1"),
+                ("POST", f"{API}/containers/{name}/wait"),
+            ]
+        )
         _, _, body = self.c.call(op, method, path, expect=(404,))
         self.c.check(op, "No such" in json.loads(body).get("message", ""), f"{method} {path}: 404 {body[:120]!r}")
 
     def op_exec(self, op: str) -> None:
         cid, tok = self.rng.choice(self.s.exec_cids), self.token()
         env = lambda: self.s.revive(cid)  # noqa: E731
-        _, _, body = self.c.call(op, "POST", f"{API}/containers/{cid}/exec", {
-            "AttachStdout": True, "AttachStderr": True, "Tty": False,
-            "Cmd": ["sh", "-c", f"echo {tok}; echo e{tok} >&2"]}, expect=(201,), env=env)
+        _, _, body = self.c.call(
+            op,
+            "POST",
+            f"{API}/containers/{cid}/exec",
+            {
+                "AttachStdout": True,
+                "AttachStderr": True,
+                "Tty": False,
+                "Cmd": ["sh", "-c", f"echo {tok}; echo e{tok} >&2"],
+            },
+            expect=(201,),
+            env=env,
+        )
         eid = json.loads(body)["Id"]
         # Not hijacked: dockerd answers 200 + raw stream and closes (an "old client").
         _, _, data = self.c.call(op, "POST", f"{API}/exec/{eid}/start", {"Detach": False, "Tty": False}, env=env)
@@ -746,21 +799,41 @@ class Worker:
         payload = self.rng.randbytes(size)
         name = f"soak-w{self.idx}.bin"
         env = lambda: self.s.revive(cid)  # noqa: E731
-        self.c.call(op, "PUT", f"{API}/containers/{cid}/archive?path=/tmp", make_tar(name, payload),
-                    ctype="application/x-tar", env=env)  # pre: flaky (the body streams unseen)
+        self.c.call(
+            op,
+            "PUT",
+            f"{API}/containers/{cid}/archive?path=/tmp",
+            make_tar(name, payload),
+            ctype="application/x-tar",
+            env=env,
+        )  # pre: flaky (the body streams unseen)
         _, _, data = self.c.call(op, "GET", f"{API}/containers/{cid}/archive?path=/tmp/{name}", env=env)
         try:
             got = read_tar_member(data, name)
         except tarfile.TarError as e:
             got = f"not a tar: {e}".encode()
-        self.tally.compared(op, size, got is not None and hashlib.sha256(got).digest() == hashlib.sha256(
-            payload).digest(), f"archive round trip of {size} bytes: got {len(got or b'')} bytes", env)
+        self.tally.compared(
+            op,
+            size,
+            got is not None and hashlib.sha256(got).digest() == hashlib.sha256(payload).digest(),
+            f"archive round trip of {size} bytes: got {len(got or b'')} bytes",
+            env,
+        )
 
     def op_lifecycle(self, op: str) -> None:
         tok = self.token()
-        _, _, body = self.c.call(op, "POST", f"{API}/containers/create?name={tok}", {
-            "Image": IMAGE, "Cmd": ["sh", "-c", f"echo {tok}; echo e{tok} >&2; exit 3"],
-            "Labels": {LABEL: self.s.run}, "HostConfig": NO_NETWORK}, expect=(201,))  # pre: flaky, slow, ignorer
+        _, _, body = self.c.call(
+            op,
+            "POST",
+            f"{API}/containers/create?name={tok}",
+            {
+                "Image": IMAGE,
+                "Cmd": ["sh", "-c", f"echo {tok}; echo e{tok} >&2; exit 3"],
+                "Labels": {LABEL: self.s.run},
+                "HostConfig": NO_NETWORK,
+            },
+            expect=(201,),
+        )  # pre: flaky, slow, ignorer
         cid = json.loads(body)["Id"]
         env = lambda: self.s.gone(cid)  # noqa: E731
         try:
@@ -769,8 +842,13 @@ class Worker:
             self.c.check(op, json.loads(body).get("StatusCode") == 3, f"wait {cid[:12]}: {body[:120]!r}", env)
             _, _, data = self.c.call(op, "GET", f"{API}/containers/{cid}/logs?stdout=1&stderr=1", env=env)
             out, err, framing = demux(data)
-            self.tally.compared(op, len(data), framing and (out, err) == (f"{tok}\n".encode(), f"e{tok}\n".encode()),
-                                f"logs {data[:200]!r}", env)
+            self.tally.compared(
+                op,
+                len(data),
+                framing and (out, err) == (f"{tok}\n".encode(), f"e{tok}\n".encode()),
+                f"logs {data[:200]!r}",
+                env,
+            )
         finally:
             with contextlib.suppress(Rejected):
                 self.c.call(op, "DELETE", f"{API}/containers/{cid}?force=1&v=1", expect=(204,), env=env)
@@ -849,15 +927,22 @@ class Sessions:
                     self.tally.environment(kind, f"{path[:60]}: hung: {why}")
                     raise Rejected(expected=True) from None
                 # Which side lost the end of the stream: is the program still running?
-                raise RuntimeError(f"{path}: no end of stream {h.timeout:.0f}s after stdin EOF (sent "
-                                   f"{len(payload)} bytes, received {h.received} bytes, client port "
-                                   f"{h.sock.getsockname()[1]}); dockerd says: {probe()}") from None
+                raise RuntimeError(
+                    f"{path}: no end of stream {h.timeout:.0f}s after stdin EOF (sent "
+                    f"{len(payload)} bytes, received {h.received} bytes, client port "
+                    f"{h.sock.getsockname()[1]}); dockerd says: {probe()}"
+                ) from None
         finally:
             h.close()
         out, err, framing = demux(data)
         same = framing and out == payload and err == b""
-        self.tally.compared(kind, len(payload), same, f"{kind} session: sent {len(payload)} bytes, got stdout "
-                                                      f"{len(out)} stderr {len(err)} framing ok {framing}", env)
+        self.tally.compared(
+            kind,
+            len(payload),
+            same,
+            f"{kind} session: sent {len(payload)} bytes, got stdout {len(out)} stderr {len(err)} framing ok {framing}",
+            env,
+        )
         if not same:
             raise RuntimeError(f"bytes differ: sent {len(payload)}, got stdout {len(out)} stderr {err[:100]!r}")
         return len(payload)
@@ -865,25 +950,46 @@ class Sessions:
     def exec_cat(self, payload: bytes) -> int:
         cid = self.rng.choice(self.s.exec_cids)
         env = lambda: self.s.revive(cid)  # noqa: E731
-        _, _, body = self._retry(self.c.call, "session", "POST", f"{API}/containers/{cid}/exec", {
-            "AttachStdin": True, "AttachStdout": True, "AttachStderr": True, "Tty": False, "Cmd": ["cat"]}, (201,),
-            env=env)
+        _, _, body = self._retry(
+            self.c.call,
+            "session",
+            "POST",
+            f"{API}/containers/{cid}/exec",
+            {"AttachStdin": True, "AttachStdout": True, "AttachStderr": True, "Tty": False, "Cmd": ["cat"]},
+            (201,),
+            env=env,
+        )
         eid = json.loads(body)["Id"]
 
         def probe() -> str:
             code, body = direct("GET", f"/exec/{eid}/json")
             info = json.loads(body) if code == 200 else {}
-            return (f"exec {eid[:12]} Running={info.get('Running')} ExitCode={info.get('ExitCode')} "
-                    f"Pid={info.get('Pid')}")
+            return (
+                f"exec {eid[:12]} Running={info.get('Running')} ExitCode={info.get('ExitCode')} Pid={info.get('Pid')}"
+            )
 
-        return self._stream("exec -i", f"{API}/exec/{eid}/start", {"Detach": False, "Tty": False}, payload, probe,
-                            env)
+        return self._stream("exec -i", f"{API}/exec/{eid}/start", {"Detach": False, "Tty": False}, payload, probe, env)
 
     def attach_cat(self, payload: bytes) -> int:
-        _, _, body = self._retry(self.c.call, "session", "POST", f"{API}/containers/create", {
-            "Image": IMAGE, "Cmd": ["cat"], "OpenStdin": True, "StdinOnce": True, "AttachStdin": True,
-            "AttachStdout": True, "AttachStderr": True, "Tty": False, "Labels": {LABEL: self.s.run},
-            "HostConfig": NO_NETWORK}, (201,))
+        _, _, body = self._retry(
+            self.c.call,
+            "session",
+            "POST",
+            f"{API}/containers/create",
+            {
+                "Image": IMAGE,
+                "Cmd": ["cat"],
+                "OpenStdin": True,
+                "StdinOnce": True,
+                "AttachStdin": True,
+                "AttachStdout": True,
+                "AttachStderr": True,
+                "Tty": False,
+                "Labels": {LABEL: self.s.run},
+                "HostConfig": NO_NETWORK,
+            },
+            (201,),
+        )
         cid = json.loads(body)["Id"]
         env = lambda: self.s.gone(cid)  # noqa: E731
 
@@ -893,9 +999,17 @@ class Sessions:
             return f"container {cid[:12]} Status={state.get('Status')} ExitCode={state.get('ExitCode')}"
 
         try:
-            n = self._stream("attach", f"{API}/containers/{cid}/attach?stream=1&stdin=1&stdout=1&stderr=1", {},
-                             payload, probe, env, after_101=lambda: self.c.call(
-                                 "session", "POST", f"{API}/containers/{cid}/start", expect=(204,), env=env))
+            n = self._stream(
+                "attach",
+                f"{API}/containers/{cid}/attach?stream=1&stdin=1&stdout=1&stderr=1",
+                {},
+                payload,
+                probe,
+                env,
+                after_101=lambda: self.c.call(
+                    "session", "POST", f"{API}/containers/{cid}/start", expect=(204,), env=env
+                ),
+            )
             _, _, body = self.c.call("session", "POST", f"{API}/containers/{cid}/wait", env=env)
             self.c.check("session", json.loads(body).get("StatusCode") == 0, f"cat exited: {body[:120]!r}", env)
             return n
@@ -957,9 +1071,17 @@ class Soak:
         exports = [direct("GET", f"/images/{IMAGE}/get")[1] for _ in range(2)]
         stable = exports[0] == exports[1]
         cids = [start_sleeper(f"soak-{self.run}-exec{i}", self.run) for i in range(2)]
-        return Shared(self.port, self.run, cids, version_ref,
-                      hashlib.sha256(exports[0]).hexdigest() if stable else None, len(exports[0]),
-                      self.a.hijack_timeout, self.a.mix, self.a.max_upload)
+        return Shared(
+            self.port,
+            self.run,
+            cids,
+            version_ref,
+            hashlib.sha256(exports[0]).hexdigest() if stable else None,
+            len(exports[0]),
+            self.a.hijack_timeout,
+            self.a.mix,
+            self.a.max_upload,
+        )
 
     def start(self) -> None:
         for name in ADAPTERS:
@@ -970,8 +1092,10 @@ class Soak:
         self.port = free_port()
         (OUT / "adapters.yml").write_text(cfg.read_text())
         self.ps = start_powerstrip(self.procs, cfg, self.port, self.logfile, self.a.twistd)
-        log(f"powerstrip pid {self.ps.pid} on 127.0.0.1:{self.port}; adapters "
-            + ", ".join(f"{a.name} :{a.port}" for a in self.adapters.values()))
+        log(
+            f"powerstrip pid {self.ps.pid} on 127.0.0.1:{self.port}; adapters "
+            + ", ".join(f"{a.name} :{a.port}" for a in self.adapters.values())
+        )
 
     def breakdown(self) -> collections.Counter:
         return fd_breakdown(self.ps.pid, self.port, {a.port: a.name for a in self.adapters.values()})
@@ -1009,9 +1133,11 @@ class Soak:
     def baseline(self, shared: Shared) -> None:
         t = time.monotonic()
         self.warm_up(shared)
-        log(f"warm-up done in {time.monotonic() - t:.0f}s ({self.warm.requests} requests, "
+        log(
+            f"warm-up done in {time.monotonic() - t:.0f}s ({self.warm.requests} requests, "
             f"{self.warm.unexpected_n} unexpected); restarting adapters so that no pooled adapter "
-            f"connection is left, then waiting {UPSTREAM_IDLE + 2:.0f}s for the dockerd pool to expire")
+            f"connection is left, then waiting {UPSTREAM_IDLE + 2:.0f}s for the dockerd pool to expire"
+        )
         for a in self.adapters.values():
             a.kill()
             a.start()
@@ -1042,8 +1168,11 @@ class Soak:
                         return
                     counter[0] += 1
                 # Spread over the request load: session k starts at k/N of it.
-                while (not self.stop.is_set() and self.tally.requests < self.a.requests
-                       and self.tally.requests < k / n_total * self.a.requests * 0.95):
+                while (
+                    not self.stop.is_set()
+                    and self.tally.requests < self.a.requests
+                    and self.tally.requests < k / n_total * self.a.requests * 0.95
+                ):
                     time.sleep(0.05)
                 for _ in range(3):
                     if s.one():
@@ -1057,16 +1186,33 @@ class Soak:
         chaos_stop = self.chaos_stop
         for i, a in enumerate(self.adapters.values()):
             if a.chaos:
-                t = threading.Thread(target=chaos, args=(a, chaos_stop, random.Random(self.a.seed + 100 + i)),
-                                     daemon=True, name=f"chaos-{a.name}")
+                t = threading.Thread(
+                    target=chaos,
+                    args=(a, chaos_stop, random.Random(self.a.seed + 100 + i)),
+                    daemon=True,
+                    name=f"chaos-{a.name}",
+                )
                 t.start()
                 self.threads.append(t)
-        workers = [threading.Thread(target=self._worker, daemon=True, name=f"worker-{i}", args=(
-            Worker(i, shared, self.tally, random.Random(self.a.seed * 1000 + i)),)) for i in range(self.a.workers)]
+        workers = [
+            threading.Thread(
+                target=self._worker,
+                daemon=True,
+                name=f"worker-{i}",
+                args=(Worker(i, shared, self.tally, random.Random(self.a.seed * 1000 + i)),),
+            )
+            for i in range(self.a.workers)
+        ]
         counter, lock = [0], threading.Lock()
-        sessions = [threading.Thread(target=self._sessions, daemon=True, name=f"session-{i}", args=(
-            Sessions(i, shared, self.tally, random.Random(self.a.seed * 2000 + i)), counter, lock))
-            for i in range(self.a.session_threads)]
+        sessions = [
+            threading.Thread(
+                target=self._sessions,
+                daemon=True,
+                name=f"session-{i}",
+                args=(Sessions(i, shared, self.tally, random.Random(self.a.seed * 2000 + i)), counter, lock),
+            )
+            for i in range(self.a.session_threads)
+        ]
         t0 = time.monotonic()
         for t in workers + sessions:
             t.start()
@@ -1076,10 +1222,12 @@ class Soak:
             if time.monotonic() - last >= 15:
                 last = time.monotonic()
                 tl = self.tally
-                log(f"{tl.requests}/{self.a.requests} requests, {tl.sessions_ok + tl.sessions_failed}/"
+                log(
+                    f"{tl.requests}/{self.a.requests} requests, {tl.sessions_ok + tl.sessions_failed}/"
                     f"{self.a.sessions} sessions, unexpected {tl.unexpected_n}, fds {fd_count(pid)} "
                     f"(peak {sampler.peaks['fds']}), VmRSS {vm_kib(pid, 'VmRSS')} KiB, adapter kills "
-                    f"{sum(a.kills for a in self.adapters.values())}")
+                    f"{sum(a.kills for a in self.adapters.values())}"
+                )
             if self.ps.poll() is not None:
                 raise SoakError(f"powerstrip exited with {self.ps.returncode} during the load")
         self.r["load_seconds"] = time.monotonic() - t0
@@ -1090,8 +1238,10 @@ class Soak:
         self.r["peak_fds"] = max(sampler.peaks["fds"], fd_count(pid))
         self.r["peak_rss"] = max(sampler.peaks["rss"], vm_kib(pid, "VmRSS"))
         self.r["end_kinds"] = self.breakdown()
-        log(f"load done in {self.r['load_seconds']:.0f}s; Powerstrip fds now {fd_count(pid)} "
-            f"{dict(self.r['end_kinds'])}")
+        log(
+            f"load done in {self.r['load_seconds']:.0f}s; Powerstrip fds now {fd_count(pid)} "
+            f"{dict(self.r['end_kinds'])}"
+        )
 
     def after(self) -> None:
         pid = self.ps.pid
@@ -1119,11 +1269,14 @@ class Soak:
         # twistd rotates its log file every 1 MB: read powerstrip.log.N ... powerstrip.log in order.
         files = sorted(OUT.glob("powerstrip.log.*"), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
         text = "".join(p.read_text(errors="replace") for p in [*files, self.logfile] if p.exists())
-        bad = [i for i, line in enumerate(text.splitlines()) if re.search(
-            r"Traceback|Unhandled|internal error|Failure instance", line)]
+        bad = [
+            i
+            for i, line in enumerate(text.splitlines())
+            if re.search(r"Traceback|Unhandled|internal error|Failure instance", line)
+        ]
         self.r["log_bad"] = len(bad)
         lines = text.splitlines()
-        self.r["log_bad_examples"] = ["\n".join(lines[i:i + 6]) for i in bad[:3]]
+        self.r["log_bad_examples"] = ["\n".join(lines[i : i + 6]) for i in bad[:3]]
         self.r["log_warn"] = collections.Counter(map(warn_kind, re.findall(r"#(?:warn|error|critical)\] (.*)", text)))
 
     def close(self) -> None:
@@ -1161,51 +1314,79 @@ class Soak:
             fails.append(f"{self.warm.unexpected_n} unexpected errors in the warm-up")
         expected = {k: v for k, v in t.outcomes.items() if k.startswith("adapter ")}
         kills = {n: ad.kills for n, ad in self.adapters.items() if ad.chaos}
-        out = [f"## Powerstrip soak ({time.strftime('%Y-%m-%d %H:%M')}, seed {a.seed})", "",
-               f"{t.requests} requests from {a.workers} keep-alive workers and {t.sessions_ok + t.sessions_failed} "
-               f"hijacked sessions from {a.session_threads} threads in {r['load_seconds']:.0f}s "
-               f"({t.requests / r['load_seconds']:.0f} req/s); adapter kills: "
-               + ", ".join(f"{n} {k}" for n, k in kills.items()), "",
-               *md_head(["measure", "value"], "ll"),
-               md_row("requests done", t.requests),
-               md_row("ok (the expected Docker answer)", t.outcomes["ok"])]
+        out = [
+            f"## Powerstrip soak ({time.strftime('%Y-%m-%d %H:%M')}, seed {a.seed})",
+            "",
+            f"{t.requests} requests from {a.workers} keep-alive workers and {t.sessions_ok + t.sessions_failed} "
+            f"hijacked sessions from {a.session_threads} threads in {r['load_seconds']:.0f}s "
+            f"({t.requests / r['load_seconds']:.0f} req/s); adapter kills: "
+            + ", ".join(f"{n} {k}" for n, k in kills.items()),
+            "",
+            *md_head(["measure", "value"], "ll"),
+            md_row("requests done", t.requests),
+            md_row("ok (the expected Docker answer)", t.outcomes["ok"]),
+        ]
         for k in sorted(expected):
             out.append(md_row(f"expected {k}", expected[k]))
         fds_back = r["after_fds"] <= r["base_fds"] + FD_TOLERANCE
-        out += [md_row("expected adapter errors, total", sum(expected.values())),
-                md_row("UNEXPECTED errors (requests, contents, sessions)", t.unexpected_n),
-                md_row("of which: connection closed/reset right after a 5xx answer that kept the connection alive "
-                       "(no `Connection: close`)", t.after_unclosed_error),
-                md_row("failures the environment explains (soak containers stopped or removed by someone else, "
-                       "checked with dockerd directly; not counted)", t.env_n),
-                md_row("hijacked sessions ok / failed", f"{t.sessions_ok} / {t.sessions_failed} "
-                       f"(set-up retries after adapter faults: {t.session_retries})"),
-                md_row("bytes compared", f"{t.bytes_compared:,} in {t.compares} comparisons "
-                       f"({t.session_bytes:,} through sessions): "
-                       f"{'all identical' if not t.bytes_differ else f'{t.bytes_differ} DIFFER'}"),
-                md_row("Powerstrip fds: baseline / peak / after",
-                       f"{r['base_fds']} / {r['peak_fds']} / {r['after_fds']} "
-                       f"(after {r['settle_waited']:.0f}s idle; tolerance +{FD_TOLERANCE}: "
-                       f"{'back to baseline' if fds_back else 'NOT back'})"),
-                md_row("VmRSS baseline / peak / after", f"{r['base_rss'] / 1024:.1f} / {r['peak_rss'] / 1024:.1f} / "
-                       f"{r['after_rss'] / 1024:.1f} MiB (VmHWM {r['base_hwm'] / 1024:.1f} -> "
-                       f"{r['after_hwm'] / 1024:.1f})"),
-                md_row("Powerstrip alive, GET /_ping at the end", f"{r['alive']}, {r['ping']}"),
-                md_row("tracebacks / internal errors in its log", r["log_bad"]),
-                "", "fds by kind: " + "; ".join(
-                    f"{label}: " + ", ".join(f"{k} {v}" for k, v in sorted(r[key].items()))
-                    for label, key in (("baseline", "base_kinds"), ("end of load", "end_kinds"),
-                                       ("after", "after_kinds"))),
-                "", *md_head(["op", "ok", "expected adapter errors", "unexpected", "p50 ms", "p99 ms"], "llllll")]
+        out += [
+            md_row("expected adapter errors, total", sum(expected.values())),
+            md_row("UNEXPECTED errors (requests, contents, sessions)", t.unexpected_n),
+            md_row(
+                "of which: connection closed/reset right after a 5xx answer that kept the connection alive "
+                "(no `Connection: close`)",
+                t.after_unclosed_error,
+            ),
+            md_row(
+                "failures the environment explains (soak containers stopped or removed by someone else, "
+                "checked with dockerd directly; not counted)",
+                t.env_n,
+            ),
+            md_row(
+                "hijacked sessions ok / failed",
+                f"{t.sessions_ok} / {t.sessions_failed} (set-up retries after adapter faults: {t.session_retries})",
+            ),
+            md_row(
+                "bytes compared",
+                f"{t.bytes_compared:,} in {t.compares} comparisons "
+                f"({t.session_bytes:,} through sessions): "
+                f"{'all identical' if not t.bytes_differ else f'{t.bytes_differ} DIFFER'}",
+            ),
+            md_row(
+                "Powerstrip fds: baseline / peak / after",
+                f"{r['base_fds']} / {r['peak_fds']} / {r['after_fds']} "
+                f"(after {r['settle_waited']:.0f}s idle; tolerance +{FD_TOLERANCE}: "
+                f"{'back to baseline' if fds_back else 'NOT back'})",
+            ),
+            md_row(
+                "VmRSS baseline / peak / after",
+                f"{r['base_rss'] / 1024:.1f} / {r['peak_rss'] / 1024:.1f} / "
+                f"{r['after_rss'] / 1024:.1f} MiB (VmHWM {r['base_hwm'] / 1024:.1f} -> "
+                f"{r['after_hwm'] / 1024:.1f})",
+            ),
+            md_row("Powerstrip alive, GET /_ping at the end", f"{r['alive']}, {r['ping']}"),
+            md_row("tracebacks / internal errors in its log", r["log_bad"]),
+            "",
+            "fds by kind: "
+            + "; ".join(
+                f"{label}: " + ", ".join(f"{k} {v}" for k, v in sorted(r[key].items()))
+                for label, key in (("baseline", "base_kinds"), ("end of load", "end_kinds"), ("after", "after_kinds"))
+            ),
+            "",
+            *md_head(["op", "ok", "expected adapter errors", "unexpected", "p50 ms", "p99 ms"], "llllll"),
+        ]
         for op in sorted(t.by_op):
             c = t.by_op[op]
             exp = sum(v for k, v in c.items() if k.startswith("adapter "))
             lat = t.latency[op]
-            out.append(md_row(op, c["ok"], exp, c["unexpected"], f"{pct(lat, 0.5) * 1000:.1f}",
-                              f"{pct(lat, 0.99) * 1000:.1f}"))
+            out.append(
+                md_row(op, c["ok"], exp, c["unexpected"], f"{pct(lat, 0.5) * 1000:.1f}", f"{pct(lat, 0.99) * 1000:.1f}")
+            )
         if r["log_warn"]:
-            out += ["", "Powerstrip's warnings, by kind: " + "; ".join(
-                f"{v}x {k}" for k, v in r["log_warn"].most_common(8))]
+            out += [
+                "",
+                "Powerstrip's warnings, by kind: " + "; ".join(f"{v}x {k}" for k, v in r["log_warn"].most_common(8)),
+            ]
         if t.unexpected:
             out += ["", "First unexpected errors:"] + [f"- {e}" for e in t.unexpected]
         if self.warm.unexpected:
@@ -1216,8 +1397,11 @@ class Soak:
             out += ["", "Failed sessions:"] + [f"- {e}" for e in t.session_errors]
         if r["log_bad_examples"]:
             out += ["", "From Powerstrip's log:"] + ["```\n" + e + "\n```" for e in r["log_bad_examples"]]
-        out += ["", "RESULT: " + ("PASS" if not fails else "FAIL: " + "; ".join(fails)),
-                f"(Powerstrip's log: {rel(self.logfile)})"]
+        out += [
+            "",
+            "RESULT: " + ("PASS" if not fails else "FAIL: " + "; ".join(fails)),
+            f"(Powerstrip's log: {rel(self.logfile)})",
+        ]
         return "\n".join(out), not fails
 
 
@@ -1238,22 +1422,46 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=1000, help="hijacked sessions (default 1000)")
     ap.add_argument("--workers", type=int, default=8, help="request threads, one keep-alive connection each")
     ap.add_argument("--session-threads", type=int, default=4, help="concurrent hijacked sessions")
-    ap.add_argument("--settle", type=float, default=45.0,
-                    help="seconds to wait, at most, for fds to return to baseline after the load (default 45; "
-                         f"at least {UPSTREAM_IDLE + 2:.0f}: dockerd's idle pool expires after {UPSTREAM_IDLE:.0f}s)")
-    ap.add_argument("--keep-adapters", action="store_true",
-                    help="leave the adapters up after the load: their pooled connections then only go after treq's "
-                         "240 s cachedConnectionTimeout, so use --settle 260")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=45.0,
+        help="seconds to wait, at most, for fds to return to baseline after the load (default 45; "
+        f"at least {UPSTREAM_IDLE + 2:.0f}: dockerd's idle pool expires after {UPSTREAM_IDLE:.0f}s)",
+    )
+    ap.add_argument(
+        "--keep-adapters",
+        action="store_true",
+        help="leave the adapters up after the load: their pooled connections then only go after treq's "
+        "240 s cachedConnectionTimeout, so use --settle 260",
+    )
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--hijack-timeout", type=float, default=30.0,
-                    help="seconds a hijacked session may go without a byte before it counts as hung (default 30)")
-    ap.add_argument("--max-upload", type=int, default=1024 * 1024, metavar="BYTES",
-                    help="largest archive upload (sizes are log-uniform from 1 byte; default 1 MiB)")
-    ap.add_argument("--twistd", default=None, metavar="PATH",
-                    help="the twistd to start Powerstrip with (default: twistd on PATH); e.g. an instrumented one")
-    ap.add_argument("--mix", type=_mix, default=None, metavar="OP=W,...",
-                    help="another request mix, e.g. 'ping=5,archive=1' (ops: "
-                         + ", ".join(op for op, _ in Worker.OPS) + ")")
+    ap.add_argument(
+        "--hijack-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a hijacked session may go without a byte before it counts as hung (default 30)",
+    )
+    ap.add_argument(
+        "--max-upload",
+        type=int,
+        default=1024 * 1024,
+        metavar="BYTES",
+        help="largest archive upload (sizes are log-uniform from 1 byte; default 1 MiB)",
+    )
+    ap.add_argument(
+        "--twistd",
+        default=None,
+        metavar="PATH",
+        help="the twistd to start Powerstrip with (default: twistd on PATH); e.g. an instrumented one",
+    )
+    ap.add_argument(
+        "--mix",
+        type=_mix,
+        default=None,
+        metavar="OP=W,...",
+        help="another request mix, e.g. 'ping=5,archive=1' (ops: " + ", ".join(op for op, _ in Worker.OPS) + ")",
+    )
     ap.add_argument("--quick", action="store_true", help="~1.5 min smoke run: 1500 requests, 20 sessions")
     a = ap.parse_args()
     if a.quick:

@@ -73,7 +73,7 @@ class HookServer(asyncio.Protocol):
         start = end + 4
         if len(self.buf) < start + length:
             return
-        body, self.buf = self.buf[start:start + length], self.buf[start + length:]
+        body, self.buf = self.buf[start : start + length], self.buf[start + length :]
         code, rbody = handle(method, path, body)
         out = _reply(code, rbody, keep_alive)
         if method == b"POST" and self.delay_prob and random.random() < self.delay_prob:

@@ -67,9 +67,13 @@ def _record(payload: dict) -> None:
     if readable.get("ServerResponse"):
         readable["ServerResponse"]["Body"] = _readable(payload["ServerResponse"]["Body"])
     # The payload goes in as a field, not into the format string: its braces stay literal.
-    log.info("{kind} {method} {uri}\n{pretty}", kind=payload["Type"],
-             method=payload["ClientRequest"]["Method"], uri=payload["ClientRequest"]["Request"],
-             pretty=json.dumps(readable, indent=2, sort_keys=True))
+    log.info(
+        "{kind} {method} {uri}\n{pretty}",
+        kind=payload["Type"],
+        method=payload["ClientRequest"]["Method"],
+        uri=payload["ClientRequest"]["Request"],
+        pretty=json.dumps(readable, indent=2, sort_keys=True),
+    )
     if DEBUG_FILE:
         # One write per line from the reactor thread, so lines never interleave.
         try:
@@ -83,6 +87,7 @@ def _record(payload: dict) -> None:
 # The hooks read .body, never .json: touching the JSON view would make the SDK
 # re-serialise the body, and this adapter promises to pass it on byte for byte.
 
+
 @adapter.pre_hook
 def log_pre_hook(request: Request) -> None:
     """Record a pre-hook call; the request goes on unchanged."""
@@ -92,5 +97,11 @@ def log_pre_hook(request: Request) -> None:
 @adapter.post_hook
 def log_post_hook(request: Request, response: Response) -> None:
     """Record a post-hook call; the response goes back unchanged."""
-    _record({"PowerstripProtocolVersion": PROTOCOL_VERSION, "Type": "post-hook",
-             "ClientRequest": request.wire(), "ServerResponse": response.wire()})
+    _record(
+        {
+            "PowerstripProtocolVersion": PROTOCOL_VERSION,
+            "Type": "post-hook",
+            "ClientRequest": request.wire(),
+            "ServerResponse": response.wire(),
+        }
+    )

@@ -213,11 +213,23 @@ def bind_violations(sources: list[str], allowed: tuple[str, ...]) -> list[str]:
     return found
 
 
-_NAMESPACES = (("NetworkMode", "the host network"), ("PidMode", "the host PID namespace"),
-               ("IpcMode", "the host IPC namespace"), ("UTSMode", "the host UTS namespace"),
-               ("UsernsMode", "the host user namespace"), ("CgroupnsMode", "the host cgroup namespace"))
-_UNCONFINED = ("seccomp=unconfined", "seccomp:unconfined", "apparmor=unconfined", "apparmor:unconfined",
-               "label=disable", "label:disable", "systempaths=unconfined")
+_NAMESPACES = (
+    ("NetworkMode", "the host network"),
+    ("PidMode", "the host PID namespace"),
+    ("IpcMode", "the host IPC namespace"),
+    ("UTSMode", "the host UTS namespace"),
+    ("UsernsMode", "the host user namespace"),
+    ("CgroupnsMode", "the host cgroup namespace"),
+)
+_UNCONFINED = (
+    "seccomp=unconfined",
+    "seccomp:unconfined",
+    "apparmor=unconfined",
+    "apparmor:unconfined",
+    "label=disable",
+    "label:disable",
+    "systempaths=unconfined",
+)
 
 
 def host_config_violations(host_config: dict, allowed: tuple[str, ...]) -> list[str]:
@@ -231,8 +243,11 @@ def host_config_violations(host_config: dict, allowed: tuple[str, ...]) -> list[
     caps = _items(field(host_config, "CapAdd"))
     if caps:
         found.append(f"added capabilities are not allowed ({', '.join(map(str, caps))})")
-    for name, what in (("Devices", "host devices"), ("DeviceCgroupRules", "device cgroup rules"),
-                       ("DeviceRequests", "device requests (GPUs)")):
+    for name, what in (
+        ("Devices", "host devices"),
+        ("DeviceCgroupRules", "device cgroup rules"),
+        ("DeviceRequests", "device requests (GPUs)"),
+    ):
         if _items(field(host_config, name)):
             found.append(f"{what} are not allowed")
     for opt in _items(field(host_config, "SecurityOpt")):
@@ -298,8 +313,12 @@ def _body(request: Request, what: str) -> dict:
     """The request's JSON object, or a 403 saying why there is none (fail closed)."""
     spec = _json(request, what)
     if not isinstance(spec, dict):
-        raise Refuse(FORBIDDEN, f"policy: {what} refused: the body is not a JSON object"
-                                if spec is not None else f"policy: {what} refused: no body to check")
+        raise Refuse(
+            FORBIDDEN,
+            f"policy: {what} refused: the body is not a JSON object"
+            if spec is not None
+            else f"policy: {what} refused: no body to check",
+        )
     return spec
 
 
@@ -322,8 +341,7 @@ def check_create(request: Request) -> None:
 def check_exec(request: Request) -> None:
     """Refuse ``docker exec --privileged``."""
     spec = _body(request, "exec")
-    _judge("exec", lambda: ["privileged exec is not allowed"]
-           if field(spec, "Privileged") not in (None, False) else [])
+    _judge("exec", lambda: ["privileged exec is not allowed"] if field(spec, "Privileged") not in (None, False) else [])
 
 
 @adapter.pre_hook("POST /*/containers/*/start")

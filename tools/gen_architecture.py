@@ -84,7 +84,7 @@ def problems(graph: dict[str, set[str]]) -> list[str]:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                found.append("circle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+                found.append("circle: " + " -> ".join(stack[stack.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 visit(nxt)
         stack.pop()

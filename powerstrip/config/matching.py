@@ -55,8 +55,9 @@ def match(config: Config, method: str, path: str) -> Route:
     pre: dict[str, AdapterSpec] = {}
     post: dict[str, AdapterSpec] = {}
     for ep in config.endpoints:
-        if not (fnmatchcase(method, ep.method) and path_matches(ep.path, path)
-                and versions_match(ep.versions, version)):
+        if not (
+            fnmatchcase(method, ep.method) and path_matches(ep.path, path) and versions_match(ep.versions, version)
+        ):
             continue
         patterns.append(ep.pattern)
         for a in ep.pre:

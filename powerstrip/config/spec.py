@@ -142,8 +142,7 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         raise fail("expected a mapping with 'version', 'endpoints' and 'adapters'")
     unknown = sorted(map(str, set(doc) - _TOP_KEYS))
     if unknown:
-        raise fail(f"unknown top-level key(s): {', '.join(unknown)} "
-                   f"(allowed: {', '.join(sorted(_TOP_KEYS))})")
+        raise fail(f"unknown top-level key(s): {', '.join(unknown)} (allowed: {', '.join(sorted(_TOP_KEYS))})")
     version = doc.get("version", 1)
     if version != 1 or isinstance(version, bool):
         raise fail(f"unsupported version {version!r} (this Powerstrip reads version 1)")
@@ -154,9 +153,7 @@ def parse_config(text: str, source: str = "<string>") -> Config:
             raise fail(f"'{key}' must be a mapping, not {_kind(doc[key])}")
 
     adapters = {name: _parse_adapter(name, spec, fail) for name, spec in doc["adapters"].items()}
-    endpoints = tuple(
-        _parse_endpoint(pattern, spec, adapters, fail) for pattern, spec in doc["endpoints"].items()
-    )
+    endpoints = tuple(_parse_endpoint(pattern, spec, adapters, fail) for pattern, spec in doc["endpoints"].items())
     events = doc.get("events") or {}
     if not isinstance(events, dict):
         raise fail(f"'events' must be a mapping of \"TYPE ACTION\" patterns to adapter lists, not {_kind(events)}")
@@ -164,11 +161,12 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     return Config(endpoints=endpoints, adapters=adapters, source=source, events=event_rules)
 
 
-def _parse_event_rule(pattern: object, names: object, adapters: dict[str, AdapterSpec],
-                      fail: Callable[[str], ConfigError]) -> EventRule:
+def _parse_event_rule(
+    pattern: object, names: object, adapters: dict[str, AdapterSpec], fail: Callable[[str], ConfigError]
+) -> EventRule:
     words = pattern.split() if isinstance(pattern, str) else []
     if not isinstance(pattern, str) or len(words) != 2:  # (words is empty unless a str: says so to mypy)
-        raise fail(f"event {pattern!r}: expected \"TYPE ACTION\" globs, e.g. \"container die\" or \"network *\"")
+        raise fail(f'event {pattern!r}: expected "TYPE ACTION" globs, e.g. "container die" or "network *"')
     if isinstance(names, str):
         names = [names]
     if not isinstance(names, list) or not names:
@@ -200,8 +198,9 @@ def _parse_adapter(name: object, spec: object, fail: Callable[[str], ConfigError
         raise fail(f"adapter '{name}': expected a URL string or a mapping with 'url', not {_kind(spec)}")
     unknown = sorted(map(str, set(spec) - _ADAPTER_KEYS))
     if unknown:
-        raise fail(f"adapter '{name}': unknown key(s) {', '.join(unknown)} "
-                   f"(allowed: {', '.join(sorted(_ADAPTER_KEYS))})")
+        raise fail(
+            f"adapter '{name}': unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_ADAPTER_KEYS))})"
+        )
     url = spec.get("url")
     if not isinstance(url, str):
         raise fail(f"adapter '{name}': 'url' must be an http://, https://, http+unix:// or python: URL string")
@@ -213,16 +212,19 @@ def _parse_adapter(name: object, spec: object, fail: Callable[[str], ConfigError
             raise fail(f"adapter '{name}': {url!r}: {e}") from None
     parts = urlsplit(url)
     if in_process is None and (parts.scheme not in ("http", "https", "http+unix") or not parts.netloc):
-        raise fail(f"adapter '{name}': {url!r} is not an http://, https://, http+unix:// or "
-                   "python:module:name URL")
+        raise fail(f"adapter '{name}': {url!r} is not an http://, https://, http+unix:// or python:module:name URL")
     if parts.scheme == "http+unix":
         path = unquote(parts.netloc)
         if not path.startswith("/"):
-            raise fail(f"adapter '{name}': {url!r}: the host of an http+unix:// URL is the socket's absolute "
-                       "path with each / written %2F (http+unix://%2Frun%2Fadapter.sock/hook)")
+            raise fail(
+                f"adapter '{name}': {url!r}: the host of an http+unix:// URL is the socket's absolute "
+                "path with each / written %2F (http+unix://%2Frun%2Fadapter.sock/hook)"
+            )
         if len(path.encode()) > _MAX_SOCKET_PATH:
-            raise fail(f"adapter '{name}': socket path {path!r} is longer than the {_MAX_SOCKET_PATH} bytes "
-                       "a unix socket address can hold")
+            raise fail(
+                f"adapter '{name}': socket path {path!r} is longer than the {_MAX_SOCKET_PATH} bytes "
+                "a unix socket address can hold"
+            )
     timeout = _seconds(spec.get("timeout", DEFAULT_ADAPTER_TIMEOUT))
     if timeout is None:
         raise fail(f"adapter '{name}': timeout {spec.get('timeout')!r} is not a duration like 2s, 500ms or 30")
@@ -244,10 +246,21 @@ def _parse_adapter(name: object, spec: object, fail: Callable[[str], ConfigError
     if kind not in ("powerstrip", "authz"):
         raise fail(f"adapter '{name}': type must be 'powerstrip' or 'authz', not {kind!r}")
     if kind == "authz" and ("protocol" in spec or unwind or in_process is not None or failure == "ignore"):
-        raise fail(f"adapter '{name}': an authz adapter speaks Docker's authorization-plugin protocol over "
-                   "HTTP and fails closed: no 'protocol', 'unwind', 'failure: ignore' or python: URL")
-    return AdapterSpec(name=name, url=url, timeout=timeout, ignore_faults=failure == "ignore", in_process=in_process,
-                   protocol=protocol, unwind=unwind, type=kind, secrets=secrets)
+        raise fail(
+            f"adapter '{name}': an authz adapter speaks Docker's authorization-plugin protocol over "
+            "HTTP and fails closed: no 'protocol', 'unwind', 'failure: ignore' or python: URL"
+        )
+    return AdapterSpec(
+        name=name,
+        url=url,
+        timeout=timeout,
+        ignore_faults=failure == "ignore",
+        in_process=in_process,
+        protocol=protocol,
+        unwind=unwind,
+        type=kind,
+        secrets=secrets,
+    )
 
 
 def _seconds(value: object) -> float | None:
@@ -263,10 +276,11 @@ def _seconds(value: object) -> float | None:
     return seconds if seconds > 0 else None
 
 
-def _parse_endpoint(pattern: object, spec: object, adapters: dict[str, AdapterSpec],
-                    fail: Callable[[str], ConfigError]) -> Endpoint:
+def _parse_endpoint(
+    pattern: object, spec: object, adapters: dict[str, AdapterSpec], fail: Callable[[str], ConfigError]
+) -> Endpoint:
     if not isinstance(pattern, str):
-        raise fail(f"endpoint {pattern!r}: the key must be a string like \"POST /*/containers/create\"")
+        raise fail(f'endpoint {pattern!r}: the key must be a string like "POST /*/containers/create"')
     try:
         method, path = parse_rule(pattern)
     except ValueError as e:
@@ -292,8 +306,10 @@ def _parse_endpoint(pattern: object, spec: object, adapters: dict[str, AdapterSp
         for n in names:
             if not isinstance(n, str) or n not in adapters:
                 known = ", ".join(sorted(adapters)) or "none"
-                raise fail(f"endpoint {pattern!r}: {phase}-hook adapter {n!r} is not defined "
-                           f"under 'adapters' (defined: {known})")
+                raise fail(
+                    f"endpoint {pattern!r}: {phase}-hook adapter {n!r} is not defined "
+                    f"under 'adapters' (defined: {known})"
+                )
         hooks[phase] = tuple(adapters[n] for n in names)
     return Endpoint(pattern=pattern, method=method, path=path, versions=versions, **hooks)
 

@@ -254,9 +254,16 @@ class AuthzAdapter:
                 # Only an earlier pre-hook rewriting an archive upload into another
                 # call gets here: dockerd would read a body this plugin cannot see.
                 ctype = media_type(header_value(req.headers, b"content-type")) or "untyped"
-                return defer.fail(Refused(adapter, error_response(
-                    403, f"powerstrip: authz adapter '{adapter.name}' cannot judge {req.method} {req.path}: "
-                         f"its body ({ctype}) streams to Docker unseen; not forwarded")))
+                return defer.fail(
+                    Refused(
+                        adapter,
+                        error_response(
+                            403,
+                            f"powerstrip: authz adapter '{adapter.name}' cannot judge {req.method} {req.path}: "
+                            f"its body ({ctype}) streams to Docker unseen; not forwarded",
+                        ),
+                    )
+                )
             payload = request_payload(flow)
         else:
             method = AUTHZ_RES
@@ -268,12 +275,22 @@ class AuthzAdapter:
 
         def judged(result: tuple[int, str | None, bytes]) -> Flow:
             if verbose:
-                log.info("{where} answered {code} {body}", where=where, code=result[0],
-                         body=result[2][:_VERBOSE_LIMIT].decode("utf-8", "replace"), **fields)
+                log.info(
+                    "{where} answered {code} {body}",
+                    where=where,
+                    code=result[0],
+                    body=result[2][:_VERBOSE_LIMIT].decode("utf-8", "replace"),
+                    **fields,
+                )
             msg = _verdict(result, adapter, method)
             if msg is not None:
-                log.info("{where}: authorization denied by plugin {name}: {msg}", where=where, name=adapter.name,
-                         msg=msg, **fields)
+                log.info(
+                    "{where}: authorization denied by plugin {name}: {msg}",
+                    where=where,
+                    name=adapter.name,
+                    msg=msg,
+                    **fields,
+                )
                 raise AuthzDenied(adapter, msg)
             return flow
 

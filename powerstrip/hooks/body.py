@@ -99,25 +99,31 @@ def read_for_hooks(method: str, path: str, content_type: bytes | None, body: byt
     if not body.strip(b" \t\r\n"):
         return b""  # dockerd reads no document (io.EOF); nor do the hooks
     if content_type is not None and not is_ascii_json(content_type):
-        raise BodyRefused(f"powerstrip: a JSON body must be sent as Content-Type application/json, not "
-                          f"{content_type.decode('latin-1')[:80]!r} (dockerd would decode it as JSON; refused so "
-                          "that no hook is shown less than dockerd reads)")
+        raise BodyRefused(
+            f"powerstrip: a JSON body must be sent as Content-Type application/json, not "
+            f"{content_type.decode('latin-1')[:80]!r} (dockerd would decode it as JSON; refused so "
+            "that no hook is shown less than dockerd reads)"
+        )
     try:
         doc = gojson.loads(body)
     except gojson.GoJSONError as e:
-        raise BodyRefused(f"powerstrip: request body refused: {e}; Docker's Go JSON reader and the hooks' "
-                          "could read it differently") from None
+        raise BodyRefused(
+            f"powerstrip: request body refused: {e}; Docker's Go JSON reader and the hooks' could read it differently"
+        ) from None
     template = _template(method, path) if json_route else None
     node = engine_api.body_schema(method, template) if template else None
     if (method, template) == _START:
         if doc not in ({}, None):
-            raise BodyRefused("powerstrip: a container start must not carry a body: dockerd reads it as a "
-                              "HostConfig on API versions below 1.24 (send the settings on create)")
+            raise BodyRefused(
+                "powerstrip: a container start must not carry a body: dockerd reads it as a "
+                "HostConfig on API versions below 1.24 (send the settings on create)"
+            )
     elif node is not None and node.type in ("object", "array"):
         expected = dict if node.type == "object" else list
         if not isinstance(doc, expected):
-            raise BodyRefused(f"powerstrip: request body refused: {method} {template} takes a JSON "
-                              f"{node.type}, not {_kind(doc)}")
+            raise BodyRefused(
+                f"powerstrip: request body refused: {method} {template} takes a JSON {node.type}, not {_kind(doc)}"
+            )
     if (method, template) == _CREATE:
         _refuse_legacy_host_config(doc)
     try:
@@ -129,7 +135,8 @@ def read_for_hooks(method: str, path: str, content_type: bytes | None, body: byt
 
 def _kind(doc: object) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
-        type(doc), "null" if doc is None else "a number")
+        type(doc), "null" if doc is None else "a number"
+    )
 
 
 def _refuse_legacy_host_config(doc: dict[str, Any]) -> None:
@@ -148,6 +155,8 @@ def _refuse_legacy_host_config(doc: dict[str, Any]) -> None:
     for key in doc:
         name = host.canonical(key) or ("Cpuset" if fold_key(key) == "cpuset" else None)
         if name is not None:
-            raise BodyRefused(f"powerstrip: {name!r} must be inside HostConfig: dockerd reads HostConfig fields "
-                              f"at the top level of a create body (legacy API), where policies do not look "
-                              f"(found {key!r})")
+            raise BodyRefused(
+                f"powerstrip: {name!r} must be inside HostConfig: dockerd reads HostConfig fields "
+                f"at the top level of a create body (legacy API), where policies do not look "
+                f"(found {key!r})"
+            )

@@ -113,8 +113,13 @@ class HookChain:
         fault = failure.value
         if not isinstance(fault, AdapterFault):
             return failure
-        log.warn("{flow}: ignoring fault ({adapter} has failure: ignore): {error}",
-                 flow=flow.id, adapter=fault.adapter.name, error=str(fault), request_id=flow.id)
+        log.warn(
+            "{flow}: ignoring fault ({adapter} has failure: ignore): {error}",
+            flow=flow.id,
+            adapter=fault.adapter.name,
+            error=str(fault),
+            request_id=flow.id,
+        )
         return flow
 
     def run_unwind(self, flow: Flow, stage: str, failed: str | None, message: str) -> defer.Deferred[None]:
@@ -132,8 +137,9 @@ class HookChain:
         return d
 
     @staticmethod
-    def _unwind_one(_: None, flow: Flow, adapter: IUnwindable, stage: str, failed: str | None,
-                    message: str) -> defer.Deferred[None]:
+    def _unwind_one(
+        _: None, flow: Flow, adapter: IUnwindable, stage: str, failed: str | None, message: str
+    ) -> defer.Deferred[None]:
         started = time.monotonic()
 
         def record(result: Any) -> None:

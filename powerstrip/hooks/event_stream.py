@@ -92,7 +92,7 @@ class _StreamReader(Protocol):
             end = data.find(b"\n")
             if end < 0:
                 return
-            data, self._skipping = data[end + 1:], False
+            data, self._skipping = data[end + 1 :], False
         self._buf += data
         *lines, self._buf = self._buf.split(b"\n")
         for line in lines:
@@ -118,8 +118,15 @@ class EventFollower:
     schedules its timers (the reactor unless a test gives another).
     """
 
-    def __init__(self, reactor: Any, endpoint: Any, on_event: Callable[[dict[str, Any]], None], docker: str = "Docker",
-                 clock: Any = None, on_connected: Callable[[bool], None] | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        endpoint: Any,
+        on_event: Callable[[dict[str, Any]], None],
+        docker: str = "Docker",
+        clock: Any = None,
+        on_connected: Callable[[bool], None] | None = None,
+    ) -> None:
         self._agent = Agent.usingEndpointFactory(reactor, FixedEndpoint(endpoint))
         self._clock = clock or reactor
         self._on_event = on_event
@@ -182,7 +189,8 @@ class EventFollower:
     def _connect(self) -> None:
         self._timer = None
         d = self._request = self._agent.request(
-            b"GET", self.uri(), Headers({b"User-Agent": [f"powerstrip/{__version__} (event hooks)".encode()]}))
+            b"GET", self.uri(), Headers({b"User-Agent": [f"powerstrip/{__version__} (event hooks)".encode()]})
+        )
         d.addTimeout(HEAD_TIMEOUT, self._clock)
         d.addCallbacks(self._response, self._failed, callbackArgs=(d,), errbackArgs=(d,))
 
@@ -238,8 +246,11 @@ class EventFollower:
             self._delay = RECONNECT_MIN
         if not self._down_logged:
             self._down_logged = True
-            log.warn("events: not following Docker events at {docker}: {why}; retrying until it answers",
-                     docker=self.docker, why=why)
+            log.warn(
+                "events: not following Docker events at {docker}: {why}; retrying until it answers",
+                docker=self.docker,
+                why=why,
+            )
         if self.running:
             self._timer = self._clock.callLater(self._delay, self._connect)
             self._delay = min(self._delay * 2, RECONNECT_MAX)

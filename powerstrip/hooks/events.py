@@ -59,8 +59,9 @@ DROP_LOG_INTERVAL = 10.0
 DROP_FULL, DROP_REMOVED, DROP_SHUTDOWN = "queue_full", "removed", "shutdown"
 
 # Docker's event types: "powerstrip explain" takes "TYPE ACTION" for these.
-DOCKER_EVENT_TYPES = frozenset({"builder", "config", "container", "daemon", "image", "network", "node",
-                                "plugin", "secret", "service", "volume"})
+DOCKER_EVENT_TYPES = frozenset(
+    {"builder", "config", "container", "daemon", "image", "network", "node", "plugin", "secret", "service", "volume"}
+)
 
 
 def event_kind(event: dict[str, Any]) -> tuple[str, str]:
@@ -84,14 +85,6 @@ def match_event(config: Config, type_: str, action: str) -> tuple[tuple[str, ...
 def event_payload(event: dict[str, Any]) -> dict[str, Any]:
     """What an event hook adapter is POSTed for ``event``."""
     return {"PowerstripProtocolVersion": EVENT_PROTOCOL_VERSION, "Type": "event", "Event": event}
-
-
-
-
-
-
-
-
 
 
 class EventQueue:
@@ -144,8 +137,9 @@ class EventQueue:
         self._pumping = True
         try:
             while self.events and self._inflight is None and self._timer is None and not self.stopped:
-                d = self._inflight = defer.maybeDeferred(self.hooks.client.post, self.adapter,
-                                                          event_payload(self.events[0]))
+                d = self._inflight = defer.maybeDeferred(
+                    self.hooks.client.post, self.adapter, event_payload(self.events[0])
+                )
                 d.addBoth(self._settled, d)
         finally:
             self._pumping = False
@@ -168,8 +162,13 @@ class EventQueue:
             self.hooks._queue_idle()
             return None
         if self.failures == 1:
-            log.warn("events: delivery to adapter {adapter} failed ({why}); retrying with backoff, "
-                     "{n} event(s) queued for it", adapter=self.name, why=why, n=len(self.events))
+            log.warn(
+                "events: delivery to adapter {adapter} failed ({why}); retrying with backoff, "
+                "{n} event(s) queued for it",
+                adapter=self.name,
+                why=why,
+                n=len(self.events),
+            )
         self._timer = self.hooks.clock.callLater(self._delay, self._retry)
         self._delay = min(self._delay * 2, RETRY_MAX)
         return None
@@ -179,8 +178,11 @@ class EventQueue:
         self.hooks.metrics.event_delivered(self.name)
         self._depth()
         if self.failures:
-            log.info("events: adapter {adapter} takes events again after {n} failed attempt(s)",
-                     adapter=self.name, n=self.failures)
+            log.info(
+                "events: adapter {adapter} takes events again after {n} failed attempt(s)",
+                adapter=self.name,
+                n=self.failures,
+            )
         self.failures, self._delay = 0, RETRY_MIN
         if not self.events:
             self.hooks._queue_idle()
@@ -197,8 +199,11 @@ class EventQueue:
         # One line when drops begin, then one per interval with the count: a
         # dead adapter on a busy host would otherwise flood the log.
         if self._drop_timer is None:
-            log.warn("events: adapter {adapter}'s queue is full ({bound} events): dropping new events for it",
-                     adapter=self.name, bound=self.bound)
+            log.warn(
+                "events: adapter {adapter}'s queue is full ({bound} events): dropping new events for it",
+                adapter=self.name,
+                bound=self.bound,
+            )
             self._drop_timer = self.hooks.clock.callLater(DROP_LOG_INTERVAL, self._log_drops)
         else:
             self._unlogged_drops += 1
@@ -206,8 +211,12 @@ class EventQueue:
     def _log_drops(self) -> None:
         self._drop_timer = None
         if self._unlogged_drops:
-            log.warn("events: dropped {n} more event(s) for adapter {adapter} in {s:g}s: its queue is full",
-                     n=self._unlogged_drops, adapter=self.name, s=DROP_LOG_INTERVAL)
+            log.warn(
+                "events: dropped {n} more event(s) for adapter {adapter} in {s:g}s: its queue is full",
+                n=self._unlogged_drops,
+                adapter=self.name,
+                s=DROP_LOG_INTERVAL,
+            )
             self._unlogged_drops = 0
             self._drop_timer = self.hooks.clock.callLater(DROP_LOG_INTERVAL, self._log_drops)
 
@@ -242,8 +251,14 @@ class EventHooks(service.Service):
     retried; whatever is left then is dropped and logged.
     """
 
-    def __init__(self, resource: Any, reactor: Any = None, queue_bound: int = DEFAULT_QUEUE_BOUND,
-                 drain_timeout: float = 10.0, clock: Any = None) -> None:
+    def __init__(
+        self,
+        resource: Any,
+        reactor: Any = None,
+        queue_bound: int = DEFAULT_QUEUE_BOUND,
+        drain_timeout: float = 10.0,
+        clock: Any = None,
+    ) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.resource = resource
@@ -255,9 +270,14 @@ class EventHooks(service.Service):
         #: Per adapter name.
         self.queues: dict[str, EventQueue] = {}
         self.stopping = False
-        self.follower = EventFollower(reactor, resource.upstream.endpoint, self._event,
-                                      docker=str(resource.upstream.address), clock=self.clock,
-                                      on_connected=self.metrics.events_connected)
+        self.follower = EventFollower(
+            reactor,
+            resource.upstream.endpoint,
+            self._event,
+            docker=str(resource.upstream.address),
+            clock=self.clock,
+            on_connected=self.metrics.events_connected,
+        )
         self._drained: defer.Deferred[None] | None = None
 
     def startService(self) -> None:
@@ -283,8 +303,11 @@ class EventHooks(service.Service):
             del self.queues[name]
             dropped = queue.stop(DROP_REMOVED)
             if dropped:
-                log.warn("events: adapter {adapter} has no event rule any more: dropped its {n} undelivered "
-                         "event(s)", adapter=name, n=dropped)
+                log.warn(
+                    "events: adapter {adapter} has no event rule any more: dropped its {n} undelivered event(s)",
+                    adapter=name,
+                    n=dropped,
+                )
 
     def _event(self, event: dict[str, Any]) -> None:
         self.metrics.event_received()
@@ -325,5 +348,8 @@ class EventHooks(service.Service):
         self.queues.clear()
         lost = {name: n for name, n in dropped.items() if n}
         if lost:
-            log.warn("events: shutdown: dropped {n} undelivered event(s) ({detail})", n=sum(lost.values()),
-                     detail=", ".join(f"{name}: {n}" for name, n in lost.items()))
+            log.warn(
+                "events: shutdown: dropped {n} undelivered event(s) ({detail})",
+                n=sum(lost.values()),
+                detail=", ".join(f"{name}: {n}" for name, n in lost.items()),
+            )

@@ -179,6 +179,7 @@ class _Reused:
 
     def request(self, request: Any) -> defer.Deferred[Any]:
         """Send ``request``; an unanswered close becomes :class:`_StalePooled`."""
+
         def stale(failure: Failure) -> Any:
             if _unanswered_close(failure):
                 raise _StalePooled()
@@ -200,6 +201,7 @@ class _AdapterPool(HTTPConnectionPool):
 
     def getConnection(self, key: Any, endpoint: Any) -> defer.Deferred[Any]:
         """A connection for ``key``; one handed out before comes wrapped in :class:`_Reused`."""
+
         def mark(connection: Any) -> Any:
             if connection in self._handed_out:
                 return _Reused(connection)
@@ -266,8 +268,9 @@ class AdapterClient:
     def _send(self, url: Any, body: bytes, retries: int) -> defer.Deferred[Any]:
         # A request that met a pooled connection the adapter had closed goes
         # again (each idle connection may be such a one; a new one never is).
-        d: defer.Deferred[Any] = self._http.post(url, data=_Payload(body), headers=_JSON,
-                            allow_redirects=False, unbuffered=True)
+        d: defer.Deferred[Any] = self._http.post(
+            url, data=_Payload(body), headers=_JSON, allow_redirects=False, unbuffered=True
+        )
         if retries > 0:
             d.addErrback(lambda f: f.trap(_StalePooled) and self._send(url, body, retries - 1))
         return d
@@ -277,14 +280,16 @@ class AdapterClient:
         response.deliverBody(reader)
         ctype = response.headers.getRawHeaders(b"content-type", [None])[-1]
         return reader.finished.addCallback(
-            lambda body: (response.code, ctype.decode("latin-1") if ctype else None, body))
+            lambda body: (response.code, ctype.decode("latin-1") if ctype else None, body)
+        )
 
     def _fault(self, failure: Failure, adapter: AdapterSpec) -> Failure:
         if failure.check(AdapterFault, defer.CancelledError):
             return failure
         error = failure.value
-        if failure.check(ConnectingCancelledError) or (isinstance(error, ResponseNeverReceived) and any(
-                r.check(defer.CancelledError) for r in error.reasons)):
+        if failure.check(ConnectingCancelledError) or (
+            isinstance(error, ResponseNeverReceived) and any(r.check(defer.CancelledError) for r in error.reasons)
+        ):
             # Cancelled (a timeout was turned into TimeoutError before this):
             # the client went away. Not the adapter's fault, and not one that
             # ``failure: ignore`` may carry on from.

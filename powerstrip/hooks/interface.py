@@ -24,12 +24,10 @@ from typing import TYPE_CHECKING
 from zope.interface import Attribute, Interface
 
 from powerstrip.config.spec import AdapterSpec
-from powerstrip.hooks.flow import ServerResponse, error_response
+from powerstrip.hooks.flow import Flow, ServerResponse, error_response
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
-
-    from powerstrip.hooks.flow import Flow
 
 #: The phases of a chain an adapter is called in.
 PRE_HOOK = "pre-hook"

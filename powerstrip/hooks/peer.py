@@ -38,8 +38,15 @@ class Peer:
 
     def wire(self) -> dict[str, Any]:
         """The protocol's ``Caller`` object."""
-        return {"Transport": self.transport, "RemoteAddress": self.remote_address, "Uid": self.uid,
-                "Gid": self.gid, "Pid": self.pid, "User": self.user, "Certificate": self.certificate}
+        return {
+            "Transport": self.transport,
+            "RemoteAddress": self.remote_address,
+            "Uid": self.uid,
+            "Gid": self.gid,
+            "Pid": self.pid,
+            "User": self.user,
+            "Certificate": self.certificate,
+        }
 
 
 def read_caller(transport: Any) -> Peer:
@@ -50,8 +57,9 @@ def read_caller(transport: Any) -> Peer:
         # ISSLTransport declares an object; a TLS transport's is pyOpenSSL's X509 (or None).
         peer_cert = cast("X509 | None", transport.getPeerCertificate())
         der = peer_cert.to_cryptography().public_bytes(Encoding.DER) if peer_cert is not None else None
-        return Peer("tls", _address(peer), user=cert["CommonName"] if cert else None, certificate=cert,
-                      certificate_der=der)
+        return Peer(
+            "tls", _address(peer), user=cert["CommonName"] if cert else None, certificate=cert, certificate_der=der
+        )
     if isinstance(peer, UNIXAddress):
         return _peer_credentials(transport)
     return Peer("tcp", _address(peer))

@@ -96,12 +96,14 @@ class HookProtocol:
         """The call for ``flow`` (``kind``: pre-hook, post-hook, unwind)."""
         req = flow.request
         client_request: dict[str, Any] = {"Method": req.method, "Request": req.uri, "Body": _text(req.body)}
-        payload: dict[str, Any] = {"PowerstripProtocolVersion": self.version, "Type": kind,
-                                   "ClientRequest": client_request}
+        payload: dict[str, Any] = {
+            "PowerstripProtocolVersion": self.version,
+            "Type": kind,
+            "ClientRequest": client_request,
+        }
         resp = flow.response
         if resp is not None and kind != PRE_HOOK:
-            payload["ServerResponse"] = {"ContentType": resp.content_type, "Body": _text(resp.body),
-                                         "Code": resp.code}
+            payload["ServerResponse"] = {"ContentType": resp.content_type, "Body": _text(resp.body), "Code": resp.code}
         return payload
 
     def check(self, reply: Any, spec: AdapterSpec, phase: str) -> dict[str, Any]:
@@ -138,15 +140,22 @@ class HookProtocol:
         body = obj.get("Body")
         if old.streamed:
             if body is not None:
-                raise AdapterFault(spec, "ModifiedClientRequest.Body must be null: this request's "
-                                         "body is not JSON and streams to Docker unseen")
+                raise AdapterFault(
+                    spec,
+                    "ModifiedClientRequest.Body must be null: this request's "
+                    "body is not JSON and streams to Docker unseen",
+                )
             return ClientRequest(obj["Method"].upper(), obj["Request"], headers, None, True)
         return ClientRequest(obj["Method"].upper(), obj["Request"], headers, _new_body(body, old.body), False)
 
     def _response(self, obj: dict[str, Any], old: ServerResponse | None, spec: AdapterSpec) -> ServerResponse:
         # Protocol 1: the Content-Type is what the reply says (absent or null: none).
-        return _response_from({"Code": obj["Code"], "ContentType": obj.get("ContentType"), "Body": obj.get("Body")},
-                              spec, "ModifiedServerResponse", old)
+        return _response_from(
+            {"Code": obj["Code"], "ContentType": obj.get("ContentType"), "Body": obj.get("Body")},
+            spec,
+            "ModifiedServerResponse",
+            old,
+        )
 
 
 class HookProtocol2(HookProtocol):
@@ -188,8 +197,9 @@ def _headers(obj: Any, spec: AdapterSpec, where: str) -> HeaderList:
         raise AdapterFault(spec, f"{where}.Headers: {e}") from None
 
 
-def _response_from(obj: dict[str, Any], spec: AdapterSpec, where: str,
-                   old: ServerResponse | None = None) -> ServerResponse:
+def _response_from(
+    obj: dict[str, Any], spec: AdapterSpec, where: str, old: ServerResponse | None = None
+) -> ServerResponse:
     """A (checked) response object as a :class:`ServerResponse`; ``old`` supplies what it leaves out."""
     if "Headers" in obj:
         headers = _headers(obj["Headers"], spec, where)
@@ -239,8 +249,11 @@ class HookAdapter(abc.ABC):
         payload = self.protocol.payload(flow, "unwind")
         payload.setdefault("ServerResponse", None)
         payload["Stage"] = stage
-        payload["Failure"] = {"Adapter": failed, "Code": flow.response.code if flow.response is not None else None,
-                              "Message": message}
+        payload["Failure"] = {
+            "Adapter": failed,
+            "Code": flow.response.code if flow.response is not None else None,
+            "Message": message,
+        }
         shown = redact.payload(payload)
         hidden = redact.hidden(shown, payload)
         fields = {"request_id": flow.id, "adapter": self.spec.name}
@@ -249,18 +262,23 @@ class HookAdapter(abc.ABC):
 
         def done(result: tuple[int, str | None, bytes] | Failure) -> Failure | None:
             if isinstance(result, Failure):
-                log.warn("#{id} unwind {adapter} failed: {error}", id=flow.id, error=result.getErrorMessage(),
-                         **fields)
+                log.warn("#{id} unwind {adapter} failed: {error}", id=flow.id, error=result.getErrorMessage(), **fields)
                 return result
             if not 200 <= result[0] < 300:
-                log.warn("#{id} unwind {adapter} answered {code}: {body}", id=flow.id, code=result[0],
-                         body=redact.scrub(result[2][:200].decode("utf-8", "replace"), hidden), **fields)
+                log.warn(
+                    "#{id} unwind {adapter} answered {code}: {body}",
+                    id=flow.id,
+                    code=result[0],
+                    body=redact.scrub(result[2][:200].decode("utf-8", "replace"), hidden),
+                    **fields,
+                )
             return None
 
         return self.client.post(self.spec, payload if self.spec.secrets else shown).addBoth(done)
 
-    def _log_call(self, flow: Flow, phase: str, shown: dict[str, Any], hidden: list[str],
-                  d: defer.Deferred[Any]) -> None:
+    def _log_call(
+        self, flow: Flow, phase: str, shown: dict[str, Any], hidden: list[str], d: defer.Deferred[Any]
+    ) -> None:
         """Log the call (``shown``: redacted), and the reply or refusal, with what
         ``hidden`` holds (the redacted values) blanked even where a hook echoes it."""
         where = f"#{flow.id} {phase} {self.spec.name}"
@@ -268,15 +286,24 @@ class HookAdapter(abc.ABC):
         log.info("{where} sent {payload}", where=where, payload=_shown(shown), **fields)
 
         def replied(reply: dict[str, Any]) -> dict[str, Any]:
-            log.info("{where} replied {reply}", where=where,
-                     reply=redact.scrub(_shown(redact.reply(reply, shown)), hidden), **fields)
+            log.info(
+                "{where} replied {reply}",
+                where=where,
+                reply=redact.scrub(_shown(redact.reply(reply, shown)), hidden),
+                **fields,
+            )
             return reply
 
         def refused(failure: Failure) -> Failure:
             if isinstance(failure.value, Refused):
                 resp = failure.value.response
-                log.info("{where} refused {code} {body}", where=where, code=resp.code,
-                         body=redact.scrub(_shown(resp.body.decode("utf-8", "replace")), hidden), **fields)
+                log.info(
+                    "{where} refused {code} {body}",
+                    where=where,
+                    code=resp.code,
+                    body=redact.scrub(_shown(resp.body.decode("utf-8", "replace")), hidden),
+                    **fields,
+                )
             return failure
 
         d.addCallbacks(replied, refused)

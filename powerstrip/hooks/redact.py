@@ -98,8 +98,10 @@ def redact_text(text: str | None, fields: tuple[tuple[str, ...], ...]) -> str | 
 
 def redact_headers(headers: dict[str, Any]) -> dict[str, Any]:
     """Protocol 2 ``Headers`` (or Docker's AuthZ header map) with credential headers' values redacted."""
+
     def blank(values: Any) -> Any:
         return [REDACTED] * len(values) if isinstance(values, list) else REDACTED
+
     return {k: blank(v) if k.lower() in SECRET_HEADERS else v for k, v in headers.items()}
 
 
@@ -128,8 +130,11 @@ def payload(call: dict[str, Any]) -> dict[str, Any]:
 
 
 #: The objects of a reply, and the object of the call each one replaces.
-_REPLACES = {"ModifiedClientRequest": "ClientRequest", "ModifiedServerResponse": "ServerResponse",
-             "ServerResponse": "ServerResponse"}
+_REPLACES = {
+    "ModifiedClientRequest": "ClientRequest",
+    "ModifiedServerResponse": "ServerResponse",
+    "ServerResponse": "ServerResponse",
+}
 
 
 def _parts(answer: dict[str, Any], call: dict[str, Any]) -> list[tuple[str | None, str]]:
@@ -145,8 +150,13 @@ def reply(answer: Any, call: dict[str, Any]) -> Any:
     if not isinstance(answer, dict):
         return answer
     request = call.get("ClientRequest") or {}
-    fields = dict(zip(("ClientRequest", "ServerResponse"),
-                      secret_fields(request.get("Method", ""), request.get("Request", "")), strict=True))
+    fields = dict(
+        zip(
+            ("ClientRequest", "ServerResponse"),
+            secret_fields(request.get("Method", ""), request.get("Request", "")),
+            strict=True,
+        )
+    )
     out = dict(answer)
     for key, source in _parts(answer, call):
         if key is None:
@@ -219,7 +229,7 @@ def _restore(new: Any, shown: Any, original: Any) -> Any:
     if isinstance(new, dict) and isinstance(shown, dict) and isinstance(original, dict):
         return {k: _restore(v, _pick(shown, k), _pick(original, k)) for k, v in new.items()}
     if isinstance(new, list) and isinstance(shown, list) and isinstance(original, list):
-        return [_restore(v, s, o) for v, s, o in zip(new, shown, original, strict=False)] + new[len(shown):]
+        return [_restore(v, s, o) for v, s, o in zip(new, shown, original, strict=False)] + new[len(shown) :]
     return new
 
 

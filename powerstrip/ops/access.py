@@ -34,8 +34,15 @@ def line_of(exchange: Exchange) -> tuple[str, float]:
     flow = exchange.flow
     ms = (time.monotonic() - flow.started) * 1000
     head = exchange.head
-    line = "#%s %s %s -> %s %dB %.1fms" % (flow.id, head.method, head.target, exchange.status,  # noqa: UP031
-                                          exchange.bytes_out, ms)
+    # One %-formatted line per request: the cost the access log is held to.
+    line = "#%s %s %s -> %s %dB %.1fms" % (  # noqa: UP031
+        flow.id,
+        head.method,
+        head.target,
+        exchange.status,
+        exchange.bytes_out,
+        ms,
+    )
     if flow.hooks:
         line += "".join(f" {h.phase}:{h.adapter}={h.seconds * 1000:.1f}ms({h.outcome})" for h in flow.hooks)
     splice = exchange.splice
@@ -48,10 +55,17 @@ def fields_of(exchange: Exchange, ms: float) -> dict[str, Any]:
     """The structured fields of an access line (``--log-format json``)."""
     flow = exchange.flow
     fields: dict[str, Any] = {
-        "request_id": flow.id, "method": exchange.head.method, "path": exchange.head.target,
-        "status": exchange.status, "bytes": exchange.bytes_out, "duration_ms": round(ms, 1),
-        "hooks": [{"adapter": h.adapter, "phase": h.phase, "ms": round(h.seconds * 1000, 1),
-                   "outcome": h.outcome} for h in flow.hooks]}
+        "request_id": flow.id,
+        "method": exchange.head.method,
+        "path": exchange.head.target,
+        "status": exchange.status,
+        "bytes": exchange.bytes_out,
+        "duration_ms": round(ms, 1),
+        "hooks": [
+            {"adapter": h.adapter, "phase": h.phase, "ms": round(h.seconds * 1000, 1), "outcome": h.outcome}
+            for h in flow.hooks
+        ],
+    }
     if exchange.splice is not None:
         fields["stream_bytes_in"] = exchange.splice.bytes_in
         fields["stream_bytes_out"] = exchange.splice.bytes_out

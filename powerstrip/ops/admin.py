@@ -61,8 +61,8 @@ class DockerCheck:
         self._clock = clock or reactor
         self._proxy = proxy
         self._agent = Agent.usingEndpointFactory(
-            reactor, FixedEndpoint(proxy.upstream.endpoint),
-            pool=HTTPConnectionPool(reactor, persistent=False))
+            reactor, FixedEndpoint(proxy.upstream.endpoint), pool=HTTPConnectionPool(reactor, persistent=False)
+        )
         self._last: tuple[float, str | None] | None = None  # (when, problem or None)
         self._pending: list[defer.Deferred[tuple[str | None, float]]] = []
 
@@ -118,8 +118,12 @@ class _Readyz(Resource):
 
         def answer(result: tuple[str | None, float]) -> None:
             problem, age = result
-            body = {"docker": problem or "ok", "docker_checked_seconds_ago": round(age, 3),
-                    "config": config.source, "rules": len(config.endpoints)}
+            body = {
+                "docker": problem or "ok",
+                "docker_checked_seconds_ago": round(age, 3),
+                "config": config.source,
+                "rules": len(config.endpoints),
+            }
             if not gone:
                 request.write(_json(request, 503 if problem else 200, body))
                 request.finish()

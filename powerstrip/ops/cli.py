@@ -86,11 +86,15 @@ def lint(config: Config) -> list[str]:
         version = key_version(ep.path)
         if version is not None:
             example = version[1:] if version[1:].replace(".", "").isdigit() else "1.41"
-            scope = (f"at the API versions {_versions(ep.versions)} (its versions: field) and unversioned"
-                     if ep.versions else f"at every API version (/vN.NN/... or none); to limit it, add "
-                                         f"versions: \"=={example}\"")
-            out.append(f"notice: {ep.pattern!r}: an API version in a key is not part of the path: this rule "
-                       f"applies to {globs[0]} {scope}")
+            scope = (
+                f"at the API versions {_versions(ep.versions)} (its versions: field) and unversioned"
+                if ep.versions
+                else f'at every API version (/vN.NN/... or none); to limit it, add versions: "=={example}"'
+            )
+            out.append(
+                f"notice: {ep.pattern!r}: an API version in a key is not part of the path: this rule "
+                f"applies to {globs[0]} {scope}"
+            )
         hits = [(m, t) for m, t in routes if glob_meets_template(globs[0], t)]
         if not hits and len(globs) > 1:
             # /*/start: a * that stands for more than the version spans the path's
@@ -100,30 +104,39 @@ def lint(config: Config) -> list[str]:
         if not hits:
             near = difflib.get_close_matches(globs[0], templates, n=1)
             hint = f" (did you mean {near[0]}?)" if near else ""
-            out.append(f"warning: {ep.pattern!r}: {globs[0]} matches no Engine API route (API "
-                       f"{', '.join(versions)}){hint}: its hooks would never run")
+            out.append(
+                f"warning: {ep.pattern!r}: {globs[0]} matches no Engine API route (API "
+                f"{', '.join(versions)}){hint}: its hooks would never run"
+            )
         elif not any(fnmatchcase(m, ep.method) for m, _ in hits):
             methods = ", ".join(sorted({m for m, _ in hits}))
-            out.append(f"warning: {ep.pattern!r}: {ep.method} matches no method of the routes {globs[0]} "
-                       f"matches ({methods}): its hooks would never run")
+            out.append(
+                f"warning: {ep.pattern!r}: {ep.method} matches no method of the routes {globs[0]} "
+                f"matches ({methods}): its hooks would never run"
+            )
     return out
 
 
 def routing_table(config: Config) -> str:
     """The rules and adapters of ``config``, as ``check`` prints them."""
     events = f"{len(config.events)} event rule(s), " if config.events else ""
-    lines = [f"{config.source}: valid, {len(config.endpoints)} endpoint rule(s), {events}"
-             f"{len(config.adapters)} adapter(s)", ""]
+    lines = [
+        f"{config.source}: valid, {len(config.endpoints)} endpoint rule(s), {events}{len(config.adapters)} adapter(s)",
+        "",
+    ]
     width = max((len(e.pattern) for e in config.endpoints), default=0)
-    lines += [f"  {e.pattern:<{width}}  pre: {_names(e.pre)}  post: {_names(e.post)}"
-              + (f"  versions: {_versions(e.versions)}" if e.versions else "") for e in config.endpoints]
+    lines += [
+        f"  {e.pattern:<{width}}  pre: {_names(e.pre)}  post: {_names(e.post)}"
+        + (f"  versions: {_versions(e.versions)}" if e.versions else "")
+        for e in config.endpoints
+    ]
     if config.events:
         # Each adapter gets each matching event on its own queue: a list, not a chain.
         width = max(len(rule.pattern) for rule in config.events)
-        lines += [""] * bool(config.endpoints) + ["  events (each adapter gets each matching Docker event, "
-                                                  "on its own queue):"]
-        lines += [f"  {rule.pattern:<{width}}  -> {', '.join(a.name for a in rule.adapters)}"
-                  for rule in config.events]
+        lines += [""] * bool(config.endpoints) + [
+            "  events (each adapter gets each matching Docker event, on its own queue):"
+        ]
+        lines += [f"  {rule.pattern:<{width}}  -> {', '.join(a.name for a in rule.adapters)}" for rule in config.events]
     if config.adapters:
         lines.append("")
         width = max(len(name) for name in config.adapters)
@@ -143,12 +156,18 @@ def explain(config: Config, call: str) -> str:
         raise ValueError(f"expected 'METHOD /path', e.g. 'POST /v1.41/containers/create', not {call!r}")
     route = match(config, method.upper(), path)
     version, route_path = request_path(path)
-    lines = [f"{method.upper()} {path}",
-             f"  path {route_path} at API version {version}" if version else
-             f"  path {route_path}, unversioned: dockerd's current API version, within every rule's versions:"]
+    lines = [
+        f"{method.upper()} {path}",
+        f"  path {route_path} at API version {version}"
+        if version
+        else f"  path {route_path}, unversioned: dockerd's current API version, within every rule's versions:",
+    ]
     # Rules the call would match but for their versions: field.
-    lines += [f"  not matched: {e.pattern} (versions: {_versions(e.versions)})" for e in config.endpoints
-              if rule_matches(e.method, e.path, method, path) and not versions_match(e.versions, version)]
+    lines += [
+        f"  not matched: {e.pattern} (versions: {_versions(e.versions)})"
+        for e in config.endpoints
+        if rule_matches(e.method, e.path, method, path) and not versions_match(e.versions, version)
+    ]
     if not route.hooked:
         lines.append("  no rule matches: passed straight to Docker")
         return "\n".join(lines)
@@ -213,8 +232,9 @@ def judge(answer: tuple[int, str | None, bytes], reply_schema: str | None) -> tu
     return "valid", "valid"
 
 
-async def adapter_test(reactor: Any, adapter: AdapterSpec, protocol: int = 1, only: str | None = None,
-                       out: TextIO | None = None) -> int:
+async def adapter_test(
+    reactor: Any, adapter: AdapterSpec, protocol: int = 1, only: str | None = None, out: TextIO | None = None
+) -> int:
     """Send ``adapter`` each sample call (of type ``only``, if given) and print a table of
     verdicts and times to ``out`` (stdout); return the exit status: 0 when every answer is
     valid protocol, else 1."""
@@ -244,9 +264,12 @@ async def adapter_test(reactor: Any, adapter: AdapterSpec, protocol: int = 1, on
         await client.close()
     bad = counts["INVALID"] + counts["FAULT"]
     failed = f"{counts['failed']} failed, " if protocol >= 2 else ""  # unwind and event calls only
-    print(f"{len(calls)} call(s): {counts['valid']} valid, {counts['refused']} refused, {failed}"
-          f"{counts['INVALID']} invalid, {counts['FAULT']} fault(s): "
-          + (f"NOT protocol {protocol}" if bad else f"the adapter speaks protocol {protocol}"), file=out)
+    print(
+        f"{len(calls)} call(s): {counts['valid']} valid, {counts['refused']} refused, {failed}"
+        f"{counts['INVALID']} invalid, {counts['FAULT']} fault(s): "
+        + (f"NOT protocol {protocol}" if bad else f"the adapter speaks protocol {protocol}"),
+        file=out,
+    )
     return 1 if bad else 0
 
 
@@ -264,12 +287,15 @@ def main(argv: list[str] | None = None) -> int:
     probe = commands.add_parser("adapter-test", help="send an adapter sample hook calls and check its answers")
     probe.add_argument("url", help="http://, https:// or http+unix://%%2Fpath%%2Fto.sock/path")
     probe.add_argument("--timeout", default="5s", help="per call: 5s, 500ms, 1m [default: 5s]")
-    probe.add_argument("--protocol", type=int, default=1, choices=protocols(),
-                       help="the protocol version of the calls [default: 1]")
-    probe.add_argument("--only", choices=(*_HOOKS, "unwind", "event"),
-                       help="send only these calls (unwind and event: protocol 2)")
-    health = commands.add_parser("healthcheck", help="exit 0 if a running Powerstrip answers (for container "
-                                                      "health checks), else 1")
+    probe.add_argument(
+        "--protocol", type=int, default=1, choices=protocols(), help="the protocol version of the calls [default: 1]"
+    )
+    probe.add_argument(
+        "--only", choices=(*_HOOKS, "unwind", "event"), help="send only these calls (unwind and event: protocol 2)"
+    )
+    health = commands.add_parser(
+        "healthcheck", help="exit 0 if a running Powerstrip answers (for container health checks), else 1"
+    )
     healthcheck.add_arguments(health)
     args = parser.parse_args(argv)
     if args.command == "healthcheck":

@@ -43,8 +43,9 @@ def loopback_only(listen: str) -> bool:
     return interface is not None and (interface.startswith("127.") or interface in ("localhost", "::1"))
 
 
-def exposure_warning(listen: str, serves: str, tls: bool, verified: bool, container: bool,
-                     verify_option: str = "--tlsverify") -> str | None:
+def exposure_warning(
+    listen: str, serves: str, tls: bool, verified: bool, container: bool, verify_option: str = "--tlsverify"
+) -> str | None:
     """The warning for listener ``listen`` (a Twisted endpoint string), or ``None``.
 
     ``serves`` says what a stranger would get (``"controls Docker, and so this
@@ -57,9 +58,10 @@ def exposure_warning(listen: str, serves: str, tls: bool, verified: bool, contai
         return None
     how = f"with TLS but no client certificates ({verify_option})" if tls else "without TLS"
     if container:
-        return (f"WARNING: {listen} accepts connections from any address that reaches this container, {how}; "
-                f"anyone who can connect {serves}. Running in a container: who can connect depends on how "
-                "the port is published. `-p 127.0.0.1:PORT:PORT` keeps it to this host; `-p PORT:PORT` "
-                "or `--network host` opens it to other hosts. Check with `docker port CONTAINER`.")
-    return (f"WARNING: {listen} accepts connections from other hosts {how}. Anyone who can reach it "
-            f"{serves}.")
+        return (
+            f"WARNING: {listen} accepts connections from any address that reaches this container, {how}; "
+            f"anyone who can connect {serves}. Running in a container: who can connect depends on how "
+            "the port is published. `-p 127.0.0.1:PORT:PORT` keeps it to this host; `-p PORT:PORT` "
+            "or `--network host` opens it to other hosts. Check with `docker port CONTAINER`."
+        )
+    return f"WARNING: {listen} accepts connections from other hosts {how}. Anyone who can reach it {serves}."

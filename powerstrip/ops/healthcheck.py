@@ -83,8 +83,9 @@ def _get(listen: str, path: str, timeout: float) -> tuple[int, bytes, str]:
         conn.close()
 
 
-def healthcheck(listen: str | None = None, admin: str | None = None, timeout: float = 5.0,
-                env: Mapping[str, str] | None = None) -> tuple[int, str]:
+def healthcheck(
+    listen: str | None = None, admin: str | None = None, timeout: float = 5.0, env: Mapping[str, str] | None = None
+) -> tuple[int, str]:
     """``(exit status, message)``: 0 when the listener answers ``/_ping`` with 200 (or, with
     ``admin``, the admin listener's ``/readyz`` says ready), else 1."""
     env = os.environ if env is None else env
@@ -122,8 +123,11 @@ def healthcheck(listen: str | None = None, admin: str | None = None, timeout: fl
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``powerstrip healthcheck``."""
-    parser.add_argument("--listen", help="the API listener to GET /_ping on [default: the first of "
-                                         "$POWERSTRIP_LISTEN, else tcp:2375:interface=127.0.0.1]")
+    parser.add_argument(
+        "--listen",
+        help="the API listener to GET /_ping on [default: the first of "
+        "$POWERSTRIP_LISTEN, else tcp:2375:interface=127.0.0.1]",
+    )
     parser.add_argument("--admin", help="check the admin listener's GET /readyz instead, e.g. tcp:9375")
     parser.add_argument("--timeout", default="5s", help="5s, 500ms [default: 5s]")
 

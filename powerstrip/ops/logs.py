@@ -52,8 +52,7 @@ FORMATS = ("text", "json")
 
 #: Keys of legacy (``twisted.python.log``) events that repeat what the fixed
 #: keys already say; dropped from the structured fields.
-_LEGACY_KEYS = frozenset({"message", "time", "system", "isError", "format", "failure", "why", "printed",
-                          "logLevel"})
+_LEGACY_KEYS = frozenset({"message", "time", "system", "isError", "format", "failure", "why", "printed", "logLevel"})
 #: The keys every line has; an event field of the same name never replaces them.
 _FIXED_KEYS = ("time", "level", "namespace", "message", "traceback", "request_id")
 
@@ -145,8 +144,13 @@ def json_record(event: LogEvent) -> dict[str, Any] | None:
         record["request_id"] = event["request_id"]
     printed = _fields_in(event.get("log_format"))
     for key, value in event.items():
-        if (not isinstance(key, str) or key.startswith("log_") or key in printed or key in _FIXED_KEYS
-                or ("isError" in event and key in _LEGACY_KEYS)):
+        if (
+            not isinstance(key, str)
+            or key.startswith("log_")
+            or key in printed
+            or key in _FIXED_KEYS
+            or ("isError" in event and key in _LEGACY_KEYS)
+        ):
             continue
         record[key] = value
     return record
@@ -161,9 +165,17 @@ def format_json_line(event: LogEvent) -> str | None:
         return "{" + ", ".join(f"{json.dumps(k)}: {_encode(v)}" for k, v in record.items()) + "}\n"
     except Exception as e:
         # Never lose the event to a bug here: say what is known about it.
-        return json.dumps({"time": _iso_time(event.get("log_time")), "level": "error",
-                           "namespace": "powerstrip.logs",
-                           "message": f"unable to format a log event: {_safe_repr(e)}"}) + "\n"
+        return (
+            json.dumps(
+                {
+                    "time": _iso_time(event.get("log_time")),
+                    "level": "error",
+                    "namespace": "powerstrip.logs",
+                    "message": f"unable to format a log event: {_safe_repr(e)}",
+                }
+            )
+            + "\n"
+        )
 
 
 def json_file_observer(out: IO[Any]) -> FileLogObserver:
@@ -200,8 +212,11 @@ def _chatter(event: LogEvent) -> NamedConstant:  # a PredicateResult, as ILogFil
     # "Starting factory" / "Stopping factory" of twisted.web's HTTP client: one
     # pair per adapter or readiness connection, which is most of a log otherwise.
     factory = event.get("factory")
-    if isinstance(factory, Factory) and type(factory).__module__.startswith("twisted.web.") \
-            and str(event.get("log_format", "")).startswith(("Starting factory", "Stopping factory")):
+    if (
+        isinstance(factory, Factory)
+        and type(factory).__module__.startswith("twisted.web.")
+        and str(event.get("log_format", "")).startswith(("Starting factory", "Stopping factory"))
+    ):
         return PredicateResult.no
     return PredicateResult.maybe
 

@@ -93,14 +93,16 @@ class _Traffic:
         requests = CounterMetricFamily(
             "powerstrip_requests",
             "Client requests ended (answered, failed or abandoned), by endpoint rule, method and status",
-            labels=["route", "method", "code"])
+            labels=["route", "method", "code"],
+        )
         for labels, n in list(self.requests.items()):
             requests.add_metric(list(labels), n)
         yield requests
         duration = HistogramMetricFamily(
             "powerstrip_request_duration_seconds",
             "Time from a request's head arriving to its end (for streams: to the stream's close)",
-            labels=["route"])
+            labels=["route"],
+        )
         for route, (counts, total) in list(self.durations.items()):
             cumulative, buckets = 0, []
             for bound, n in zip((*DURATION_BUCKETS, float("inf")), counts, strict=True):
@@ -110,10 +112,14 @@ class _Traffic:
         yield duration
         yield CounterMetricFamily(
             "powerstrip_client_received_bytes",
-            "Bytes received from clients: request bodies passed on, and hijacked-stream bytes", value=self.bytes_in)
+            "Bytes received from clients: request bodies passed on, and hijacked-stream bytes",
+            value=self.bytes_in,
+        )
         yield CounterMetricFamily(
             "powerstrip_client_sent_bytes",
-            "Bytes sent to clients: response bodies, and hijacked-stream bytes", value=self.bytes_out)
+            "Bytes sent to clients: response bodies, and hijacked-stream bytes",
+            value=self.bytes_out,
+        )
 
 
 class Metrics:
@@ -130,50 +136,75 @@ class Metrics:
         self.traffic = _Traffic()
         reg.register(self.traffic)
         self.hook_calls = Counter(
-            "powerstrip_hook_calls", "Adapter calls, by adapter, phase and outcome",
-            ["adapter", "phase", "outcome"], registry=reg)
+            "powerstrip_hook_calls",
+            "Adapter calls, by adapter, phase and outcome",
+            ["adapter", "phase", "outcome"],
+            registry=reg,
+        )
         self.hook_faults = Counter(
-            "powerstrip_hook_faults", "Adapter calls that failed (no usable answer), by adapter",
-            ["adapter"], registry=reg)
+            "powerstrip_hook_faults",
+            "Adapter calls that failed (no usable answer), by adapter",
+            ["adapter"],
+            registry=reg,
+        )
         self.hook_duration = Histogram(
-            "powerstrip_hook_duration_seconds", "Adapter call time, by adapter and phase",
-            ["adapter", "phase"], buckets=HOOK_BUCKETS, registry=reg)
-        self.streams = Counter(
-            "powerstrip_streams", "Hijacked streams begun (attach, exec, BuildKit)", registry=reg)
-        Gauge("powerstrip_streams_active", "Hijacked streams open now",
-              registry=reg).set_function(streams.__len__)
-        Gauge("powerstrip_requests_in_flight", "Requests being answered now (streams not included)",
-              registry=reg).set_function(inflight.__len__)
+            "powerstrip_hook_duration_seconds",
+            "Adapter call time, by adapter and phase",
+            ["adapter", "phase"],
+            buckets=HOOK_BUCKETS,
+            registry=reg,
+        )
+        self.streams = Counter("powerstrip_streams", "Hijacked streams begun (attach, exec, BuildKit)", registry=reg)
+        Gauge("powerstrip_streams_active", "Hijacked streams open now", registry=reg).set_function(streams.__len__)
+        Gauge(
+            "powerstrip_requests_in_flight", "Requests being answered now (streams not included)", registry=reg
+        ).set_function(inflight.__len__)
         reloads = Counter(
-            "powerstrip_config_reloads", "Adapters file reloads (SIGHUP, --watch-config), by result",
-            ["result"], registry=reg)
+            "powerstrip_config_reloads",
+            "Adapters file reloads (SIGHUP, --watch-config), by result",
+            ["result"],
+            registry=reg,
+        )
         # Both results exist from the start: an alert on "failed" needs a 0 to rise from.
         self._reloads = {True: reloads.labels("ok"), False: reloads.labels("failed")}
         # Event hooks (powerstrip.hooks.events).
         self.event_queued = Gauge(
             "powerstrip_event_queue_depth",
             "Docker events waiting for an event hook adapter (the one being delivered included), by adapter",
-            ["adapter"], registry=reg)
+            ["adapter"],
+            registry=reg,
+        )
         self.event_deliveries = Counter(
-            "powerstrip_events_delivered", "Docker events an adapter took (answered 2xx), by adapter",
-            ["adapter"], registry=reg)
+            "powerstrip_events_delivered",
+            "Docker events an adapter took (answered 2xx), by adapter",
+            ["adapter"],
+            registry=reg,
+        )
         self.event_retries = Counter(
             "powerstrip_event_delivery_failures",
             "Event deliveries that failed (non-2xx answer or fault) and are retried, by adapter",
-            ["adapter"], registry=reg)
+            ["adapter"],
+            registry=reg,
+        )
         self.event_drops = Counter(
             "powerstrip_events_dropped",
             "Docker events never delivered, by adapter and reason (queue_full, removed, shutdown)",
-            ["adapter", "reason"], registry=reg)
+            ["adapter", "reason"],
+            registry=reg,
+        )
         self.events_in = Counter(
-            "powerstrip_events_received", "Docker events read from dockerd's event stream", registry=reg)
+            "powerstrip_events_received", "Docker events read from dockerd's event stream", registry=reg
+        )
         self.event_stream_up = Gauge(
-            "powerstrip_events_connected", "1 while Powerstrip follows dockerd's event stream, else 0",
-            registry=reg)
+            "powerstrip_events_connected", "1 while Powerstrip follows dockerd's event stream, else 0", registry=reg
+        )
         refused = Counter(
-            "powerstrip_refused", "Requests and connections Powerstrip refused itself, by status: 400 "
+            "powerstrip_refused",
+            "Requests and connections Powerstrip refused itself, by status: 400 "
             "unreadable request, 408 too slow, 431 head too large, 503 over --max-connections or --max-buffered",
-            ["code"], registry=reg)
+            ["code"],
+            registry=reg,
+        )
         self._refused: dict[int, Any] = {code: refused.labels(str(code)) for code in (400, 408, 431, 503)}
         self._refused_counter = refused
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}  # (metric, labels) -> child
@@ -193,8 +224,14 @@ class Metrics:
         if splice is not None:
             bytes_in += splice.bytes_in
             bytes_out += splice.bytes_out
-        self.traffic.add(flow.route.patterns[0] if flow.route.patterns else UNMATCHED, exchange.head.method,
-                         exchange.status, time.monotonic() - flow.started, bytes_in, bytes_out)
+        self.traffic.add(
+            flow.route.patterns[0] if flow.route.patterns else UNMATCHED,
+            exchange.head.method,
+            exchange.status,
+            time.monotonic() - flow.started,
+            bytes_in,
+            bytes_out,
+        )
         for hook in flow.hooks:
             self._child(self.hook_calls, hook.adapter, hook.phase, hook.outcome).inc()
             self._child(self.hook_duration, hook.adapter, hook.phase).observe(hook.seconds)

@@ -52,40 +52,81 @@ class Options(usage.Options):
         ["watch-config", None, "Reload the adapters file when it changes (as on SIGHUP)"],
         ["tls", None, "Serve TLS on tcp: listeners (--tlscert, --tlskey)"],
         ["tlsverify", None, "Serve TLS and require client certificates signed by --tlscacert"],
-        ["docker-tlsverify", None, "Talk TLS to Docker, verifying it, with certificates from "
-                                   "--docker-cert-path [default: on if $DOCKER_TLS_VERIFY is set]"],
+        [
+            "docker-tlsverify",
+            None,
+            "Talk TLS to Docker, verifying it, with certificates from "
+            "--docker-cert-path [default: on if $DOCKER_TLS_VERIFY is set]",
+        ],
     ]
     optParameters = [
         ["tlscacert", None, None, "CA certificate clients must be signed by (PEM)"],
         ["tlscert", None, None, "Powerstrip's server certificate (PEM; a chain may follow it)"],
         ["tlskey", None, None, "The key of --tlscert (PEM)"],
-        ["docker-cert-path", None, None, "Directory with ca.pem, cert.pem, key.pem for TLS to Docker "
-                                         "[default: $DOCKER_CERT_PATH, else ~/.docker]"],
-        ["client-timeout", None, DEFAULT_CLIENT_TIMEOUT,
-         "Seconds a client may keep Powerstrip waiting: idle between requests, or sending a request "
-         "head/body (0: never). Answers in progress and streams are never cut off", float],
-        ["max-header-size", None, "1M", "Largest request head (request line + headers) accepted (413 above)",
-         _size],
-        ["admin", None, None, "Twisted endpoint for the admin listener: GET /healthz, GET /readyz, GET /metrics "
-                              "(e.g. tcp:9375:interface=127.0.0.1) [default: none]"],
+        [
+            "docker-cert-path",
+            None,
+            None,
+            "Directory with ca.pem, cert.pem, key.pem for TLS to Docker [default: $DOCKER_CERT_PATH, else ~/.docker]",
+        ],
+        [
+            "client-timeout",
+            None,
+            DEFAULT_CLIENT_TIMEOUT,
+            "Seconds a client may keep Powerstrip waiting: idle between requests, or sending a request "
+            "head/body (0: never). Answers in progress and streams are never cut off",
+            float,
+        ],
+        ["max-header-size", None, "1M", "Largest request head (request line + headers) accepted (413 above)", _size],
+        [
+            "admin",
+            None,
+            None,
+            "Twisted endpoint for the admin listener: GET /healthz, GET /readyz, GET /metrics "
+            "(e.g. tcp:9375:interface=127.0.0.1) [default: none]",
+        ],
         ["admin-tlscert", None, None, "Serve TLS on a tcp: --admin with this certificate (PEM; a chain may follow)"],
         ["admin-tlskey", None, None, "The key of --admin-tlscert (PEM)"],
         ["admin-tlscacert", None, None, "With --admin-tlscert: require admin clients' certificates signed by this CA"],
-        ["config", "c", None, "Adapters file [default: $POWERSTRIP_CONFIG, else "
-                              f"{DEFAULT_CONFIG}; pass-through if that is missing]"],
+        [
+            "config",
+            "c",
+            None,
+            f"Adapters file [default: $POWERSTRIP_CONFIG, else {DEFAULT_CONFIG}; pass-through if that is missing]",
+        ],
         ["docker", "d", None, f"Docker daemon URL [default: $DOCKER_HOST, else {DEFAULT_DOCKER}]"],
         ["max-json-body", None, "16M", "Largest JSON request body handed to pre-hooks (413 above)", _size],
         ["max-response-body", None, "64M", "Largest response handed to post-hooks (502 above)", _size],
-        ["max-buffered", None, "256M", "Most bytes held for hooks at once, all requests together (503 above)",
-         _size],
-        ["max-connections", None, None, "Most client connections open at once; more are answered 503 and "
-                                        "closed [default: the open-file limit less 64, at most 10000]", int],
-        ["log-format", None, "text", "text (twistd's lines) or json (one JSON object a line), written "
-                                     "where twistd logs: stdout with -n, else --logfile"],
-        ["drain-timeout", None, 10.0, "On SIGTERM, seconds to let requests in flight finish before "
-                                      "streams are closed", float],
-        ["event-queue", None, DEFAULT_QUEUE_BOUND, "Docker events held per event hook adapter awaiting "
-                                                   "delivery; more are dropped (counted and logged)", int],
+        ["max-buffered", None, "256M", "Most bytes held for hooks at once, all requests together (503 above)", _size],
+        [
+            "max-connections",
+            None,
+            None,
+            "Most client connections open at once; more are answered 503 and "
+            "closed [default: the open-file limit less 64, at most 10000]",
+            int,
+        ],
+        [
+            "log-format",
+            None,
+            "text",
+            "text (twistd's lines) or json (one JSON object a line), written "
+            "where twistd logs: stdout with -n, else --logfile",
+        ],
+        [
+            "drain-timeout",
+            None,
+            10.0,
+            "On SIGTERM, seconds to let requests in flight finish before streams are closed",
+            float,
+        ],
+        [
+            "event-queue",
+            None,
+            DEFAULT_QUEUE_BOUND,
+            "Docker events held per event hook adapter awaiting delivery; more are dropped (counted and logged)",
+            int,
+        ],
     ]
 
     def __init__(self) -> None:
@@ -118,7 +159,8 @@ class Options(usage.Options):
             if docker_url_for(listen) == str(self["docker_address"]):
                 raise usage.UsageError(
                     f"the Docker URL {docker_url} is Powerstrip's own listener ({listen}): "
-                    "unset DOCKER_HOST or pass --docker unix:///var/run/docker.sock")
+                    "unset DOCKER_HOST or pass --docker unix:///var/run/docker.sock"
+                )
         self["listener_tls"] = self._listener_tls()
         self["admin_tls"] = self._admin_tls()
         self["docker_tls"] = self._docker_tls(env)
@@ -140,8 +182,9 @@ class Options(usage.Options):
         if self["log-format"] == "json" and twistd is not None:
             for other in ("syslog", "logger"):
                 if twistd.get(other):
-                    raise usage.UsageError(f"--log-format json writes to stdout or --logfile, not with "
-                                           f"twistd's --{other}")
+                    raise usage.UsageError(
+                        f"--log-format json writes to stdout or --logfile, not with twistd's --{other}"
+                    )
 
     def _listener_tls(self) -> ListenerTLS | None:
         if not (self["tls"] or self["tlsverify"]):
@@ -149,8 +192,9 @@ class Options(usage.Options):
                 if self[name]:
                     raise usage.UsageError(f"--{name} needs --tls or --tlsverify")
             return None
-        missing = [f"--{n}" for n in ("tlscert", "tlskey") + (("tlscacert",) if self["tlsverify"] else ())
-                   if not self[n]]
+        missing = [
+            f"--{n}" for n in ("tlscert", "tlskey") + (("tlscacert",) if self["tlsverify"] else ()) if not self[n]
+        ]
         if missing:
             raise usage.UsageError(f"{'--tlsverify' if self['tlsverify'] else '--tls'} needs {', '.join(missing)}")
         if not any(_is_tcp(listen) for listen in self["listen"]):
@@ -271,43 +315,63 @@ def make_service(options: Options, reactor: Any = None) -> service.IService:
         from twisted.internet import reactor
     config: Config | None = options["config_obj"]
     if config is None:
-        log.warn("no adapters file at {path}: running as a pure pass-through proxy",
-                 path=DEFAULT_CONFIG)
+        log.warn("no adapters file at {path}: running as a pure pass-through proxy", path=DEFAULT_CONFIG)
         config = Config.passthrough()
     before, after = raise_open_file_limit()
     log.info("open-file limit: {before} -> {after}", before=before, after=after)
     timeout = options["client-timeout"] or None
-    limits = Limits(max_json_body=options["max-json-body"], max_response_body=options["max-response-body"],
-                    max_buffered=options["max-buffered"], body_deadline=timeout)
+    limits = Limits(
+        max_json_body=options["max-json-body"],
+        max_response_body=options["max-response-body"],
+        max_buffered=options["max-buffered"],
+        body_deadline=timeout,
+    )
     # Under twistd, options.parent holds twistd's -n/--logfile: where log lines go.
     top = PowerstripService(options["log-format"], options.parent)
     access = None if options["no-access-log"] else AccessLog(reactor, fmt=options["log-format"])
     top.log_file_users.append(access)
-    resource = Proxy(reactor, config, options["docker_address"], limits, access_log=access,
-                     docker_tls=options["docker_tls"], verbose=options["verbose"], metrics=Metrics)
-    site = FrontFactory(resource, timeout=timeout, max_head=options["max-header-size"],
-                        max_connections=options["max-connections"] or connection_limit())
+    resource = Proxy(
+        reactor,
+        config,
+        options["docker_address"],
+        limits,
+        access_log=access,
+        docker_tls=options["docker_tls"],
+        verbose=options["verbose"],
+        metrics=Metrics,
+    )
+    site = FrontFactory(
+        resource,
+        timeout=timeout,
+        max_head=options["max-header-size"],
+        max_connections=options["max-connections"] or connection_limit(),
+    )
     log.info("at most {n} client connections at once (--max-connections)", n=site.max_connections)
     tls: ListenerTLS | None = options["listener_tls"]
     for listen in options["listen"]:
         url = docker_url_for(listen)
         if url and url.startswith("unix://"):
-            clear_stale_socket(url[len("unix://"):])
+            clear_stale_socket(url[len("unix://") :])
         factory = tls.wrap(site) if tls is not None and _is_tcp(listen) else site
         strports.service(listen, factory, reactor=reactor).setServiceParent(top)
     if options["watch-config"]:
         ConfigWatcher(resource, options["config_path"], reactor).setServiceParent(top)  # type: ignore[no-untyped-call]  # unannotated in Twisted
     if options["admin"]:
         admin_tls: ListenerTLS | None = options.get("admin_tls")
-        warning = exposure_warning(options["admin"], "reads the routes, adapter names and metrics (/metrics) and "
-                                   "the adapters file's path (/readyz)", admin_tls is not None,
-                                   admin_tls is not None and admin_tls.ca is not None, in_container(),
-                                   verify_option="--admin-tlscacert")
+        warning = exposure_warning(
+            options["admin"],
+            "reads the routes, adapter names and metrics (/metrics) and the adapters file's path (/readyz)",
+            admin_tls is not None,
+            admin_tls is not None and admin_tls.ca is not None,
+            in_container(),
+            verify_option="--admin-tlscacert",
+        )
         if warning:
             log.warn("{warning}", warning=warning.replace("WARNING: ", "WARNING: --admin ", 1))
         admin = admin_site(reactor, resource)
-        strports.service(options["admin"], admin_tls.wrap(admin) if admin_tls else admin,
-                         reactor=reactor).setServiceParent(top)
+        strports.service(
+            options["admin"], admin_tls.wrap(admin) if admin_tls else admin, reactor=reactor
+        ).setServiceParent(top)
     # Not a child of its own: _Announce stops it, then closes the adapter pool it delivers through.
     events = EventHooks(resource, reactor, queue_bound=options["event-queue"], drain_timeout=options["drain-timeout"])
     _Announce(options, config, resource, reactor, events).setServiceParent(top)  # type: ignore[no-untyped-call]  # unannotated in Twisted
@@ -318,8 +382,9 @@ class _Announce(service.Service):
     """Says where Powerstrip listens (the original printed the line users need); on stop, drains
     requests and event hooks, then closes the connection pools."""
 
-    def __init__(self, options: Options, config: Config, resource: Proxy, reactor: Any,
-                 events: EventHooks | None = None) -> None:
+    def __init__(
+        self, options: Options, config: Config, resource: Proxy, reactor: Any, events: EventHooks | None = None
+    ) -> None:
         self.options, self.config, self.resource, self.reactor = options, config, resource, reactor
         #: The event hooks, started and stopped with this service.
         self.events = events
@@ -327,14 +392,19 @@ class _Announce(service.Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]  # unannotated in Twisted
         routes = len(self.config.endpoints)
-        log.info("powerstrip: proxying to Docker at {docker}{tls}; {routes} hooked endpoint rule(s) from {src}",
-                 docker=self.options["docker_address"], routes=routes, src=self.config.source,
-                 tls=" (TLS)" if self.options["docker_tls"] else "")
+        log.info(
+            "powerstrip: proxying to Docker at {docker}{tls}; {routes} hooked endpoint rule(s) from {src}",
+            docker=self.options["docker_address"],
+            routes=routes,
+            src=self.config.source,
+            tls=" (TLS)" if self.options["docker_tls"] else "",
+        )
         tls: ListenerTLS | None = self.options["listener_tls"]
         for listen in self.options["listen"]:
             verified = _is_tcp(listen) and tls is not None and tls.ca is not None
-            warning = exposure_warning(listen, "controls Docker, and so this host, as root", tls is not None,
-                                       verified, in_container())
+            warning = exposure_warning(
+                listen, "controls Docker, and so this host, as root", tls is not None, verified, in_container()
+            )
             if warning:
                 log.warn("{warning}", warning=warning)
             url = docker_url_for(listen)
@@ -343,13 +413,14 @@ class _Announce(service.Service):
                 print(f"export DOCKER_HOST={url}{suffix}", flush=True)
         # SIGHUP re-reads the adapters file (the handler runs between reactor
         # iterations, never in the middle of a request's processing).
-        signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(
-            reload_config, self.resource, self.options["config_path"]))
+        signal.signal(
+            signal.SIGHUP,
+            lambda *_: self.reactor.callFromThread(reload_config, self.resource, self.options["config_path"]),
+        )
         # SIGTERM is the ordinary way to stop a service: drain (stopService),
         # then exit 0, rather than Twisted's default of re-raising the signal.
         # (Installed once the reactor runs, after its own handlers.)
-        self.reactor.callWhenRunning(
-            signal.signal, signal.SIGTERM, lambda *_: self.reactor.callFromThread(self._stop))
+        self.reactor.callWhenRunning(signal.signal, signal.SIGTERM, lambda *_: self.reactor.callFromThread(self._stop))
         if self.events is not None:
             self.events.startService()
 

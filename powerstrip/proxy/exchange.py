@@ -156,10 +156,22 @@ _FRAMING = (b"content-length", b"transfer-encoding")
 _ERROR_KEPT = 64 * 1024
 #: The ``Failure.Message`` of an unwind call for a client that left before its request was sent.
 CLIENT_GONE = "the client went away before the request was sent to Docker"
-_REASONS = {200: b"OK", 201: b"Created", 204: b"No Content", 304: b"Not Modified", 400: b"Bad Request",
-            401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found", 409: b"Conflict", 413: b"Payload Too Large",
-            500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable",
-            504: b"Gateway Timeout"}
+_REASONS = {
+    200: b"OK",
+    201: b"Created",
+    204: b"No Content",
+    304: b"Not Modified",
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    404: b"Not Found",
+    409: b"Conflict",
+    413: b"Payload Too Large",
+    500: b"Internal Server Error",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
 
 #: The calls dockerd hijacks for clients that ask for no upgrade ("200 OK" and a raw stream).
 _HIJACKS = re.compile(r"^(/v[0-9.]+)?/(containers/[^/]+/attach|exec/[^/]+/start)$")
@@ -227,8 +239,9 @@ class Exchange:
         self.head = head
         self.stage = Stage.ROUTED
         route = proxy.route(head.method, head.path)  # rules ignore the query: one cache entry per path
-        self.flow = Flow(ClientRequest(head.method, head.target, head.headers), route,
-                         caller=client.caller if route.hooked else None)
+        self.flow = Flow(
+            ClientRequest(head.method, head.target, head.headers), route, caller=client.caller if route.hooked else None
+        )
         self.conn: UpstreamConnection | None = None
         self.status: int | None = None
         self.docker_status: int | None = None
@@ -323,9 +336,13 @@ class Exchange:
         size = self.bytes_in + len(data)
         if size > limits.max_json_body:
             self.closing = True
-            self._respond(error_response(
-                413, f"powerstrip: request body larger than {limits.max_json_body} bytes cannot be handed "
-                     "to adapters (see --max-json-body)"))
+            self._respond(
+                error_response(
+                    413,
+                    f"powerstrip: request body larger than {limits.max_json_body} bytes cannot be handed "
+                    "to adapters (see --max-json-body)",
+                )
+            )
             return
         if not self._reserve(len(data)):
             return
@@ -338,9 +355,13 @@ class Exchange:
         if proxy.buffered + n > proxy.limits.max_buffered:
             proxy.metrics.refused(503)
             self.closing = True
-            self._respond(error_response(
-                503, f"powerstrip: too many bytes held for hooks across all requests (over "
-                     f"{proxy.limits.max_buffered}, see --max-buffered); try again shortly"))
+            self._respond(
+                error_response(
+                    503,
+                    f"powerstrip: too many bytes held for hooks across all requests (over "
+                    f"{proxy.limits.max_buffered}, see --max-buffered); try again shortly",
+                )
+            )
             return False
         proxy.buffered += n
         self._held += n
@@ -412,15 +433,21 @@ class Exchange:
         if failure.check(defer.CancelledError) or self.ended:
             return
         self._failure = ("docker", None)
-        self._respond(error_response(
-            502, f"powerstrip: cannot reach Docker at {self.proxy.upstream.address}: {describe(failure)}"))
+        self._respond(
+            error_response(
+                502, f"powerstrip: cannot reach Docker at {self.proxy.upstream.address}: {describe(failure)}"
+            )
+        )
 
     def _request_head(self) -> bytes:
         head, req = self.head, self.flow.request
         if head.plain and not self.flow.route.pre:
             return head.raw  # as received: strictly read, nothing to change
-        headers = [(k, v) for k, v in end_to_end(req.headers, keep_upgrade=head.upgrade)
-                   if k.lower() not in _FRAMING and k.lower() != b"expect"]
+        headers = [
+            (k, v)
+            for k, v in end_to_end(req.headers, keep_upgrade=head.upgrade)
+            if k.lower() not in _FRAMING and k.lower() != b"expect"
+        ]
         if header_value(headers, b"host") is None:
             headers.insert(0, (b"Host", b"docker"))
         if req.streamed:
@@ -490,8 +517,11 @@ class Exchange:
             self._hijacked(head)
             return SPLICE
         if head.framing is CLOSE:
-            if head.code == 200 and _HIJACKS.match(req.path) and \
-                    (head.header(b"content-type") or b"").startswith(b"application/vnd.docker."):
+            if (
+                head.code == 200
+                and _HIJACKS.match(req.path)
+                and (head.header(b"content-type") or b"").startswith(b"application/vnd.docker.")
+            ):
                 self._hijacked(head)  # an old client's attach or exec: "200 OK" and a raw stream
                 return SPLICE
             self._relay_close = self.closing = True
@@ -499,9 +529,12 @@ class Exchange:
             if _post_hookable(head, req.method, req.path) and not self._relay_close:
                 self._resp_head, self._chunks = head, []
                 return DECODE
-            log.info("{flow}: post-hooks skipped: {ctype} response streams unseen",
-                     flow=self.name, ctype=(head.header(b"content-type") or b"streaming").decode("latin-1"),
-                     request_id=self.flow.id)
+            log.info(
+                "{flow}: post-hooks skipped: {ctype} response streams unseen",
+                flow=self.name,
+                ctype=(head.header(b"content-type") or b"streaming").decode("latin-1"),
+                request_id=self.flow.id,
+            )
         if head.code >= 400 and self.flow.prepared:
             # Unwind calls will want Docker's error, which streams past otherwise.
             self._err_head, self._err_body = head, []
@@ -546,9 +579,13 @@ class Exchange:
         if self._held + len(data) > limit:
             self._resp_head = None
             self._abort_upstream()
-            self._respond(error_response(
-                502, f"powerstrip: Docker's response is larger than {limit} bytes, the most "
-                     "post-hooks can be given (see --max-response-body)"))
+            self._respond(
+                error_response(
+                    502,
+                    f"powerstrip: Docker's response is larger than {limit} bytes, the most "
+                    "post-hooks can be given (see --max-response-body)",
+                )
+            )
             return
         if self._reserve(len(data)):
             cast(list[bytes], self._chunks).append(data)  # a list with _resp_head
@@ -589,8 +626,12 @@ class Exchange:
         conn = cast(UpstreamConnection, self.conn)  # dockerd's answer came on it
         self.head_sent = True
         if self.flow.route.post:
-            log.info("{flow}: post-hooks skipped: connection hijacked ({code})",
-                     flow=self.name, code=head.code, request_id=self.flow.id)
+            log.info(
+                "{flow}: post-hooks skipped: connection hijacked ({code})",
+                flow=self.name,
+                code=head.code,
+                request_id=self.flow.id,
+            )
         # The head goes out verbatim and on its own: docker-py reads it with a
         # buffered reader and can lose stream bytes that share its segment.
         # So dockerd is not read again until the head has left.
@@ -642,14 +683,20 @@ class Exchange:
         if self.head_sent:
             if conn is not None:
                 self.bytes_out = conn.payload
-            log.warn("{flow}: Docker connection lost mid-response: {why}",
-                     flow=self.name, why=describe(reason), request_id=self.flow.id)
+            log.warn(
+                "{flow}: Docker connection lost mid-response: {why}",
+                flow=self.name,
+                why=describe(reason),
+                request_id=self.flow.id,
+            )
             self.client.transport.loseConnection()
             self._to(Stage.DONE)
             return
-        self._respond(error_response(
-            502, f"powerstrip: lost the connection to Docker at {self.proxy.upstream.address}: "
-                 f"{describe(reason)}"))
+        self._respond(
+            error_response(
+                502, f"powerstrip: lost the connection to Docker at {self.proxy.upstream.address}: {describe(reason)}"
+            )
+        )
 
     # -- the end ------------------------------------------------------------------------
 
@@ -673,8 +720,9 @@ class Exchange:
             # A HEAD answer describes the body a GET would get: keep dockerd's length.
             length = header_value(resp.headers, b"content-length") or length
         lines = [b"HTTP/1.1 %d %s" % (resp.code, _REASONS.get(resp.code, b"Status"))]
-        lines.extend(k + b": " + v for k, v in resp.headers if k.lower() not in _FRAMING
-                     and k.lower() not in HOP_BY_HOP)
+        lines.extend(
+            k + b": " + v for k, v in resp.headers if k.lower() not in _FRAMING and k.lower() not in HOP_BY_HOP
+        )
         lines.append(b"Content-Length: " + length)
         lines.append(b"%s: %s" % (REQUEST_ID_HEADER, self.flow.id.encode()))
         if self.closing:
@@ -745,8 +793,9 @@ class Exchange:
         else:
             if self._err_head is not None:
                 head = self._err_head
-                flow.response = ServerResponse(head.code, end_to_end(head.headers),
-                                               b"".join(cast(list[bytes], self._err_body)))  # set with _err_head
+                flow.response = ServerResponse(
+                    head.code, end_to_end(head.headers), b"".join(cast(list[bytes], self._err_body))
+                )  # set with _err_head
             elif flow.response is None:
                 flow.response = ServerResponse(self.status or 502, [])
             message = _message(flow.response)

@@ -62,8 +62,13 @@ if TYPE_CHECKING:
 
     from powerstrip.proxy.splice import IStreamTransport
 
-_RESPONSES = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Payload Too Large",
-              431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
+_RESPONSES = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    413: b"Payload Too Large",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
 
 
 class Carrier(TypingProtocol):
@@ -336,8 +341,13 @@ class FrontConnection(Protocol):
         this request was or will be forwarded."""
         exchange = self.exchange
         request_id = exchange.flow.id if exchange is not None else new_request_id()
-        log.info("#{request_id} refused {code} from {peer}: {message}", code=code, message=message,
-                 peer=self.caller.remote_address or self.caller.transport, request_id=request_id)
+        log.info(
+            "#{request_id} refused {code} from {peer}: {message}",
+            code=code,
+            message=message,
+            peer=self.caller.remote_address or self.caller.transport,
+            request_id=request_id,
+        )
         self.proxy.metrics.refused(code)
         if exchange is not None and exchange.head_sent:
             self.transport.abortConnection()  # mid-answer: a clean error is impossible
@@ -345,10 +355,11 @@ class FrontConnection(Protocol):
         if exchange is not None:
             exchange.abandon()
         body = error_response(code, message).body
-        self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                             b"%s: %s\r\nConnection: close\r\n\r\n%s"
-                             % (code, _RESPONSES.get(code, b"Error"), len(body), REQUEST_ID_HEADER,
-                                request_id.encode(), body))
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"%s: %s\r\nConnection: close\r\n\r\n%s"
+            % (code, _RESPONSES.get(code, b"Error"), len(body), REQUEST_ID_HEADER, request_id.encode(), body)
+        )
         self.close()
 
     def close(self) -> None:
@@ -427,8 +438,11 @@ class FrontConnection(Protocol):
 
     def _idle_timeout(self) -> None:
         # An idle keep-alive connection: closed without an answer (clients reconnect).
-        log.info("closing an idle connection from {peer} (--client-timeout {timeout:g}s)",
-                 peer=self.caller.remote_address or self.caller.transport, timeout=self.timeout)
+        log.info(
+            "closing an idle connection from {peer} (--client-timeout {timeout:g}s)",
+            peer=self.caller.remote_address or self.caller.transport,
+            timeout=self.timeout,
+        )
         self.close()
 
     def _head_timeout(self) -> None:
@@ -485,10 +499,15 @@ class _Turnaway(Protocol):
         self.limit = limit
 
     def connectionMade(self) -> None:
-        body = error_response(503, f"powerstrip: too many client connections (the limit is {self.limit}, "
-                                   "see --max-connections); try again later").body
-        self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        body = error_response(
+            503,
+            f"powerstrip: too many client connections (the limit is {self.limit}, "
+            "see --max-connections); try again later",
+        ).body
+        self.transport.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
         self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
@@ -505,8 +524,13 @@ class FrontFactory(Factory):
 
     noisy = False
 
-    def __init__(self, proxy: Entry, timeout: float | None = DEFAULT_CLIENT_TIMEOUT,
-                 max_head: int = DEFAULT_MAX_HEAD, max_connections: int | None = None) -> None:
+    def __init__(
+        self,
+        proxy: Entry,
+        timeout: float | None = DEFAULT_CLIENT_TIMEOUT,
+        max_head: int = DEFAULT_MAX_HEAD,
+        max_connections: int | None = None,
+    ) -> None:
         self.proxy = proxy
         self.timeout = timeout
         self.max_head = max_head
@@ -521,8 +545,11 @@ class FrontFactory(Factory):
             now = proxy.reactor.seconds()
             if now - self._last_turnaway > 10:
                 self._last_turnaway = now
-                log.warn("turning away a client: {n} connections open, the limit is {limit} "
-                         "(see --max-connections)", n=len(proxy.connections), limit=limit)
+                log.warn(
+                    "turning away a client: {n} connections open, the limit is {limit} (see --max-connections)",
+                    n=len(proxy.connections),
+                    limit=limit,
+                )
             return _Turnaway(limit)
         conn = FrontConnection(proxy, self.timeout, self.max_head)
         proxy.connections.add(conn)

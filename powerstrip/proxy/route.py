@@ -66,9 +66,17 @@ class Proxy:
     ``access_log`` gets a line per ended exchange.
     """
 
-    def __init__(self, reactor: Any, config: Config, docker: DockerAddress, limits: Limits | None = None,
-                 access_log: AccessLine | None = None, docker_tls: DockerTLS | None = None,
-                 verbose: bool = False, metrics: Callable[[Sized, Sized], Counters] = Uncounted) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        config: Config,
+        docker: DockerAddress,
+        limits: Limits | None = None,
+        access_log: AccessLine | None = None,
+        docker_tls: DockerTLS | None = None,
+        verbose: bool = False,
+        metrics: Callable[[Sized, Sized], Counters] = Uncounted,
+    ) -> None:
         self.reactor = reactor
         #: Called with the new config whenever :attr:`config` is replaced (event hooks follow reloads).
         self.config_observers: list[Callable[[Config], None]] = []
@@ -140,8 +148,11 @@ class Proxy:
                 self.reactor.callLater(0.05, check)
                 return
             if self.inflight or self.streams:
-                log.info("shutdown: closing {n} unfinished request(s) and {s} stream(s)",
-                         n=len(self.inflight), s=len(self.streams))
+                log.info(
+                    "shutdown: closing {n} unfinished request(s) and {s} stream(s)",
+                    n=len(self.inflight),
+                    s=len(self.streams),
+                )
             for exchange in list(self.inflight):
                 exchange.client.transport.loseConnection()
             for splice in list(self.streams):

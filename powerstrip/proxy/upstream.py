@@ -172,7 +172,7 @@ class UpstreamConnection(Protocol):
                     if len(self._buf) > MAX_HEAD:
                         raise ProtocolError("response head too large")
                     return
-                raw, self._buf = self._buf[: end + 4], self._buf[end + 4:]
+                raw, self._buf = self._buf[: end + 4], self._buf[end + 4 :]
                 head = parse_response_head(raw)
                 if 100 <= head.code < 200 and head.code != 101:
                     continue  # interim response (100 Continue): not relayed
@@ -235,7 +235,7 @@ class UpstreamConnection(Protocol):
             return
         if self._left is not None:
             if len(data) >= self._left:
-                data, extra = data[: self._left], data[self._left:]
+                data, extra = data[: self._left], data[self._left :]
                 if extra:
                     self._close_after = True
                 self._left = 0
@@ -307,8 +307,14 @@ class UpstreamPool:
     would be most of a pass-through's bookkeeping).
     """
 
-    def __init__(self, reactor: Any, address: DockerAddress, max_idle: int = 32,
-                 idle_timeout: float = 30.0, tls: DockerTLS | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        address: DockerAddress,
+        max_idle: int = 32,
+        idle_timeout: float = 30.0,
+        tls: DockerTLS | None = None,
+    ) -> None:
         self.reactor = reactor
         self.address = address
         self.max_idle = max_idle
@@ -357,8 +363,9 @@ class UpstreamPool:
         for conn in stale:
             conn.transport.loseConnection()
         if self._idle:
-            self._sweeper = self.reactor.callLater(self._idle[0][1] + self.idle_timeout - self.reactor.seconds(),
-                                                   self._sweep)
+            self._sweeper = self.reactor.callLater(
+                self._idle[0][1] + self.idle_timeout - self.reactor.seconds(), self._sweep
+            )
 
     def _forget(self, conn: UpstreamConnection) -> None:
         self._idle = [(c, since) for c, since in self._idle if c is not conn]

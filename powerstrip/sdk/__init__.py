@@ -30,6 +30,18 @@ from powerstrip.sdk.messages import (
 )
 
 __all__ = [
-    "PROTOCOL_VERSION", "PROTOCOL_VERSIONS", "Adapter", "BadPayload", "Caller", "Certificate", "Headers",
-    "NeedsProtocol2", "Refuse", "Request", "RequestFailure", "Response", "UnreadableBody", "load",
+    "PROTOCOL_VERSION",
+    "PROTOCOL_VERSIONS",
+    "Adapter",
+    "BadPayload",
+    "Caller",
+    "Certificate",
+    "Headers",
+    "NeedsProtocol2",
+    "Refuse",
+    "Request",
+    "RequestFailure",
+    "Response",
+    "UnreadableBody",
+    "load",
 ]

@@ -72,8 +72,22 @@ from powerstrip.sdk.messages import (
 from powerstrip.wire.rules import parse_rule, rule_matches
 
 # The messages are part of this module's surface too (hook functions' types).
-__all__ = ["PROTOCOL_VERSION", "PROTOCOL_VERSIONS", "Adapter", "BadPayload", "Caller", "Certificate", "Headers",
-           "NeedsProtocol2", "Refuse", "Request", "RequestFailure", "Response", "UnreadableBody", "load"]
+__all__ = [
+    "PROTOCOL_VERSION",
+    "PROTOCOL_VERSIONS",
+    "Adapter",
+    "BadPayload",
+    "Caller",
+    "Certificate",
+    "Headers",
+    "NeedsProtocol2",
+    "Refuse",
+    "Request",
+    "RequestFailure",
+    "Response",
+    "UnreadableBody",
+    "load",
+]
 
 #: Log namespaces are part of the interface (log filters name them): kept across moves.
 log = Logger(namespace="powerstrip.adapter")
@@ -166,8 +180,9 @@ class Adapter:
         if pattern is not None:
             words = pattern.split() if isinstance(pattern, str) else []
             if len(words) != 2:
-                raise ValueError(f"event {pattern!r}: expected \"TYPE ACTION\" globs, e.g. \"container die\" "
-                                 "or \"network *\"")
+                raise ValueError(
+                    f'event {pattern!r}: expected "TYPE ACTION" globs, e.g. "container die" or "network *"'
+                )
             rule = (words[0], words[1])
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -191,8 +206,11 @@ class Adapter:
     def describe(self) -> dict[str, Any]:
         """What this adapter hooks, for ``GET`` on its server and for logs
         (``unwind`` and ``events`` only when it has some)."""
-        out: dict[str, Any] = {"adapter": self.name, "pre-hooks": [h.describe() for h in self.pre],
-                               "post-hooks": [h.describe() for h in self.post]}
+        out: dict[str, Any] = {
+            "adapter": self.name,
+            "pre-hooks": [h.describe() for h in self.pre],
+            "post-hooks": [h.describe() for h in self.post],
+        }
         if self.unwinds:
             out["unwind"] = [h.describe() for h in self.unwinds]
         if self.events:
@@ -223,8 +241,9 @@ class Adapter:
             d.addCallback(self._pre_reply, version)
         else:
             d = self._run(self.post, request, call.response, (request,), version)
-            d.addCallback(lambda resp: {"PowerstripProtocolVersion": version,
-                                        "ModifiedServerResponse": resp.wire(version)})
+            d.addCallback(
+                lambda resp: {"PowerstripProtocolVersion": version, "ModifiedServerResponse": resp.wire(version)}
+            )
         d.addCallbacks(lambda reply: (200, reply), self._refused, errbackArgs=(call.kind, request))
         return d
 
@@ -245,12 +264,16 @@ class Adapter:
             name = hook.function.__name__
             if isinstance(subject, Request) and isinstance(result, Response):
                 if version < 2:
-                    raise NeedsProtocol2(f"{name} returned a Response: short-circuit needs protocol 2 "
-                                         f"(this call is protocol {version})")
+                    raise NeedsProtocol2(
+                        f"{name} returned a Response: short-circuit needs protocol 2 (this call is protocol {version})"
+                    )
                 return result  # a short-circuit: the chain stops here
             if not isinstance(result, type(subject)):
-                expected = "Request, Response or None" if isinstance(subject, Request) and version >= 2 \
+                expected = (
+                    "Request, Response or None"
+                    if isinstance(subject, Request) and version >= 2
                     else f"{type(subject).__name__} or None"
+                )
                 raise TypeError(f"{name} returned {type(result).__name__}, expected {expected}")
             if result is not subject:
                 inherit(result, subject)
@@ -269,13 +292,27 @@ class Adapter:
             return 400, {"message": f"adapter '{self.name}': {failure.getErrorMessage()}"}
         if failure.check(NeedsProtocol2):
             # The adapter's own mistake, not a crash: its message says it all.
-            log.error("adapter {name}: {kind} for {method} {uri}: {error}", name=self.name, kind=kind,
-                      method=request.method, uri=request.uri, error=failure.getErrorMessage())
+            log.error(
+                "adapter {name}: {kind} for {method} {uri}: {error}",
+                name=self.name,
+                kind=kind,
+                method=request.method,
+                uri=request.uri,
+                error=failure.getErrorMessage(),
+            )
             return 500, {"message": f"adapter '{self.name}' failed: {failure.getErrorMessage()}"}
-        log.failure("adapter {name}: {kind} for {method} {uri} raised", failure,
-                    name=self.name, kind=kind, method=request.method, uri=request.uri)
-        return 500, {"message": f"adapter '{self.name}' failed: {failure.type.__name__}: "  # type: ignore[union-attr]  # None only for a Failure of no exception
-                                f"{failure.getErrorMessage()}"}
+        log.failure(
+            "adapter {name}: {kind} for {method} {uri} raised",
+            failure,
+            name=self.name,
+            kind=kind,
+            method=request.method,
+            uri=request.uri,
+        )
+        return 500, {
+            "message": f"adapter '{self.name}' failed: {failure.type.__name__}: "  # type: ignore[union-attr]  # None only for a Failure of no exception
+            f"{failure.getErrorMessage()}"
+        }
 
     @defer.inlineCallbacks
     def _each(self, functions: list[Callable[..., Any]], args: tuple[Any, ...], what: str) -> Any:
@@ -288,8 +325,13 @@ class Adapter:
                 raise
             except Exception:
                 failure = Failure()
-                log.failure("adapter {name}: {what}: {function} raised", failure, name=self.name, what=what,
-                            function=fn.__name__)
+                log.failure(
+                    "adapter {name}: {what}: {function} raised",
+                    failure,
+                    name=self.name,
+                    what=what,
+                    function=fn.__name__,
+                )
                 failed.append(f"{fn.__name__}: {failure.type.__name__}: {failure.getErrorMessage()}")  # type: ignore[union-attr]  # None only for a Failure of no exception
         if failed:
             return 500, {"message": f"adapter '{self.name}' failed: {what}: " + "; ".join(failed)}
@@ -327,8 +369,10 @@ def _parse(payload: Any) -> _Call:
         raise BadPayload(f"'PowerstripProtocolVersion' must be 1 or 2, not {version!r}")
     kind = payload.get("Type")
     if version == 1 and kind not in ("pre-hook", "post-hook"):
-        raise BadPayload(f"'Type' must be 'pre-hook' or 'post-hook', not {kind!r}"
-                         + (" (unwind and event calls are protocol 2)" if kind in ("unwind", "event") else ""))
+        raise BadPayload(
+            f"'Type' must be 'pre-hook' or 'post-hook', not {kind!r}"
+            + (" (unwind and event calls are protocol 2)" if kind in ("unwind", "event") else "")
+        )
     if kind not in ("pre-hook", "post-hook", "unwind", "event"):
         raise BadPayload(f"'Type' must be 'pre-hook', 'post-hook', 'unwind' or 'event', not {kind!r}")
     if kind == "event":
@@ -344,8 +388,14 @@ def _parse(payload: Any) -> _Call:
         if not isinstance(failure, dict) or not isinstance(payload.get("Stage"), str):
             raise BadPayload("an unwind call needs a 'Stage' string and a 'Failure' object")
         response = response_from_call(resp, version) if isinstance(resp, dict) else None
-        return _Call(version, kind, request, failure=RequestFailure(
-            payload["Stage"], failure.get("Adapter"), failure.get("Code"), failure.get("Message", ""), response))
+        return _Call(
+            version,
+            kind,
+            request,
+            failure=RequestFailure(
+                payload["Stage"], failure.get("Adapter"), failure.get("Code"), failure.get("Message", ""), response
+            ),
+        )
     return _Call(version, kind, request, response_from_call(resp, version))
 
 
@@ -373,6 +423,5 @@ def load(spec: str) -> Adapter:
         return obj
     found = [v for v in vars(module).values() if isinstance(v, Adapter)]
     if len(found) != 1:
-        raise ValueError(f"module {module_name!r} holds {len(found)} Adapter objects; "
-                         f"name one as {module_name}:NAME")
+        raise ValueError(f"module {module_name!r} holds {len(found)} Adapter objects; name one as {module_name}:NAME")
     return found[0]

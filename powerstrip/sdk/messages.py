@@ -25,8 +25,9 @@ _UNSET = object()
 
 # Headers that are Powerstrip's own (framing and hop-by-hop): a reply may not
 # set them. The same list as the protocol 2 schemas' HeaderName.
-_OWNED = frozenset({"connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade",
-                    "content-length"})
+_OWNED = frozenset(
+    {"connection", "keep-alive", "te", "trailer", "trailers", "transfer-encoding", "upgrade", "content-length"}
+)
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE = re.compile(r"[^\x01-\x09\x0b\x0c\x0e-\xff]")
 
@@ -101,7 +102,8 @@ class Headers(MutableMapping[str, list[str]]):
         if obj is None:
             obj = {}
         if not isinstance(obj, dict) or not all(
-                isinstance(vs, list) and all(isinstance(v, str) for v in vs) for vs in obj.values()):
+            isinstance(vs, list) and all(isinstance(v, str) for v in vs) for vs in obj.values()
+        ):
             raise BadPayload(f"'{where}' must be an object of header name -> list of strings")
         for name, values in obj.items():
             lower = name.lower()
@@ -204,10 +206,20 @@ class Caller:
         cert = obj.get("Certificate")
         if cert is not None and not isinstance(cert, dict):
             raise BadPayload("'Caller.Certificate' must be null or an object")
-        certificate = None if cert is None else Certificate(cert.get("Subject", ""), cert.get("CommonName"),
-                                                            cert.get("Fingerprint", ""))
-        return cls(obj["Transport"], obj.get("RemoteAddress"), obj.get("Uid"), obj.get("Gid"), obj.get("Pid"),
-                   obj.get("User"), certificate)
+        certificate = (
+            None
+            if cert is None
+            else Certificate(cert.get("Subject", ""), cert.get("CommonName"), cert.get("Fingerprint", ""))
+        )
+        return cls(
+            obj["Transport"],
+            obj.get("RemoteAddress"),
+            obj.get("Uid"),
+            obj.get("Gid"),
+            obj.get("Pid"),
+            obj.get("User"),
+            certificate,
+        )
 
 
 class _Body:
@@ -247,8 +259,9 @@ class _Body:
         # An unchanged JSON view sends the body back byte for byte: a hook
         # that only reads must not reformat what Docker gets.
         # (== alone would take True for 1: the serialised forms must agree too.)
-        if self._json is _UNSET or (self._json == self._original
-                                    and json.dumps(self._json) == json.dumps(self._original)):
+        if self._json is _UNSET or (
+            self._json == self._original and json.dumps(self._json) == json.dumps(self._original)
+        ):
             return self.body
         return json.dumps(self._json)
 

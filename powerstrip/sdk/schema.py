@@ -38,11 +38,25 @@ from importlib import resources
 from typing import Any, cast
 
 #: The keywords the validator checks.
-KEYWORDS = frozenset({
-    "type", "const", "enum", "properties", "required", "additionalProperties",
-    "minimum", "maximum", "minLength", "pattern", "items", "$ref",
-    "propertyNames", "not", "oneOf",
-})
+KEYWORDS = frozenset(
+    {
+        "type",
+        "const",
+        "enum",
+        "properties",
+        "required",
+        "additionalProperties",
+        "minimum",
+        "maximum",
+        "minLength",
+        "pattern",
+        "items",
+        "$ref",
+        "propertyNames",
+        "not",
+        "oneOf",
+    }
+)
 #: Keywords that only annotate, or hold sub-schemas reached by ``$ref``.
 ANNOTATIONS = frozenset({"$schema", "$id", "$defs", "$comment", "title", "description", "examples", "default"})
 
@@ -58,8 +72,13 @@ _TYPES: dict[str, Any] = {
 
 #: The Python classes of each type, for :func:`_compile` (bool is excluded from integer and number there).
 _CLASSES: dict[str, tuple[type, ...]] = {
-    "object": (dict,), "array": (list,), "string": (str,), "integer": (int,), "number": (int, float),
-    "boolean": (bool,), "null": (type(None),),
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
 }
 
 _SCALARS = (int, float, str, type(None))
@@ -83,8 +102,11 @@ def names() -> list[str]:
     """Every schema shipped, e.g. ``['v1/post-hook', 'v1/post-hook-reply', ...]``."""
     root = resources.files("powerstrip.sdk").joinpath("schemas")
     return sorted(
-        f"{d.name}/{f.name[:-5]}" for d in root.iterdir() if d.is_dir() and d.name.startswith("v")
-        for f in d.iterdir() if f.name.endswith(".json") and f.name != "samples.json"
+        f"{d.name}/{f.name[:-5]}"
+        for d in root.iterdir()
+        if d.is_dir() and d.name.startswith("v")
+        for f in d.iterdir()
+        if f.name.endswith(".json") and f.name != "samples.json"
     )
 
 
@@ -328,8 +350,9 @@ def _remembered(test: Callable[[Any], bool], size: int = 4096) -> Callable[[Any]
     return remembered
 
 
-def _compile_object(schema: Schema, root: Schema,
-                    done: dict[int, Callable[[Any], bool]]) -> list[Callable[[Any], bool]]:
+def _compile_object(
+    schema: Schema, root: Schema, done: dict[int, Callable[[Any], bool]]
+) -> list[Callable[[Any], bool]]:
     required = schema.get("required", ())
     properties = {name: _compile(sub, root, done) for name, sub in schema.get("properties", {}).items()}
     extra = schema.get("additionalProperties", True)
@@ -422,8 +445,11 @@ def _check_one_of(value: Any, branches: list[Schema], root: Schema, path: _Where
         return
     # The alternative the value meant is the one whose required keys it has:
     # its errors say what is wrong, where "matches none of" would not.
-    meant = [i for i, branch in enumerate(branches)
-             if isinstance(value, dict) and branch.get("required") and all(k in value for k in branch["required"])]
+    meant = [
+        i
+        for i, branch in enumerate(branches)
+        if isinstance(value, dict) and branch.get("required") and all(k in value for k in branch["required"])
+    ]
     if len(meant) == 1:
         errors.extend(results[meant[0]])
     elif meant:

@@ -88,10 +88,19 @@ class Options(usage.Options):
 
     synopsis = "--module MODULE[:NAME] [--listen ENDPOINT]"
     optParameters = [
-        ["module", "m", None, "The adapter to serve: package.module:name, or package.module holding "
-                              "exactly one powerstrip.sdk.adapter.Adapter (the current directory is importable)."],
-        ["listen", "l", DEFAULT_LISTEN, "Where to listen, as a Twisted endpoint "
-                                        "(tcp:8080, unix:/run/adapter.sock:mode=660)."],
+        [
+            "module",
+            "m",
+            None,
+            "The adapter to serve: package.module:name, or package.module holding "
+            "exactly one powerstrip.sdk.adapter.Adapter (the current directory is importable).",
+        ],
+        [
+            "listen",
+            "l",
+            DEFAULT_LISTEN,
+            "Where to listen, as a Twisted endpoint (tcp:8080, unix:/run/adapter.sock:mode=660).",
+        ],
     ]
 
     def postOptions(self) -> None:

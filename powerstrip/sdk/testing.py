@@ -63,8 +63,13 @@ def free_port() -> int:
         return port
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, what: str = "server",
-                  log: Path | None = None, timeout: float = 30) -> None:
+def wait_for_port(
+    port: int,
+    proc: subprocess.Popen[bytes] | None = None,
+    what: str = "server",
+    log: Path | None = None,
+    timeout: float = 30,
+) -> None:
     """Wait until 127.0.0.1:``port`` accepts connections; fail early if ``proc`` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -75,8 +80,7 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, what: 
             return
         except OSError:
             time.sleep(0.05)
-    detail = "".join(p.read_text(errors="replace") for p in (log, log and log.with_name("output"))
-                     if p and p.exists())
+    detail = "".join(p.read_text(errors="replace") for p in (log, log and log.with_name("output")) if p and p.exists())
     raise RuntimeError(f"{what} did not start listening on {port}:\n{detail}")
 
 
@@ -133,9 +137,14 @@ class PowerstripProcess(_Process):
     environment (``cwd`` is where ``python:`` adapters are imported from).
     """
 
-    def __init__(self, config: str | dict[str, Any] | None = None, docker: str = DOCKER_SOCKET,
-                 args: list[str] | tuple[str, ...] = (), env: dict[str, str] | None = None,
-                 cwd: str | None = None) -> None:
+    def __init__(
+        self,
+        config: str | dict[str, Any] | None = None,
+        docker: str = DOCKER_SOCKET,
+        args: list[str] | tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="powerstrip-test-"))
         self.port = free_port()
         #: The Docker host to point clients at (``DOCKER_HOST``).
@@ -145,22 +154,33 @@ class PowerstripProcess(_Process):
             config = yaml.safe_dump({"version": 1, "endpoints": {}, "adapters": {}, **(config or {})})
         self.config_file = self.dir / "adapters.yml"
         self.config_file.write_text(config)
-        cmd = _twistd(f"--logfile={self.log}", "powerstrip", "--config", str(self.config_file),
-                      "--docker", docker, "--listen", f"tcp:{self.port}:interface=127.0.0.1", *args)
+        cmd = _twistd(
+            f"--logfile={self.log}",
+            "powerstrip",
+            "--config",
+            str(self.config_file),
+            "--docker",
+            docker,
+            "--listen",
+            f"tcp:{self.port}:interface=127.0.0.1",
+            *args,
+        )
         full_env = {**os.environ, **(env or {})}
         full_env.pop("DOCKER_HOST", None)
         self.proc = _start(cmd, self.dir, cwd, full_env)
         wait_for_port(self.port, self.proc, "powerstrip", self.log)
 
-    def docker(self, *args: str, cli: str = "docker", input: bytes | None = None,
-               timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    def docker(
+        self, *args: str, cli: str = "docker", input: bytes | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[bytes]:
         """Run the docker CLI (``cli``: a name on PATH or a path) through this Powerstrip."""
         env = {**os.environ, "DOCKER_HOST": self.url}
         env.pop("DOCKER_CONTEXT", None)
         return subprocess.run([cli, *args], input=input, capture_output=True, timeout=timeout, env=env)
 
-    def request(self, method: str, path: str, body: Any = None,
-                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         """One HTTP request through Powerstrip (``body``: bytes, or an object sent as JSON).
 
         Returns ``(status, headers, body)``.
@@ -181,15 +201,22 @@ class PowerstripProcess(_Process):
 class AdapterProcess(_Process):
     """An SDK adapter served by ``twistd -n powerstrip-adapter --module MODULE`` on a free port."""
 
-    def __init__(self, module: str, env: dict[str, str] | None = None, cwd: str | None = None,
-                 path: str = "/hook") -> None:
+    def __init__(
+        self, module: str, env: dict[str, str] | None = None, cwd: str | None = None, path: str = "/hook"
+    ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="powerstrip-adapter-"))
         self.port = free_port()
         #: The URL to give the adapter in adapters.yml.
         self.url = f"http://127.0.0.1:{self.port}{path}"
         self.log = self.dir / "adapter.log"
-        cmd = _twistd(f"--logfile={self.log}", "powerstrip-adapter", "--module", module,
-                      "--listen", f"tcp:{self.port}:interface=127.0.0.1")
+        cmd = _twistd(
+            f"--logfile={self.log}",
+            "powerstrip-adapter",
+            "--module",
+            module,
+            "--listen",
+            f"tcp:{self.port}:interface=127.0.0.1",
+        )
         self.proc = _start(cmd, self.dir, cwd, {**os.environ, **(env or {})})
         wait_for_port(self.port, self.proc, f"adapter {module}", self.log)
 
@@ -282,17 +309,27 @@ class RecordingAdapter(_Threaded):
         globs = parse_rule(rule) if rule else None
         with self._lock:
             calls = list(self.calls)
-        return [c for c in calls if (kind is None or c.get("Type") == kind) and (
-            globs is None or rule_matches(*globs, c["ClientRequest"]["Method"], c["ClientRequest"]["Request"]))]
+        return [
+            c
+            for c in calls
+            if (kind is None or c.get("Type") == kind)
+            and (globs is None or rule_matches(*globs, c["ClientRequest"]["Method"], c["ClientRequest"]["Request"]))
+        ]
 
-    def assert_received(self, kind: str | None = None, rule: str | None = None,
-                        count: int | None = None) -> list[dict[str, Any]]:
+    def assert_received(
+        self, kind: str | None = None, rule: str | None = None, count: int | None = None
+    ) -> list[dict[str, Any]]:
         """Like :meth:`received`, but fail (listing every call there was) unless there are ``count``
         such calls, or at least one when ``count`` is None."""
         found = self.received(kind, rule)
         if (count is None and not found) or (count is not None and len(found) != count):
-            seen = "\n".join(f"  {c.get('Type')} {c['ClientRequest']['Method']} {c['ClientRequest']['Request']}"
-                             for c in self.calls) or "  (no calls)"
+            seen = (
+                "\n".join(
+                    f"  {c.get('Type')} {c['ClientRequest']['Method']} {c['ClientRequest']['Request']}"
+                    for c in self.calls
+                )
+                or "  (no calls)"
+            )
             want = f"{count if count is not None else 'some'} {kind or 'hook'} call(s) for {rule or 'any request'}"
             raise AssertionError(f"expected {want}, got {len(found)}; the adapter received:\n{seen}")
         return found
@@ -315,11 +352,14 @@ class FakeDocker(_Threaded):
         #: Every request received: ``(method, path, body)``.
         self.requests: list[tuple[str, str, bytes]] = []
         # Bodies typed object, not Any: mypy takes reversed() of a list holding Any as Any.
-        rules: list[tuple[tuple[str, str], tuple[int, object]]] = [(parse_rule(rule), answer) for rule, answer in {
-            "* /*/_ping": (200, b"OK"),
-            "GET /*/version": (200, {"ApiVersion": "1.47", "Version": "fake", "MinAPIVersion": "1.24"}),
-            **(routes or {}),
-        }.items()]
+        rules: list[tuple[tuple[str, str], tuple[int, object]]] = [
+            (parse_rule(rule), answer)
+            for rule, answer in {
+                "* /*/_ping": (200, b"OK"),
+                "GET /*/version": (200, {"ApiVersion": "1.47", "Version": "fake", "MinAPIVersion": "1.24"}),
+                **(routes or {}),
+            }.items()
+        ]
         fake = self
 
         class Handler(_Handler):
@@ -349,5 +389,12 @@ class FakeDocker(_Threaded):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-__all__ = ["AdapterProcess", "FakeDocker", "PowerstripProcess", "RecordingAdapter", "echo",
-           "free_port", "wait_for_port"]
+__all__ = [
+    "AdapterProcess",
+    "FakeDocker",
+    "PowerstripProcess",
+    "RecordingAdapter",
+    "echo",
+    "free_port",
+    "wait_for_port",
+]

@@ -66,8 +66,9 @@ def parse_versions(spec: str) -> Versions:
     for item in spec.split(",") if isinstance(spec, str) else [None]:
         m = _CONSTRAINT.fullmatch(item) if item is not None else None
         if m is None:
-            raise ValueError(f"{spec!r} is not a comma-separated list of comparisons like '>=1.44' "
-                             "(operators >=, <=, >, <, ==)")
+            raise ValueError(
+                f"{spec!r} is not a comma-separated list of comparisons like '>=1.44' (operators >=, <=, >, <, ==)"
+            )
         out.append((m.group(1), m.group(2)))
     return tuple(out)
 

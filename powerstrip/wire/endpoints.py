@@ -30,13 +30,13 @@ class DockerAddress:
         """Parse a ``DOCKER_HOST``-style URL; plain ``HOST:PORT`` means tcp."""
         url = url.strip()
         if url.startswith("unix://"):
-            path = url[len("unix://"):]
+            path = url[len("unix://") :]
             if not path.startswith("/"):
                 raise ValueError(f"unix socket URL {url!r} needs an absolute path (unix:///run/docker.sock)")
             return cls("unix", path)
         for prefix in ("tcp://", "http://"):
             if url.startswith(prefix):
-                url = url[len(prefix):]
+                url = url[len(prefix) :]
                 break
         else:
             if "://" in url:

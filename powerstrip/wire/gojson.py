@@ -150,14 +150,12 @@ def loads(data: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
             pos = _ws_match(text, pos).end()
             if not stack:
                 if pos != len(text):
-                    raise GoJSONError("data after the JSON value (Go's Decoder reads only the first value)",
-                                      pos)
+                    raise GoJSONError("data after the JSON value (Go's Decoder reads only the first value)", pos)
                 return value
             container, key = stack[-1]
             if isinstance(container, dict):
                 if key in container:
-                    raise GoJSONError(f"duplicate key {key!r} (Go merges duplicates, Python keeps the last)",
-                                      pos)
+                    raise GoJSONError(f"duplicate key {key!r} (Go merges duplicates, Python keeps the last)", pos)
                 container[key] = value  # type: ignore[index]
             else:
                 container.append(value)
@@ -215,8 +213,10 @@ def canonicalize(value: Any, node: Node | None, where: str = "") -> Any:
     for key, child in value.items():
         folded = fold_key(key)
         if folded in seen:
-            raise GoJSONError(f"keys {seen[folded]!r} and {key!r} in {where or 'the document'} are one field "
-                              "to Go (case-insensitive match; Go merges them)")
+            raise GoJSONError(
+                f"keys {seen[folded]!r} and {key!r} in {where or 'the document'} are one field "
+                "to Go (case-insensitive match; Go merges them)"
+            )
         seen[folded] = key
         name = node.canonical(key) if node is not None else None
         if name is not None:

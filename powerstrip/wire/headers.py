@@ -23,8 +23,6 @@ HOP_BY_HOP = frozenset(
 HeaderList = list[tuple[bytes, bytes]]
 
 
-
-
 def header_values(headers: HeaderList, name: bytes) -> list[bytes]:
     """All values of header ``name`` (case-insensitive), in order."""
     name = name.lower()
@@ -39,12 +37,7 @@ def header_value(headers: HeaderList, name: bytes) -> bytes | None:
 
 def connection_tokens(headers: HeaderList) -> set[bytes]:
     """The lower-cased tokens of every ``Connection`` header."""
-    return {
-        t.strip().lower()
-        for v in header_values(headers, b"connection")
-        for t in v.split(b",")
-        if t.strip()
-    }
+    return {t.strip().lower() for v in header_values(headers, b"connection") for t in v.split(b",") if t.strip()}
 
 
 def end_to_end(headers: HeaderList, keep_upgrade: bool = False) -> HeaderList:
@@ -109,8 +102,9 @@ def headers_from_map(obj: object) -> HeaderList:
             raise ValueError(f"{name}: expected a list of strings")
         for v in values:
             if _BAD_VALUE.search(v) or not v.isascii() and not all(ord(c) < 256 for c in v):
-                raise ValueError(f"{name}: {v[:40]!r} is not a header value (visible characters, space "
-                                 "and tab only; Latin-1)")
+                raise ValueError(
+                    f"{name}: {v[:40]!r} is not a header value (visible characters, space and tab only; Latin-1)"
+                )
             out.append((name.encode("latin-1"), v.encode("latin-1")))
     return out
 

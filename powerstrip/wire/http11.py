@@ -34,8 +34,9 @@ class ResponseHead:
 
     __slots__ = ("version", "code", "reason", "raw", "framing", "_lower", "_headers")
 
-    def __init__(self, version: bytes, code: int, reason: bytes, headers: HeaderList | None = None,
-                 raw: bytes = b"") -> None:
+    def __init__(
+        self, version: bytes, code: int, reason: bytes, headers: HeaderList | None = None, raw: bytes = b""
+    ) -> None:
         self.version, self.code, self.reason, self.raw = version, code, reason, raw
         self._headers = headers
         self._lower: bytes | None = None
@@ -54,8 +55,11 @@ class ResponseHead:
 
     def _lowered(self) -> bytes:
         if self._lower is None:
-            self._lower = self.raw.lower() if self.raw else b"\r\n" + b"\r\n".join(
-                k.lower() + b": " + v for k, v in self.headers) + b"\r\n"
+            self._lower = (
+                self.raw.lower()
+                if self.raw
+                else b"\r\n" + b"\r\n".join(k.lower() + b": " + v for k, v in self.headers) + b"\r\n"
+            )
         return self._lower
 
     def header(self, name: bytes) -> bytes | None:
@@ -66,7 +70,7 @@ class ResponseHead:
             return None
         start = at + len(name) + 3
         source = self.raw or low
-        return source[start:low.find(b"\r\n", start)].strip(b" \t")
+        return source[start : low.find(b"\r\n", start)].strip(b" \t")
 
     def hop_by_hop(self) -> bool:
         """Whether a hop-by-hop header other than ``Transfer-Encoding`` is present
@@ -94,7 +98,7 @@ def parse_response_head(raw: bytes) -> ResponseHead:
 def _response_headers(raw: bytes) -> HeaderList:
     # Line by line: obsolete folding joined, anything else not "name: value" refused.
     headers: HeaderList = []
-    for line in raw[raw.find(CRLF) + 2:-4].split(CRLF):
+    for line in raw[raw.find(CRLF) + 2 : -4].split(CRLF):
         if not line:
             continue
         if line[:1] in b" \t" and headers:  # obsolete line folding
@@ -143,7 +147,7 @@ class ChunkedFraming:
                 take = min(self._left, n - pos)
                 self.payload += take
                 if sink is not None:
-                    sink(data if take == n else data[pos:pos + take])
+                    sink(data if take == n else data[pos : pos + take])
                 pos += take
                 self._left -= take
                 if not self._left:
@@ -155,7 +159,7 @@ class ChunkedFraming:
                 if len(self._line) > self._max_line:
                     raise ProtocolError("chunk framing line too long")
                 return n
-            line = self._line + data[pos:eol + 1] if self._line else data[pos:eol + 1]
+            line = self._line + data[pos : eol + 1] if self._line else data[pos : eol + 1]
             self._line = b""
             pos = eol + 1
             if line[-2:-1] != b"\r":
@@ -262,8 +266,9 @@ def find_head_end(buf: bytes, max_head: int) -> int:
 
 _FIELD = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t \x21-\x7e\x80-\xff]*\r\n"
 #: A whole valid request head, in one match (the fast path: C speed).
-_VALID_HEAD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (/[\x21-\x7e]*) HTTP/1\.([01])\r\n((?:"
-                         + _FIELD + rb")*)\r\n")
+_VALID_HEAD = re.compile(
+    rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (/[\x21-\x7e]*) HTTP/1\.([01])\r\n((?:" + _FIELD + rb")*)\r\n"
+)
 _PAIRS = re.compile(rb"([^:]+):[\t ]*([^\r\n]*)\r\n")
 
 
@@ -273,9 +278,12 @@ def _pairs(block: bytes) -> HeaderList:
     if b" \r\n" in block or b"\t\r\n" in block:  # rare: strip only then
         pairs = [(k, v.rstrip(b" \t")) for k, v in pairs]
     return pairs
+
+
 #: The header names whose values the framing and the connection depend on.
-_WATCHED = frozenset((b"content-length", b"transfer-encoding", b"content-type", b"host", b"connection",
-                      b"upgrade", b"expect"))
+_WATCHED = frozenset(
+    (b"content-length", b"transfer-encoding", b"content-type", b"host", b"connection", b"upgrade", b"expect")
+)
 
 
 def parse_request_head(raw: bytes) -> RequestHead:
@@ -335,8 +343,7 @@ def _explain(raw: bytes) -> NoReturn:
         raise BadRequest(f"powerstrip: control character {bad.group()!r} in the request head")
     lines = raw[:-4].split(b"\r\n")
     if _REQUEST_LINE.fullmatch(lines[0]) is None:
-        raise BadRequest(f"powerstrip: malformed request line {lines[0][:80]!r} "
-                         "(METHOD /path HTTP/1.1, single spaces)")
+        raise BadRequest(f"powerstrip: malformed request line {lines[0][:80]!r} (METHOD /path HTTP/1.1, single spaces)")
     for line in lines[1:]:
         name, sep, _ = line.partition(b":")
         if not sep or _NAME.fullmatch(name) is None:

@@ -36,7 +36,7 @@ def parse_rule(text: str) -> tuple[str, str]:
     """
     words = text.split() if isinstance(text, str) else []
     if len(words) != 2 or not _METHOD.match(words[0]) or not words[1].startswith(("/", "*")):
-        raise ValueError(f"{text!r}: expected \"METHOD /path\" (e.g. \"POST /*/containers/create\")")
+        raise ValueError(f'{text!r}: expected "METHOD /path" (e.g. "POST /*/containers/create")')
     return words[0].upper(), words[1]
 
 
@@ -61,7 +61,7 @@ def path_globs(path_glob: str) -> tuple[str, ...]:
     """
     m = _KEY_VERSION.match(path_glob)
     if m:
-        return (path_glob[m.end():],)
+        return (path_glob[m.end() :],)
     if path_glob.startswith("/*/"):
         return (path_glob[2:], path_glob)
     return (path_glob,)
@@ -141,7 +141,7 @@ def glob_meets_template(glob: str, template: str, slashed_names: bool = True) ->
     A template's ``{param}`` is a non-empty path segment, except the image,
     plugin or distribution ``{name}``, which may hold ``/`` unless ``slashed_names`` is false.
     """
-    chars = {"/", "\uE000"}  # U+E000: stands for every character neither names
+    chars = {"/", "\ue000"}  # U+E000: stands for every character neither names
     a, b = _glob_tokens(glob, chars), _template_tokens(template, chars, slashed_names)
     todo, seen = [(0, 0)], set()
     while todo:

@@ -55,14 +55,14 @@ def _pem_certs(data: bytes, path: str | Path) -> list[ssl.Certificate]:
         raise TLSConfigError(f"{path}: not a valid PEM certificate ({e})") from None
 
 
-def _private_certificate(cert_path: str | Path,
-                         key_path: str | Path) -> tuple[ssl.PrivateCertificate, list[ssl.Certificate]]:
+def _private_certificate(
+    cert_path: str | Path, key_path: str | Path
+) -> tuple[ssl.PrivateCertificate, list[ssl.Certificate]]:
     """The certificate (plus any chain after it in the file) and its key."""
     certs = _pem_certs(_read(cert_path, "certificate"), cert_path)
     key = _read(key_path, "key")
     try:
-        private = ssl.PrivateCertificate.fromCertificateAndKeyPair(
-            certs[0], ssl.KeyPair.load(key, FILETYPE_PEM))
+        private = ssl.PrivateCertificate.fromCertificateAndKeyPair(certs[0], ssl.KeyPair.load(key, FILETYPE_PEM))
     except Error as e:
         raise TLSConfigError(f"{key_path}: not a usable PEM key ({e})") from None
     except VerifyError:
@@ -86,12 +86,18 @@ class ListenerTLS:
         if self.ca is not None:
             # A client without a certificate from this CA fails the handshake,
             # before a single request byte is read.
-            kw = {"verify": True, "requireCertificate": True,
-                  "caCerts": [c.original for c in _pem_certs(_read(self.ca, "CA certificate"), self.ca)]}
+            kw = {
+                "verify": True,
+                "requireCertificate": True,
+                "caCerts": [c.original for c in _pem_certs(_read(self.ca, "CA certificate"), self.ca)],
+            }
         options = ssl.CertificateOptions(
-            privateKey=private.privateKey.original, certificate=private.original,
+            privateKey=private.privateKey.original,
+            certificate=private.original,
             extraCertChain=[c.original for c in chain],
-            raiseMinimumTo=ssl.TLSVersion.TLSv1_2, **kw)
+            raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+            **kw,
+        )
         try:
             options.getContext()  # checks that the key belongs to the certificate
         except Error as e:
@@ -125,8 +131,11 @@ class DockerTLS:
         ca = _pem_certs(_read(self._file("ca.pem"), "CA certificate"), self._file("ca.pem"))
         try:
             return ssl.optionsForClientTLS(
-                hostname, trustRoot=ssl.trustRootFromCertificates(ca), clientCertificate=client,
-                extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2})
+                hostname,
+                trustRoot=ssl.trustRootFromCertificates(ca),
+                clientCertificate=client,
+                extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
+            )
         except Error as e:
             raise TLSConfigError(f"{self._file('key.pem')} does not fit {self._file('cert.pem')} ({e})") from None
 
@@ -219,8 +228,7 @@ class HalfCloseableTLS(BufferingTLSTransport):
     def _tlsShutdownFinished(self, reason: Failure | None) -> None:
         if reason is not None and not self._handshakeDone and not self.factory.is_client:
             # A client refused (no certificate, wrong CA, not TLS at all): say so.
-            log.warn("TLS client {peer} refused: {why}", peer=_address(self.transport),
-                     why=describe(reason))
+            log.warn("TLS client {peer} refused: {why}", peer=_address(self.transport), why=describe(reason))
         super()._tlsShutdownFinished(reason)  # type: ignore[no-untyped-call]  # unannotated in Twisted
 
     def readConnectionLost(self) -> None:
