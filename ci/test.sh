@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh Debian machine (run as root):
 #   installs docker.io (dockerd 20.10 + CLI 20.10) and busybox-static, starts
 #   `dockerd --storage-driver=vfs` if no daemon answers, installs Powerstrip's
-#   Python dependencies, then runs ruff, every trial test (unit and end-to-end
+#   Python dependencies, then runs ruff (lint and format), mypy --strict on the
+#   package, every trial test (unit and end-to-end
 #   against the real dockerd, with both docker CLIs and docker-py) and the
 #   offline Docker image proof (ci/image.sh).
 set -euo pipefail
@@ -53,6 +54,7 @@ python3 -c 'import twisted, treq, yaml, docker, hypothesis, h11'
 
 step "ruff"
 ruff check .
+ruff format --check .
 
 step "mypy (strict, the package)"
 mypy

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from powerstrip.config.spec import AdapterSpec, ConfigError, parse_config
 from powerstrip.hooks.http import AdapterClient
-from powerstrip.sdk.adapter import (
+from powerstrip.sdk import (
     Adapter,
     BadPayload,
     Caller,
@@ -28,7 +28,7 @@ from powerstrip.sdk.schema import validate
 from powerstrip.sdk.server import Options, adapter_site
 from tests.sdk_adapters import sample
 from tests.sdk_adapters import v2 as v2_sample
-from tests.test_proxy import ProxyTestCase, json_request, json_response, request
+from tests.support import ProxyTestCase, json_request, json_response, request
 
 CREATE = "/v1.47/containers/create"
 
@@ -36,15 +36,21 @@ CREATE = "/v1.47/containers/create"
 def pre(uri: str = CREATE, body: Any = None, method: str = "POST") -> dict:
     """A pre-hook call as Powerstrip sends it."""
     text = body if isinstance(body, str) or body is None else json.dumps(body)
-    return {"PowerstripProtocolVersion": 1, "Type": "pre-hook",
-            "ClientRequest": {"Method": method, "Request": uri, "Body": text}}
+    return {
+        "PowerstripProtocolVersion": 1,
+        "Type": "pre-hook",
+        "ClientRequest": {"Method": method, "Request": uri, "Body": text},
+    }
 
 
 def post(code: int, body: Any, uri: str = CREATE) -> dict:
     """A post-hook call as Powerstrip sends it."""
     text = body if isinstance(body, str) or body is None else json.dumps(body)
-    return {**pre(uri), "Type": "post-hook",
-            "ServerResponse": {"Code": code, "ContentType": "application/json", "Body": text}}
+    return {
+        **pre(uri),
+        "Type": "post-hook",
+        "ServerResponse": {"Code": code, "ContentType": "application/json", "Body": text},
+    }
 
 
 class HandleTests(SynchronousTestCase):
@@ -112,8 +118,9 @@ class HandleTests(SynchronousTestCase):
             return request
 
         _, reply = self.handle(adapter, pre(body="plain text"))
-        self.assertEqual(reply["ModifiedClientRequest"], {"Method": "POST", "Request": CREATE + "?x=1",
-                                                          "Body": "plain text"})
+        self.assertEqual(
+            reply["ModifiedClientRequest"], {"Method": "POST", "Request": CREATE + "?x=1", "Body": "plain text"}
+        )
 
     def test_set_body_replaces_json_view(self) -> None:
         adapter = Adapter("a")
@@ -210,23 +217,33 @@ class HandleTests(SynchronousTestCase):
 
     def test_no_hooks_echo(self) -> None:
         status, reply = self.handle(Adapter("a"), post(200, "OK"))
-        self.assertEqual(reply["ModifiedServerResponse"], {"ContentType": "application/json", "Body": "OK",
-                                                           "Code": 200})
+        self.assertEqual(
+            reply["ModifiedServerResponse"], {"ContentType": "application/json", "Body": "OK", "Code": 200}
+        )
 
     def test_bad_payloads(self) -> None:
         adapter = Adapter("a")
-        for payload in ([], {"Type": "event"}, {"Type": "pre-hook"},
-                        {"Type": "pre-hook", "ClientRequest": {"Method": 1, "Request": "/"}},
-                        {**pre(), "Type": "post-hook"}):
+        for payload in (
+            [],
+            {"Type": "event"},
+            {"Type": "pre-hook"},
+            {"Type": "pre-hook", "ClientRequest": {"Method": 1, "Request": "/"}},
+            {**pre(), "Type": "post-hook"},
+        ):
             self.failureResultOf(adapter.handle(payload), BadPayload)
 
     def test_bad_rule(self) -> None:
         self.assertRaises(ValueError, Adapter("a").pre_hook, "containers/create")
 
     def test_describe(self) -> None:
-        self.assertEqual(sample.adapter.describe(), {
-            "adapter": "sample", "pre-hooks": ["add_env (POST /*/containers/create)"],
-            "post-hooks": ["tag_errors (any call)"]})
+        self.assertEqual(
+            sample.adapter.describe(),
+            {
+                "adapter": "sample",
+                "pre-hooks": ["add_env (POST /*/containers/create)"],
+                "post-hooks": ["tag_errors (any call)"],
+            },
+        )
 
 
 class LoadTests(SynchronousTestCase):
@@ -240,8 +257,10 @@ class LoadTests(SynchronousTestCase):
         for spec, message in [
             ("tests.sdk_adapters.two", "holds 2 Adapter objects; name one as tests.sdk_adapters.two:NAME"),
             ("tests.sdk_adapters.sample:calls", "tests.sdk_adapters.sample.calls is not a powerstrip.sdk.Adapter"),
-            ("tests.sdk_adapters.broken", "cannot import 'tests.sdk_adapters.broken': ImportError: this adapter "
-                                          "module is broken on purpose"),
+            (
+                "tests.sdk_adapters.broken",
+                "cannot import 'tests.sdk_adapters.broken': ImportError: this adapter module is broken on purpose",
+            ),
             ("no.such.module", "cannot import 'no.such.module': ModuleNotFoundError"),
             ("not a module", "is not 'package.module' or 'package.module:name'"),
         ]:
@@ -250,13 +269,18 @@ class LoadTests(SynchronousTestCase):
             self.assertIn(message, str(caught.exception))
 
     def test_config_python_url(self) -> None:
-        cfg = parse_config("version: 1\nendpoints:\n  'POST /*/containers/create': {pre: [s]}\n"
-                           "adapters:\n  s: python:tests.sdk_adapters.sample:adapter\n")
+        cfg = parse_config(
+            "version: 1\nendpoints:\n  'POST /*/containers/create': {pre: [s]}\n"
+            "adapters:\n  s: python:tests.sdk_adapters.sample:adapter\n"
+        )
         self.assertIs(cfg.adapters["s"].in_process, sample.adapter)
         with self.assertRaises(ConfigError) as caught:
             parse_config("version: 1\nendpoints: {}\nadapters:\n  s: python:tests.sdk_adapters.two\n", "f.yml")
-        self.assertIn("f.yml: adapter 's': 'python:tests.sdk_adapters.two': module 'tests.sdk_adapters.two' "
-                      "holds 2 Adapter objects", str(caught.exception))
+        self.assertIn(
+            "f.yml: adapter 's': 'python:tests.sdk_adapters.two': module 'tests.sdk_adapters.two' "
+            "holds 2 Adapter objects",
+            str(caught.exception),
+        )
 
     def test_plugin_options(self) -> None:
         options = Options()
@@ -309,8 +333,10 @@ class ServerTests(ProxyTestCase):
         self.assertEqual((yield json_content(response))["adapter"], "sample")
 
 
-SAMPLE_CREATE = ('version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [sample]\n    post: [sample]\n'
-                 "adapters:\n  sample:\n    url: python:tests.sdk_adapters.sample:adapter\n    timeout: 0.3s\n")
+SAMPLE_CREATE = (
+    'version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [sample]\n    post: [sample]\n'
+    "adapters:\n  sample:\n    url: python:tests.sdk_adapters.sample:adapter\n    timeout: 0.3s\n"
+)
 
 
 class InProcessTests(ProxyTestCase):
@@ -325,8 +351,10 @@ class InProcessTests(ProxyTestCase):
     def test_rewrites_what_docker_gets(self) -> Any:
         client = yield self.connect()
         req, _, resp = yield self.roundtrip(
-            client, json_request(b"POST", b"/v1.47/containers/create", {"Image": "busybox"}),
-            json_response(b"201 Created", {"Id": "abc", "Warnings": []}))
+            client,
+            json_request(b"POST", b"/v1.47/containers/create", {"Image": "busybox"}),
+            json_response(b"201 Created", {"Id": "abc", "Warnings": []}),
+        )
         self.assertEqual(req.json(), {"Image": "busybox", "Env": ["SAMPLE=1"]})
         self.assertEqual((resp.code, resp.json()["Id"]), (201, "abc"))
         self.assertEqual(sample.calls, [("pre", "POST", CREATE), ("post", "POST", CREATE)])
@@ -335,8 +363,10 @@ class InProcessTests(ProxyTestCase):
     def test_async_post_hook_edits_docker_error(self) -> Any:
         client = yield self.connect()
         _, _, resp = yield self.roundtrip(
-            client, json_request(b"POST", b"/v1.47/containers/create", {"Image": "nope"}),
-            json_response(b"404 Not Found", {"message": "No such image: nope"}))
+            client,
+            json_request(b"POST", b"/v1.47/containers/create", {"Image": "nope"}),
+            json_response(b"404 Not Found", {"message": "No such image: nope"}),
+        )
         self.assertEqual((resp.code, resp.json()), (404, {"message": "[sample] No such image: nope"}))
 
     @defer.inlineCallbacks
@@ -353,8 +383,9 @@ class InProcessTests(ProxyTestCase):
         client.send(json_request(b"POST", b"/v1.47/containers/create", {"Image": "slow"}))
         resp = yield client.response()
         self.assertEqual(resp.code, 504)
-        self.assertIn("adapter 'sample' (python:tests.sdk_adapters.sample:adapter): no answer within 0.3s",
-                      resp.json()["message"])
+        self.assertIn(
+            "adapter 'sample' (python:tests.sdk_adapters.sample:adapter): no answer within 0.3s", resp.json()["message"]
+        )
         self.assertNothingReachedDocker()
 
     @defer.inlineCallbacks
@@ -362,56 +393,98 @@ class InProcessTests(ProxyTestCase):
         client = yield self.connect()
         client.send(json_request(b"POST", b"/v1.47/containers/create", {"Image": "broken"}))
         resp = yield client.response()
-        self.assertEqual((resp.code, resp.json()),
-                         (500, {"message": "adapter 'sample' failed: RuntimeError: the sample adapter broke"}))
+        self.assertEqual(
+            (resp.code, resp.json()),
+            (500, {"message": "adapter 'sample' failed: RuntimeError: the sample adapter broke"}),
+        )
         self.flushLoggedErrors(RuntimeError)
         self.assertNothingReachedDocker()
         # ... and the proxy keeps serving.
-        _, _, resp = yield self.roundtrip(client, request(b"GET", b"/_ping"),
-                                          json_response(b"200 OK", {"ok": True}))
+        _, _, resp = yield self.roundtrip(client, request(b"GET", b"/_ping"), json_response(b"200 OK", {"ok": True}))
         self.assertEqual(resp.code, 200)
 
 
 # -- protocol 2 ---------------------------------------------------------------------------
 
-UNIX_CALLER = {"Transport": "unix", "RemoteAddress": None, "Uid": 1000, "Gid": 1000, "Pid": 4242,
-               "User": "alice", "Certificate": None}
-TLS_CALLER = {"Transport": "tls", "RemoteAddress": "127.0.0.1:34382", "Uid": None, "Gid": None, "Pid": None,
-              "User": "alice", "Certificate": {"Subject": "CN=alice,O=dev", "CommonName": "alice",
-                                               "Fingerprint": "sha256:" + "ab" * 32}}
-CLI_HEADERS = {"Host": ["api.moby.localhost"], "User-Agent": ["Docker-Client/28.2.2 (linux)"],
-               "Content-Type": ["application/json"]}
+UNIX_CALLER = {
+    "Transport": "unix",
+    "RemoteAddress": None,
+    "Uid": 1000,
+    "Gid": 1000,
+    "Pid": 4242,
+    "User": "alice",
+    "Certificate": None,
+}
+TLS_CALLER = {
+    "Transport": "tls",
+    "RemoteAddress": "127.0.0.1:34382",
+    "Uid": None,
+    "Gid": None,
+    "Pid": None,
+    "User": "alice",
+    "Certificate": {"Subject": "CN=alice,O=dev", "CommonName": "alice", "Fingerprint": "sha256:" + "ab" * 32},
+}
+CLI_HEADERS = {
+    "Host": ["api.moby.localhost"],
+    "User-Agent": ["Docker-Client/28.2.2 (linux)"],
+    "Content-Type": ["application/json"],
+}
 DOCKER_HEADERS = {"Api-Version": ["1.41"], "Content-Type": ["application/json"], "Ostype": ["linux"]}
 
 
-def pre2(uri: str = CREATE, body: Any = None, method: str = "POST", headers: dict | None = None,
-         caller: dict | None = None) -> dict:
+def pre2(
+    uri: str = CREATE, body: Any = None, method: str = "POST", headers: dict | None = None, caller: dict | None = None
+) -> dict:
     """A protocol 2 pre-hook call as Powerstrip sends it."""
     call = pre(uri, body, method)
     call["ClientRequest"]["Headers"] = CLI_HEADERS if headers is None else headers
-    return {**call, "PowerstripProtocolVersion": 2, "RequestId": "b599371caac4bebb",
-            "Caller": UNIX_CALLER if caller is None else caller}
+    return {
+        **call,
+        "PowerstripProtocolVersion": 2,
+        "RequestId": "b599371caac4bebb",
+        "Caller": UNIX_CALLER if caller is None else caller,
+    }
 
 
 def post2(code: int, body: Any, uri: str = CREATE, headers: dict | None = None) -> dict:
     """A protocol 2 post-hook call as Powerstrip sends it."""
     text = body if isinstance(body, str) or body is None else json.dumps(body)
-    return {**pre2(uri), "Type": "post-hook",
-            "ServerResponse": {"Code": code, "ContentType": "application/json", "Body": text,
-                               "Headers": DOCKER_HEADERS if headers is None else headers}}
+    return {
+        **pre2(uri),
+        "Type": "post-hook",
+        "ServerResponse": {
+            "Code": code,
+            "ContentType": "application/json",
+            "Body": text,
+            "Headers": DOCKER_HEADERS if headers is None else headers,
+        },
+    }
 
 
 def unwind2(stage: str = "docker", failed: str | None = None, code: int = 409) -> dict:
     """A protocol 2 unwind call as Powerstrip sends it."""
-    return {**post2(code, {"message": "Conflict."}), "Type": "unwind", "Stage": stage,
-            "Failure": {"Adapter": failed, "Code": code, "Message": "Conflict."}}
+    return {
+        **post2(code, {"message": "Conflict."}),
+        "Type": "unwind",
+        "Stage": stage,
+        "Failure": {"Adapter": failed, "Code": code, "Message": "Conflict."},
+    }
 
 
 def event2(type_: str = "container", action: str = "die", **attributes: str) -> dict:
     """A protocol 2 event call carrying a Docker event."""
-    return {"PowerstripProtocolVersion": 2, "Type": "event",
-            "Event": {"Type": type_, "Action": action, "Actor": {"ID": "f851537ae15e", "Attributes": attributes},
-                      "scope": "local", "time": 1795611632, "timeNano": 1795611632424650248}}
+    return {
+        "PowerstripProtocolVersion": 2,
+        "Type": "event",
+        "Event": {
+            "Type": type_,
+            "Action": action,
+            "Actor": {"ID": "f851537ae15e", "Attributes": attributes},
+            "scope": "local",
+            "time": 1795611632,
+            "timeNano": 1795611632424650248,
+        },
+    }
 
 
 class V2HandleTests(SynchronousTestCase):
@@ -437,13 +510,33 @@ class V2HandleTests(SynchronousTestCase):
         @adapter.pre_hook
         def look(request: Request) -> None:
             headers = request.headers
-            seen.extend([headers["user-agent"], "CONTENT-TYPE" in headers, "Accept" in headers,
-                         headers.first("content-type"), headers.first("Accept", "-"), list(headers), len(headers),
-                         headers.get("HOST")])
+            seen.extend(
+                [
+                    headers["user-agent"],
+                    "CONTENT-TYPE" in headers,
+                    "Accept" in headers,
+                    headers.first("content-type"),
+                    headers.first("Accept", "-"),
+                    list(headers),
+                    len(headers),
+                    headers.get("HOST"),
+                ]
+            )
 
         self.handle(adapter, pre2())
-        self.assertEqual(seen, [["Docker-Client/28.2.2 (linux)"], True, False, "application/json", "-",
-                                ["Host", "User-Agent", "Content-Type"], 3, ["api.moby.localhost"]])
+        self.assertEqual(
+            seen,
+            [
+                ["Docker-Client/28.2.2 (linux)"],
+                True,
+                False,
+                "application/json",
+                "-",
+                ["Host", "User-Agent", "Content-Type"],
+                3,
+                ["api.moby.localhost"],
+            ],
+        )
 
     def test_untouched_headers_are_not_sent_back(self) -> None:
         adapter = Adapter("a")
@@ -455,8 +548,10 @@ class V2HandleTests(SynchronousTestCase):
             return request
 
         _, reply = self.handle(adapter, pre2(body='{"Image": "busybox"}'))
-        self.assertEqual(reply["ModifiedClientRequest"], {"Method": "POST", "Request": CREATE + "?seen=1",
-                                                          "Body": '{"Image": "busybox"}'})
+        self.assertEqual(
+            reply["ModifiedClientRequest"],
+            {"Method": "POST", "Request": CREATE + "?seen=1", "Body": '{"Image": "busybox"}'},
+        )
 
     def test_edited_headers_are_sent_as_the_complete_set(self) -> None:
         adapter = Adapter("a")
@@ -471,11 +566,14 @@ class V2HandleTests(SynchronousTestCase):
             return request
 
         _, reply = self.handle(adapter, pre2())
-        self.assertEqual(reply["ModifiedClientRequest"]["Headers"], {
-            "User-Agent": ["Docker-Client/28.2.2 (linux)", "powerstrip"],
-            "Content-Type": ["application/json; charset=utf-8"],
-            "x-tenant": ["blue", "green"],
-        })
+        self.assertEqual(
+            reply["ModifiedClientRequest"]["Headers"],
+            {
+                "User-Agent": ["Docker-Client/28.2.2 (linux)", "powerstrip"],
+                "Content-Type": ["application/json; charset=utf-8"],
+                "x-tenant": ["blue", "green"],
+            },
+        )
 
     def test_an_edit_undone_is_not_sent(self) -> None:
         adapter = Adapter("a")
@@ -490,15 +588,28 @@ class V2HandleTests(SynchronousTestCase):
 
     def test_powerstrips_own_headers_cannot_be_set(self) -> None:
         headers = Request("GET", "/_ping").headers
-        for name in ("Content-Length", "content-length", "Connection", "KEEP-ALIVE", "TE", "Trailer", "Trailers",
-                     "Transfer-Encoding", "Upgrade", "Proxy-Authorization", "proxy-connection"):
+        for name in (
+            "Content-Length",
+            "content-length",
+            "Connection",
+            "KEEP-ALIVE",
+            "TE",
+            "Trailer",
+            "Trailers",
+            "Transfer-Encoding",
+            "Upgrade",
+            "Proxy-Authorization",
+            "proxy-connection",
+        ):
             with self.assertRaises(ValueError) as caught:
                 headers[name] = "1"
             self.assertIn(f"{name}: hop-by-hop headers and Content-Length are Powerstrip's own", str(caught.exception))
-        for name, value, message in [("Bad Name", "1", "'Bad Name' is not a header name"),
-                                     ("X-A", "a\r\nX-B: b", "is not a header value"),
-                                     ("X-A", "\u20ac", "is not a header value"),
-                                     ("X-A", [1], "expected a list of strings")]:
+        for name, value, message in [
+            ("Bad Name", "1", "'Bad Name' is not a header name"),
+            ("X-A", "a\r\nX-B: b", "is not a header value"),
+            ("X-A", "\u20ac", "is not a header value"),
+            ("X-A", [1], "expected a list of strings"),
+        ]:
             with self.assertRaises(ValueError) as caught:
                 headers[name] = value
             self.assertIn(message, str(caught.exception))
@@ -534,8 +645,10 @@ class V2HandleTests(SynchronousTestCase):
             request.headers["X-Tenant"] = "blue"
             return request
 
-        self.assertEqual(self.handle(adapter, pre()), (500, {
-            "message": "adapter 'a' failed: setting headers needs protocol 2 (this call is protocol 1)"}))
+        self.assertEqual(
+            self.handle(adapter, pre()),
+            (500, {"message": "adapter 'a' failed: setting headers needs protocol 2 (this call is protocol 1)"}),
+        )
 
     def test_a_new_request_keeps_headers_id_and_caller(self) -> None:
         adapter = Adapter("a")
@@ -571,9 +684,21 @@ class V2HandleTests(SynchronousTestCase):
 
         adapter.pre_hook(later.append)
         status, reply = self.handle(adapter, pre2(body={"Image": "busybox"}))
-        self.assertEqual((status, reply), (200, {"PowerstripProtocolVersion": 2, "ServerResponse": {
-            "ContentType": "application/json", "Body": '{"Id": "cached", "Warnings": []}', "Code": 200,
-            "Headers": {"X-Cache": ["hit"]}}}))
+        self.assertEqual(
+            (status, reply),
+            (
+                200,
+                {
+                    "PowerstripProtocolVersion": 2,
+                    "ServerResponse": {
+                        "ContentType": "application/json",
+                        "Body": '{"Id": "cached", "Warnings": []}',
+                        "Code": 200,
+                        "Headers": {"X-Cache": ["hit"]},
+                    },
+                },
+            ),
+        )
         self.assertEqual(later, [])  # the chain stopped
 
     def test_short_circuit_without_headers_sends_none(self) -> None:
@@ -589,9 +714,16 @@ class V2HandleTests(SynchronousTestCase):
         def answer(request: Request) -> Response:
             return Response(200, "application/json", "{}")
 
-        self.assertEqual(self.handle(adapter, pre()), (500, {
-            "message": "adapter 'a' failed: answer returned a Response: short-circuit needs protocol 2 "
-                       "(this call is protocol 1)"}))
+        self.assertEqual(
+            self.handle(adapter, pre()),
+            (
+                500,
+                {
+                    "message": "adapter 'a' failed: answer returned a Response: short-circuit needs protocol 2 "
+                    "(this call is protocol 1)"
+                },
+            ),
+        )
 
     def test_a_post_hook_cannot_return_a_request(self) -> None:
         adapter = Adapter("a")
@@ -617,8 +749,10 @@ class V2HandleTests(SynchronousTestCase):
         _, reply = self.handle(adapter, post2(201, '{"Id": "abc"}'))
         self.assertEqual(seen, [("1.41", "Docker-Client/28.2.2 (linux)")])
         # ContentType left alone: the edited headers (Content-Type included) say what it is.
-        self.assertEqual(reply["ModifiedServerResponse"], {
-            "Body": '{"Id": "abc"}', "Code": 201, "Headers": {**DOCKER_HEADERS, "X-Seen": ["yes"]}})
+        self.assertEqual(
+            reply["ModifiedServerResponse"],
+            {"Body": '{"Id": "abc"}', "Code": 201, "Headers": {**DOCKER_HEADERS, "X-Seen": ["yes"]}},
+        )
 
     def test_post_hook_content_type_set_wins(self) -> None:
         adapter = Adapter("a")
@@ -636,8 +770,10 @@ class V2HandleTests(SynchronousTestCase):
         adapter = Adapter("a")
         adapter.post_hook(lambda request, response: response)
         _, reply = self.handle(adapter, post2(404, '{"message": "no"}'))
-        self.assertEqual(reply["ModifiedServerResponse"], {"ContentType": "application/json",
-                                                           "Body": '{"message": "no"}', "Code": 404})
+        self.assertEqual(
+            reply["ModifiedServerResponse"],
+            {"ContentType": "application/json", "Body": '{"message": "no"}', "Code": 404},
+        )
 
     def test_unwind(self) -> None:
         adapter = Adapter("a")
@@ -649,14 +785,18 @@ class V2HandleTests(SynchronousTestCase):
             return "ignored"
 
         adapter.unwind("POST /*/containers/*/start")(lambda request, failure: seen.append("not this one"))
-        self.assertEqual(self.handle(adapter, unwind2("pre-hook", "policy", 403)),
-                         (200, {"PowerstripProtocolVersion": 2}))
+        self.assertEqual(
+            self.handle(adapter, unwind2("pre-hook", "policy", 403)), (200, {"PowerstripProtocolVersion": 2})
+        )
         [(uri, request_id, user, failure)] = seen
         self.assertEqual((uri, request_id, user), (CREATE, "b599371caac4bebb", "alice"))
-        self.assertEqual((failure.stage, failure.adapter, failure.code, failure.message),
-                         ("pre-hook", "policy", 403, "Conflict."))
-        self.assertEqual((failure.response.code, failure.response.json, failure.response.headers.first("Ostype")),
-                         (403, {"message": "Conflict."}, "linux"))
+        self.assertEqual(
+            (failure.stage, failure.adapter, failure.code, failure.message), ("pre-hook", "policy", 403, "Conflict.")
+        )
+        self.assertEqual(
+            (failure.response.code, failure.response.json, failure.response.headers.first("Ostype")),
+            (403, {"message": "Conflict."}, "linux"),
+        )
 
     def test_unwind_failures_are_a_500_and_the_others_still_run(self) -> None:
         adapter = Adapter("a")
@@ -669,8 +809,9 @@ class V2HandleTests(SynchronousTestCase):
         adapter.unwind(lambda request, failure: ran.append("second"))
         status, reply = self.handle(adapter, unwind2())
         self.assertEqual((status, ran), (500, ["second"]))
-        self.assertEqual(reply["message"], f"adapter 'a' failed: unwind of POST {CREATE}: broken: RuntimeError: "
-                                           "volume busy")
+        self.assertEqual(
+            reply["message"], f"adapter 'a' failed: unwind of POST {CREATE}: broken: RuntimeError: volume busy"
+        )
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_unwind_with_nothing_registered_is_fine(self) -> None:
@@ -732,13 +873,16 @@ class V2HandleTests(SynchronousTestCase):
             self.assertRaises(ValueError, Adapter("a").event, pattern)
 
     def test_describe(self) -> None:
-        self.assertEqual(v2_sample.adapter.describe(), {
-            "adapter": "v2",
-            "pre-hooks": ["stamp (POST /*/containers/create)", "pause_starts (POST /*/containers/*/start)"],
-            "post-hooks": ["tag (any call)"],
-            "unwind": ["release (any call)"],
-            "events": ["container_event (container *)"],
-        })
+        self.assertEqual(
+            v2_sample.adapter.describe(),
+            {
+                "adapter": "v2",
+                "pre-hooks": ["stamp (POST /*/containers/create)", "pause_starts (POST /*/containers/*/start)"],
+                "post-hooks": ["tag (any call)"],
+                "unwind": ["release (any call)"],
+                "events": ["container_event (container *)"],
+            },
+        )
 
     def test_bad_v2_payloads(self) -> None:
         adapter = Adapter("a")
@@ -752,8 +896,10 @@ class V2HandleTests(SynchronousTestCase):
             ({**unwind2(), "Failure": None}, "an unwind call needs a 'Stage' string and a 'Failure' object"),
             ({**pre2(), "Caller": "alice"}, "'Caller' must be null or an object with a 'Transport' string"),
             (pre2(headers={"Accept": "*/*"}), "'ClientRequest.Headers' must be an object of header name -> list"),
-            ({**post2(200, "OK"), "ServerResponse": {"Code": 200, "Headers": []}},
-             "'ServerResponse.Headers' must be an object"),
+            (
+                {**post2(200, "OK"), "ServerResponse": {"Code": 200, "Headers": []}},
+                "'ServerResponse.Headers' must be an object",
+            ),
         ]:
             failure = self.failureResultOf(adapter.handle(payload), BadPayload)
             self.assertIn(message, failure.getErrorMessage())
@@ -776,12 +922,22 @@ class V2HandleTests(SynchronousTestCase):
         for call in samples(2):
             status, reply = self.handle(v2_sample.adapter, call.payload)
             self.assertEqual(status, 200, (call.name, reply))
-            kinds.append(next(k for k in ("ModifiedClientRequest", "ServerResponse", "ModifiedServerResponse")
-                              if k in reply) if call.hook.endswith("hook") else call.hook)
-        self.assertEqual(kinds, ["ModifiedClientRequest", "ServerResponse", "ModifiedClientRequest"]
-                         + ["ModifiedServerResponse"] * 5 + ["unwind"] * 3 + ["event"] * 3)
-        self.assertEqual([u[2:] for u in v2_sample.unwound], [("docker", None, 409), ("pre-hook", "policy", 403),
-                                                                ("client", None, None)])
+            kinds.append(
+                next(k for k in ("ModifiedClientRequest", "ServerResponse", "ModifiedServerResponse") if k in reply)
+                if call.hook.endswith("hook")
+                else call.hook
+            )
+        self.assertEqual(
+            kinds,
+            ["ModifiedClientRequest", "ServerResponse", "ModifiedClientRequest"]
+            + ["ModifiedServerResponse"] * 5
+            + ["unwind"] * 3
+            + ["event"] * 3,
+        )
+        self.assertEqual(
+            [u[2:] for u in v2_sample.unwound],
+            [("docker", None, 409), ("pre-hook", "policy", 403), ("client", None, None)],
+        )
         self.assertEqual(v2_sample.events, [("start", "ps-sample-web"), ("die", "ps-sample-web")])
 
 
@@ -804,9 +960,11 @@ class V2ServerTests(ProxyTestCase):
         self.assertEqual(json.loads(body)["ServerResponse"]["Code"], 503)
 
 
-V2_CREATE = ('version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [v2]\n    post: [v2]\n'
-             '  "POST /*/containers/*/start":\n    pre: [v2]\n'
-             "adapters:\n  v2:\n    url: python:tests.sdk_adapters.v2:adapter\n    protocol: 2\n")
+V2_CREATE = (
+    'version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [v2]\n    post: [v2]\n'
+    '  "POST /*/containers/*/start":\n    pre: [v2]\n'
+    "adapters:\n  v2:\n    url: python:tests.sdk_adapters.v2:adapter\n    protocol: 2\n"
+)
 
 
 class V2InProcessTests(ProxyTestCase):
@@ -821,8 +979,10 @@ class V2InProcessTests(ProxyTestCase):
     def test_headers_and_caller_reach_docker(self) -> Any:
         client = yield self.connect()
         req, _, resp = yield self.roundtrip(
-            client, json_request(b"POST", b"/v1.47/containers/create", {"Image": "busybox"}),
-            json_response(b"201 Created", {"Id": "abc", "Warnings": []}))
+            client,
+            json_request(b"POST", b"/v1.47/containers/create", {"Image": "busybox"}),
+            json_response(b"201 Created", {"Id": "abc", "Warnings": []}),
+        )
         self.assertEqual(len(req.values(b"x-powerstrip-request")[0]), 16)  # the request id, in a header
         self.assertIn("powerstrip.user", req.json()["Labels"])
         self.assertEqual((resp.code, resp.value(b"x-powerstrip-adapter")), (201, b"v2"))
@@ -832,6 +992,7 @@ class V2InProcessTests(ProxyTestCase):
         client = yield self.connect()
         client.send(request(b"POST", b"/v1.47/containers/abc/start"))
         resp = yield client.response()
-        self.assertEqual((resp.code, resp.json(), resp.value(b"retry-after")),
-                         (503, {"message": "v2: starts are paused"}, b"60"))
+        self.assertEqual(
+            (resp.code, resp.json(), resp.value(b"retry-after")), (503, {"message": "v2: starts are paused"}, b"60")
+        )
         self.assertNothingReachedDocker()

@@ -29,8 +29,8 @@ from powerstrip.config.spec import AdapterSpec
 from powerstrip.ops.cli import adapter_test, judge, main
 from powerstrip.sdk.samples import samples
 from powerstrip.sdk.server import adapter_site
-from tests.fakes import FakeAdapters, Tracker, echo_post, echo_pre, reply
 from tests.sdk_adapters import v2 as v2_sample
+from tests.support import FakeAdapters, Tracker, echo_post, echo_pre, reply
 
 PRE = [s.name for s in samples(1) if s.hook == "pre-hook"]
 POST = [s.name for s in samples(1) if s.hook == "post-hook"]
@@ -45,8 +45,10 @@ def string_code(request: Request, payload: dict) -> bytes:
     """Correct pre-hooks, but post-hook replies with ``"Code": "201"``."""
     if payload["Type"] == "pre-hook":
         return echo_pre(request, payload)
-    return reply(request, {"PowerstripProtocolVersion": 1,
-                           "ModifiedServerResponse": {**payload["ServerResponse"], "Code": "201"}})
+    return reply(
+        request,
+        {"PowerstripProtocolVersion": 1, "ModifiedServerResponse": {**payload["ServerResponse"], "Code": "201"}},
+    )
 
 
 def never_answers(request: Request, payload: dict) -> Any:
@@ -58,13 +60,15 @@ class AdapterServers(TestCase):
 
     def setUp(self) -> None:
         self.adapters = FakeAdapters()
-        self.adapters.handlers.update({
-            "correct": correct,
-            "garbage": lambda request, payload: reply(request, b"<html>It works!</html>", ctype=b"text/html"),
-            "refuses": lambda request, payload: reply(request, {"message": "policy: not here"}, code=403),
-            "slow": never_answers,
-            "string-code": string_code,
-        })
+        self.adapters.handlers.update(
+            {
+                "correct": correct,
+                "garbage": lambda request, payload: reply(request, b"<html>It works!</html>", ctype=b"text/html"),
+                "refuses": lambda request, payload: reply(request, {"message": "policy: not here"}, code=403),
+                "slow": never_answers,
+                "string-code": string_code,
+            }
+        )
         self.tracker = Tracker()
         site = self.tracker.track_factory(Site(self.adapters))
         self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
@@ -81,13 +85,15 @@ class AdapterServers(TestCase):
         shutil.rmtree(self.dir, ignore_errors=True)
 
     @defer.inlineCallbacks
-    def run_test(self, name: str, timeout: float = 5, only: str | None = None, url: str | None = None,
-                 protocol: int = 1) -> Any:
+    def run_test(
+        self, name: str, timeout: float = 5, only: str | None = None, url: str | None = None, protocol: int = 1
+    ) -> Any:
         """Run the command's function against adapter ``name``: (exit status, output lines)."""
         url = url or f"http://127.0.0.1:{self.port.getHost().port}/{name}"
         out = io.StringIO()
         code = yield defer.ensureDeferred(
-            adapter_test(reactor, AdapterSpec("adapter-test", url, timeout), protocol, only, out))
+            adapter_test(reactor, AdapterSpec("adapter-test", url, timeout), protocol, only, out)
+        )
         return code, out.getvalue().splitlines()
 
     def assertTable(self, lines: list[str], verdicts: dict[str, str], summary: str, protocol: int = 1) -> None:
@@ -105,13 +111,15 @@ class AdapterServers(TestCase):
 
 
 class AdapterTestTests(AdapterServers):
-
     @defer.inlineCallbacks
     def test_a_correct_adapter(self) -> Any:
         code, lines = yield self.run_test("correct")
         self.assertEqual(code, 0)
-        self.assertTable(lines, dict.fromkeys(PRE + POST, "valid"),
-                         "8 call(s): 8 valid, 0 refused, 0 invalid, 0 fault(s): the adapter speaks protocol 1")
+        self.assertTable(
+            lines,
+            dict.fromkeys(PRE + POST, "valid"),
+            "8 call(s): 8 valid, 0 refused, 0 invalid, 0 fault(s): the adapter speaks protocol 1",
+        )
         # It was sent every sample, as is.
         self.assertEqual([payload for _, payload in self.adapters.calls], [s.payload for s in samples(1)])
 
@@ -125,22 +133,31 @@ class AdapterTestTests(AdapterServers):
     def test_an_adapter_that_answers_garbage(self) -> Any:
         code, lines = yield self.run_test("garbage")
         self.assertEqual(code, 1)
-        self.assertTable(lines, dict.fromkeys(PRE + POST, "INVALID: reply is not JSON: b'<html>It works!</html>'"),
-                         "8 call(s): 0 valid, 0 refused, 8 invalid, 0 fault(s): NOT protocol 1")
+        self.assertTable(
+            lines,
+            dict.fromkeys(PRE + POST, "INVALID: reply is not JSON: b'<html>It works!</html>'"),
+            "8 call(s): 0 valid, 0 refused, 8 invalid, 0 fault(s): NOT protocol 1",
+        )
 
     @defer.inlineCallbacks
     def test_refusals_are_valid_protocol(self) -> Any:
         code, lines = yield self.run_test("refuses")
         self.assertEqual(code, 0)
-        self.assertTable(lines, dict.fromkeys(PRE + POST, "refused 403: policy: not here"),
-                         "8 call(s): 0 valid, 8 refused, 0 invalid, 0 fault(s): the adapter speaks protocol 1")
+        self.assertTable(
+            lines,
+            dict.fromkeys(PRE + POST, "refused 403: policy: not here"),
+            "8 call(s): 0 valid, 8 refused, 0 invalid, 0 fault(s): the adapter speaks protocol 1",
+        )
 
     @defer.inlineCallbacks
     def test_a_slow_adapter_is_a_fault(self) -> Any:
         code, lines = yield self.run_test("slow", timeout=0.2, only="pre-hook")
         self.assertEqual(code, 1)
-        self.assertTable(lines, dict.fromkeys(PRE, "FAULT: no answer within 0.2s"),
-                         "3 call(s): 0 valid, 0 refused, 0 invalid, 3 fault(s): NOT protocol 1")
+        self.assertTable(
+            lines,
+            dict.fromkeys(PRE, "FAULT: no answer within 0.2s"),
+            "3 call(s): 0 valid, 0 refused, 0 invalid, 3 fault(s): NOT protocol 1",
+        )
         for line in lines[1:-1]:
             self.assertGreaterEqual(float(line.split()[2]), 190)
 
@@ -149,8 +166,11 @@ class AdapterTestTests(AdapterServers):
         code, lines = yield self.run_test("string-code")
         self.assertEqual(code, 1)
         wrong = "INVALID: ModifiedServerResponse.Code: \"201\" is not of type 'integer'"
-        self.assertTable(lines, {**dict.fromkeys(PRE, "valid"), **dict.fromkeys(POST, wrong)},
-                         "8 call(s): 3 valid, 0 refused, 5 invalid, 0 fault(s): NOT protocol 1")
+        self.assertTable(
+            lines,
+            {**dict.fromkeys(PRE, "valid"), **dict.fromkeys(POST, wrong)},
+            "8 call(s): 3 valid, 0 refused, 5 invalid, 0 fault(s): NOT protocol 1",
+        )
 
     @defer.inlineCallbacks
     def test_only_one_hook_type(self) -> Any:
@@ -191,8 +211,14 @@ def bad_v2(request: Request, payload: dict) -> bytes:
 
 def both(request: Request, payload: dict) -> bytes:
     """A pre-hook reply that goes on and short-circuits at once."""
-    return reply(request, {"PowerstripProtocolVersion": 2, "ModifiedClientRequest": payload["ClientRequest"],
-                           "ServerResponse": {"Code": 200}})
+    return reply(
+        request,
+        {
+            "PowerstripProtocolVersion": 2,
+            "ModifiedClientRequest": payload["ClientRequest"],
+            "ServerResponse": {"Code": 200},
+        },
+    )
 
 
 class Protocol2Tests(AdapterServers):
@@ -213,10 +239,12 @@ class Protocol2Tests(AdapterServers):
         url = f"http://127.0.0.1:{self.sdk_port.getHost().port}/"
         code, lines = yield self.run_test("sdk", url=url, protocol=2)
         self.assertEqual(code, 0, lines)
-        self.assertTable(lines, {**dict.fromkeys(PRE2 + POST2 + UNWIND2 + EVENT2, "valid"),
-                                 "start": "valid (short-circuit 503)"},
-                         "14 call(s): 14 valid, 0 refused, 0 failed, 0 invalid, 0 fault(s): the adapter speaks "
-                         "protocol 2", protocol=2)
+        self.assertTable(
+            lines,
+            {**dict.fromkeys(PRE2 + POST2 + UNWIND2 + EVENT2, "valid"), "start": "valid (short-circuit 503)"},
+            "14 call(s): 14 valid, 0 refused, 0 failed, 0 invalid, 0 fault(s): the adapter speaks protocol 2",
+            protocol=2,
+        )
         self.assertEqual(len(v2_sample.unwound), 3)
         self.assertEqual([action for action, _ in v2_sample.events], ["start", "die"])
 
@@ -231,27 +259,42 @@ class Protocol2Tests(AdapterServers):
     def test_bad_v2_replies(self) -> Any:
         code, lines = yield self.run_test("bad-v2", protocol=2)
         self.assertEqual(code, 1)
-        owned = ('INVALID: ModifiedClientRequest.Headers.Content-Length: "Content-Length" is one of Powerstrip\'s '
-                 "own headers (hop-by-hop, or Content-Length), which is not allowed")
-        self.assertTable(lines, {**dict.fromkeys(PRE2, owned),
-                                 **dict.fromkeys(POST2, "INVALID: PowerstripProtocolVersion: expected 2, got 1"),
-                                 **dict.fromkeys(UNWIND2, "failed 500: cannot release"),
-                                 **dict.fromkeys(EVENT2, "failed 404: no such path")},
-                         "14 call(s): 0 valid, 0 refused, 6 failed, 8 invalid, 0 fault(s): NOT protocol 2", protocol=2)
+        owned = (
+            'INVALID: ModifiedClientRequest.Headers.Content-Length: "Content-Length" is one of Powerstrip\'s '
+            "own headers (hop-by-hop, or Content-Length), which is not allowed"
+        )
+        self.assertTable(
+            lines,
+            {
+                **dict.fromkeys(PRE2, owned),
+                **dict.fromkeys(POST2, "INVALID: PowerstripProtocolVersion: expected 2, got 1"),
+                **dict.fromkeys(UNWIND2, "failed 500: cannot release"),
+                **dict.fromkeys(EVENT2, "failed 404: no such path"),
+            },
+            "14 call(s): 0 valid, 0 refused, 6 failed, 8 invalid, 0 fault(s): NOT protocol 2",
+            protocol=2,
+        )
 
     @defer.inlineCallbacks
     def test_a_protocol_1_adapter_is_not_protocol_2(self) -> Any:
         code, lines = yield self.run_test("correct", protocol=2, only="pre-hook")
         self.assertEqual(code, 1)
-        self.assertTable(lines, dict.fromkeys(PRE2, "INVALID: PowerstripProtocolVersion: expected 2, got 1"),
-                         "3 call(s): 0 valid, 0 refused, 0 failed, 3 invalid, 0 fault(s): NOT protocol 2", protocol=2)
+        self.assertTable(
+            lines,
+            dict.fromkeys(PRE2, "INVALID: PowerstripProtocolVersion: expected 2, got 1"),
+            "3 call(s): 0 valid, 0 refused, 0 failed, 3 invalid, 0 fault(s): NOT protocol 2",
+            protocol=2,
+        )
 
     @defer.inlineCallbacks
     def test_going_on_and_short_circuiting_at_once(self) -> Any:
         code, lines = yield self.run_test("both", protocol=2, only="pre-hook")
         self.assertEqual(code, 1)
-        self.assertIn("INVALID: (root): 'ModifiedClientRequest' (to go on) and 'ServerResponse' (to short-circuit) "
-                      "together; only one is allowed", lines[1])
+        self.assertIn(
+            "INVALID: (root): 'ModifiedClientRequest' (to go on) and 'ServerResponse' (to short-circuit) "
+            "together; only one is allowed",
+            lines[1],
+        )
 
     @defer.inlineCallbacks
     def test_only_events(self) -> Any:
@@ -270,8 +313,10 @@ class JudgeTests(TestCase):
             ((500, "text/plain", b"boom\nat line 3"), ("refused", "refused 500: boom at line 3")),
             ((403, "application/json", b'{"message": "no"}'), ("refused", "refused 403: no")),
             ((403, "application/json", b'["no"]'), ("refused", 'refused 403: ["no"]')),
-            ((200, "application/json", b'{"PowerstripProtocolVersion": 1}'),
-             ("INVALID", "INVALID: (root): 'ModifiedClientRequest' is required")),
+            (
+                (200, "application/json", b'{"PowerstripProtocolVersion": 1}'),
+                ("INVALID", "INVALID: (root): 'ModifiedClientRequest' is required"),
+            ),
             ((200, None, b"\xff"), ("INVALID", "INVALID: reply is not JSON: b'\\xff'")),
         ]:
             self.assertEqual(judge(answer, "v1/pre-hook-reply"), verdict, answer)
@@ -318,11 +363,20 @@ class UsageTests(TestCase):
         with socket.socket() as sock:  # accepts, never answers: each call's line comes after its timeout
             sock.bind(("127.0.0.1", 0))
             sock.listen(16)
-            proc = subprocess.Popen([sys.executable, "-m", "powerstrip.ops.cli", "adapter-test",
-                                     f"http://127.0.0.1:{sock.getsockname()[1]}/", "--timeout", "200ms"],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "powerstrip.ops.cli",
+                    "adapter-test",
+                    f"http://127.0.0.1:{sock.getsockname()[1]}/",
+                    "--timeout",
+                    "200ms",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
             self.assertIn(b"8 protocol-1 sample call(s)", proc.stdout.readline())
             proc.stdout.close()  # before the first call's line is written
             _, err = proc.communicate(timeout=60)
         self.assertEqual((proc.returncode, err.decode()), (1, ""))
-

@@ -4,6 +4,7 @@ its options (TLS) and the start-up warning it shares with the API listener."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import treq
@@ -17,9 +18,10 @@ from powerstrip.config.spec import parse_config
 from powerstrip.ops.admin import CHECK_MAX_AGE, admin_site
 from powerstrip.ops.exposure import exposure_warning, in_container
 from powerstrip.ops.metrics import Metrics
+from powerstrip.ops.service import Options, make_service
 from powerstrip.proxy.route import Proxy
 from powerstrip.wire.endpoints import DockerAddress
-from tests.fakes import unused_port
+from tests.support import CA, parse_options, unused_port
 
 #: A fresh check's age: the time the /_ping itself took, on a busy machine.
 READY_SLACK = 1.0
@@ -120,21 +122,35 @@ class ExposureWarningTests(TestCase):
 
     def test_which_listeners_are_warned_about(self) -> None:
         serves = "controls Docker"
-        for listen in ("tcp:2375:interface=127.0.0.1", "tcp:2375:interface=localhost", "tcp6:2375:interface=\\:\\:1",
-                       "unix:/run/p.sock"):
+        for listen in (
+            "tcp:2375:interface=127.0.0.1",
+            "tcp:2375:interface=localhost",
+            "tcp6:2375:interface=\\:\\:1",
+            "unix:/run/p.sock",
+        ):
             self.assertIsNone(exposure_warning(listen, serves, False, False, False), listen)
         self.assertIsNone(exposure_warning("tcp:2375", serves, True, True, False))  # client certificates
-        self.assertEqual(exposure_warning("tcp:2375", serves, False, False, False),
-                         "WARNING: tcp:2375 accepts connections from other hosts without TLS. Anyone who can "
-                         "reach it controls Docker.")
-        self.assertIn("with TLS but no client certificates (--admin-tlscacert)",
-                      exposure_warning("tcp:9375:interface=0.0.0.0", serves, True, False, False,
-                                       verify_option="--admin-tlscacert"))
+        self.assertEqual(
+            exposure_warning("tcp:2375", serves, False, False, False),
+            "WARNING: tcp:2375 accepts connections from other hosts without TLS. Anyone who can "
+            "reach it controls Docker.",
+        )
+        self.assertIn(
+            "with TLS but no client certificates (--admin-tlscacert)",
+            exposure_warning(
+                "tcp:9375:interface=0.0.0.0", serves, True, False, False, verify_option="--admin-tlscacert"
+            ),
+        )
 
     def test_inside_a_container_it_says_what_to_check(self) -> None:
         text = exposure_warning("tcp:2375:interface=0.0.0.0", "controls Docker", False, False, True)
-        self.assertTrue(text.startswith("WARNING: tcp:2375:interface=0.0.0.0 accepts connections from any "
-                                        "address that reaches this container, without TLS"), text)
+        self.assertTrue(
+            text.startswith(
+                "WARNING: tcp:2375:interface=0.0.0.0 accepts connections from any "
+                "address that reaches this container, without TLS"
+            ),
+            text,
+        )
         self.assertIn("`-p 127.0.0.1:PORT:PORT` keeps it to this host", text)
         self.assertIn("`docker port CONTAINER`", text)
 
@@ -148,24 +164,24 @@ class ExposureWarningTests(TestCase):
 
 class AdminOptionTests(TestCase):
     def setUp(self) -> None:
-        from pathlib import Path
-
-        from tests.certs import CA
-
         self.certs = CA().write(Path(self.mktemp()), "localhost", server=True)
 
-    def parse(self, *argv: str) -> Any:
-        from tests.test_service import OptionsTests
-
-        return OptionsTests.parse(self, *argv)
+    def parse(self, *argv: str) -> Options:
+        return parse_options(self, *argv)
 
     def test_admin_tls_wraps_the_admin_listener(self) -> None:
-        from powerstrip.ops.service import make_service
-
-        options = self.parse("--listen", "tcp:0:interface=127.0.0.1", "--admin", "tcp:0:interface=127.0.0.1",
-                             "--admin-tlscert", str(self.certs / "cert.pem"),
-                             "--admin-tlskey", str(self.certs / "key.pem"),
-                             "--admin-tlscacert", str(self.certs / "ca.pem"))
+        options = self.parse(
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--admin",
+            "tcp:0:interface=127.0.0.1",
+            "--admin-tlscert",
+            str(self.certs / "cert.pem"),
+            "--admin-tlskey",
+            str(self.certs / "key.pem"),
+            "--admin-tlscacert",
+            str(self.certs / "ca.pem"),
+        )
         self.assertEqual(options["admin_tls"].ca, str(self.certs / "ca.pem"))
         factories = [type(s.factory).__name__ for s in make_service(options) if hasattr(s, "factory")]
         self.assertEqual(factories, ["FrontFactory", "HalfCloseableTLSFactory"])
@@ -175,8 +191,10 @@ class AdminOptionTests(TestCase):
         cases = [
             (["--admin-tlscert", cert, "--admin-tlskey", key], "need --admin"),
             (["--admin", "tcp:0", "--admin-tlscert", cert], "needs both --admin-tlscert and --admin-tlskey"),
-            (["--admin", "unix:/tmp/admin.sock", "--admin-tlscert", cert, "--admin-tlskey", key],
-             "applies to a tcp: --admin"),
+            (
+                ["--admin", "unix:/tmp/admin.sock", "--admin-tlscert", cert, "--admin-tlskey", key],
+                "applies to a tcp: --admin",
+            ),
         ]
         for argv, message in cases:
             with self.assertRaises(usage.UsageError) as ctx:

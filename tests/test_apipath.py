@@ -32,8 +32,14 @@ class SplitVersionTests(TestCase):
 
 class VersionTests(TestCase):
     def test_compare_as_dockerd(self) -> None:
-        for a, b, result in (("1.41", "1.41", 0), ("1.5", "1.41", -1), ("1.41", "1.41.0", 0), ("2", "1.99", 1),
-                             ("1..41", "1.0.41", 0), ("1.99999999999999999999", "1.9223372036854775807", 0)):
+        for a, b, result in (
+            ("1.41", "1.41", 0),
+            ("1.5", "1.41", -1),
+            ("1.41", "1.41.0", 0),
+            ("2", "1.99", 1),
+            ("1..41", "1.0.41", 0),
+            ("1.99999999999999999999", "1.9223372036854775807", 0),
+        ):
             self.assertEqual(compare_versions(a, b), result, (a, b))
             self.assertEqual(compare_versions(b, a), -result, (b, a))
 
@@ -45,10 +51,12 @@ class VersionTests(TestCase):
 
     def test_match(self) -> None:
         spec = parse_versions(">=1.40, <1.44")
-        self.assertEqual([versions_match(spec, v) for v in ("1.39", "1.40", "1.43", "1.44")],
-                         [False, True, True, False])
+        self.assertEqual(
+            [versions_match(spec, v) for v in ("1.39", "1.40", "1.43", "1.44")], [False, True, True, False]
+        )
         self.assertTrue(versions_match(spec, None))  # unversioned: dockerd's current version, unknown
         self.assertTrue(versions_match((), "1.12"))
         for op, hits in (("<", "1.39"), ("<=", "1.39 1.40"), ("==", "1.40"), (">=", "1.40 1.41"), (">", "1.41")):
-            self.assertEqual([v for v in ("1.39", "1.40", "1.41") if versions_match(((op, "1.40"),), v)],
-                             hits.split(), op)
+            self.assertEqual(
+                [v for v in ("1.39", "1.40", "1.41") if versions_match(((op, "1.40"),), v)], hits.split(), op
+            )

@@ -1,6 +1,6 @@
 """``type: authz`` adapters (:mod:`powerstrip.hooks.authz`) on the wire.
 
-The fake dockerd and raw client of :mod:`tests.test_proxy`, and a fake
+The fake dockerd and raw client of :mod:`tests.support`, and a fake
 Docker AuthZ plugin (a twisted.web resource answering
 ``/AuthZPlugin.AuthZReq`` and ``/AuthZPlugin.AuthZRes``). The bypass tests
 send a privileged create every way its body could slip past the plugin
@@ -31,17 +31,20 @@ from powerstrip.hooks.authz import identity, is_archive_upload, must_buffer
 from powerstrip.hooks.peer import Peer
 from powerstrip.proxy.front import FrontFactory
 from powerstrip.proxy.route import Limits
-from tests.fakes import RawClient, reply, unused_port
-from tests.test_proxy import (
+from tests.support import (
     LAST_CHUNK,
+    Certificates,
     ProxyTestCase,
+    RawClient,
     chunk,
+    client_creator,
     json_request,
     json_response,
+    reply,
     request,
     response,
+    unused_port,
 )
-from tests.test_tls import Certificates, client_creator
 
 REQ, RES = "/AuthZPlugin.AuthZReq", "/AuthZPlugin.AuthZRes"
 CREATE = b"/v1.41/containers/create"
@@ -54,6 +57,7 @@ CREATED = json_response(b"201 Created", {"Id": "abc", "Warnings": []})
 def shown(obj: Any) -> bytes:
     """A JSON body as hooks are shown it and dockerd gets it: read as Go reads it, re-encoded compactly."""
     return json.dumps(obj, separators=(",", ":")).encode()
+
 
 Decide = Callable[[str, dict], Any]
 
@@ -99,12 +103,10 @@ class FakePlugin(Resource):
         return [payload for _, payload in self.calls]
 
 
-def authz_config(url: str, pre: str = "[authz]", post: str | None = None, extra: str = "",
-                 rule: str = "* *") -> str:
+def authz_config(url: str, pre: str = "[authz]", post: str | None = None, extra: str = "", rule: str = "* *") -> str:
     """adapters.yml with an authz adapter ``authz`` at ``url`` on every call (``$BASE`` adapters too)."""
     hooks = f"    pre: {pre}\n" + (f"    post: {post}\n" if post else "")
-    return (f'version: 1\nendpoints:\n  "{rule}":\n{hooks}adapters:\n'
-            f"  authz:\n    url: {url}\n    type: authz\n{extra}")
+    return f'version: 1\nendpoints:\n  "{rule}":\n{hooks}adapters:\n  authz:\n    url: {url}\n    type: authz\n{extra}'
 
 
 class AuthzTestCase(ProxyTestCase):
@@ -171,15 +173,30 @@ class VerdictTests(AuthzTestCase):
         self.start_authz()
         client = yield self.connect()
         body = json.dumps(PLAIN).encode()
-        data = request(b"POST", CREATE, (b"content-type", b"application/json"), (b"User-Agent", b"Docker-Client/28"),
-                       (b"X-Thing", b"a"), (b"X-Thing", b"b"), (b"X-Registry-Auth", b"secret"),
-                       (b"Authorization", b"Basic c2VjcmV0"), (b"Connection", b"keep-alive"),
-                       (b"Content-Length", b"%d" % len(body)), body=body)
+        data = request(
+            b"POST",
+            CREATE,
+            (b"content-type", b"application/json"),
+            (b"User-Agent", b"Docker-Client/28"),
+            (b"X-Thing", b"a"),
+            (b"X-Thing", b"b"),
+            (b"X-Registry-Auth", b"secret"),
+            (b"Authorization", b"Basic c2VjcmV0"),
+            (b"Connection", b"keep-alive"),
+            (b"Content-Length", b"%d" % len(body)),
+            body=body,
+        )
         yield self.roundtrip(client, data, CREATED)
         [payload] = self.plugin.payloads
-        self.assertEqual(payload["RequestHeaders"], {
-            "Content-Type": "application/json", "User-Agent": "Docker-Client/28", "X-Thing": "b",
-            "Content-Length": str(len(shown(PLAIN)))})
+        self.assertEqual(
+            payload["RequestHeaders"],
+            {
+                "Content-Type": "application/json",
+                "User-Agent": "Docker-Client/28",
+                "X-Thing": "b",
+                "Content-Length": str(len(shown(PLAIN))),
+            },
+        )
 
     @defer.inlineCallbacks
     def test_docker_login_credentials_are_not_shown(self) -> Any:
@@ -187,8 +204,11 @@ class VerdictTests(AuthzTestCase):
         self.start_authz()
         client = yield self.connect()
         creds = {"username": "u", "password": "p", "serveraddress": "r"}
-        req, _, _ = yield self.roundtrip(client, json_request(b"POST", b"/v1.41/auth", creds),
-                                         json_response(b"200 OK", {"Status": "Login Succeeded"}))
+        req, _, _ = yield self.roundtrip(
+            client,
+            json_request(b"POST", b"/v1.41/auth", creds),
+            json_response(b"200 OK", {"Status": "Login Succeeded"}),
+        )
         self.assertNotIn("RequestBody", self.plugin.payloads[0])
         self.assertEqual(req.json(), creds)
 
@@ -212,27 +232,37 @@ class VerdictTests(AuthzTestCase):
     @defer.inlineCallbacks
     def test_err_is_a_500_and_nothing_is_forwarded(self) -> Any:
         self.start_authz(lambda path, payload: {"Allow": True, "Err": "policy store unreachable"})
-        yield self.denied(json_request(b"POST", CREATE, PLAIN), 500,
-                          "plugin authz failed with error: AuthZPlugin.AuthZReq: policy store unreachable")
+        yield self.denied(
+            json_request(b"POST", CREATE, PLAIN),
+            500,
+            "plugin authz failed with error: AuthZPlugin.AuthZReq: policy store unreachable",
+        )
 
     @defer.inlineCallbacks
     def test_non_2xx_answer_is_an_error_with_its_err(self) -> Any:
         self.start_authz(lambda path, payload: (500, {"Allow": False, "Err": "boom"}))
-        yield self.denied(json_request(b"POST", CREATE, PLAIN), 500,
-                          "plugin authz failed with error: AuthZPlugin.AuthZReq: boom")
+        yield self.denied(
+            json_request(b"POST", CREATE, PLAIN), 500, "plugin authz failed with error: AuthZPlugin.AuthZReq: boom"
+        )
 
     @defer.inlineCallbacks
     def test_non_2xx_answer_without_err_shows_its_text(self) -> Any:
         self.start_authz(lambda path, payload: (404, b"404 page not found\n"))
-        yield self.denied(json_request(b"POST", CREATE, PLAIN), 500,
-                          "plugin authz failed with error: AuthZPlugin.AuthZReq: 404 page not found")
+        yield self.denied(
+            json_request(b"POST", CREATE, PLAIN),
+            500,
+            "plugin authz failed with error: AuthZPlugin.AuthZReq: 404 page not found",
+        )
 
     @defer.inlineCallbacks
     def test_garbage_answers_are_errors(self) -> Any:
         for answer in [(200, b"yes"), (200, b"[true]"), {"Allow": "true"}, {"Allow": True, "Msg": 3}]:
             self.start_authz(lambda path, payload, a=answer: a)
-            message = yield self.denied(json_request(b"POST", CREATE, PLAIN), 500,
-                                        "plugin authz failed with error: AuthZPlugin.AuthZReq: answer is not ")
+            message = yield self.denied(
+                json_request(b"POST", CREATE, PLAIN),
+                500,
+                "plugin authz failed with error: AuthZPlugin.AuthZReq: answer is not ",
+            )
             self.assertNotIn("powerstrip: adapter", message)
 
     @defer.inlineCallbacks
@@ -251,8 +281,11 @@ class VerdictTests(AuthzTestCase):
     @defer.inlineCallbacks
     def test_plugin_down_is_an_error(self) -> Any:
         self.start_authz(config=authz_config(f"http://127.0.0.1:{unused_port()}"))
-        message = yield self.denied(json_request(b"POST", CREATE, PLAIN), 500,
-                                    "plugin authz failed with error: AuthZPlugin.AuthZReq: cannot connect")
+        message = yield self.denied(
+            json_request(b"POST", CREATE, PLAIN),
+            500,
+            "plugin authz failed with error: AuthZPlugin.AuthZReq: cannot connect",
+        )
         self.assertNotIn("powerstrip: adapter", message)
 
     def test_failure_ignore_is_refused_at_load(self) -> None:
@@ -263,10 +296,14 @@ class VerdictTests(AuthzTestCase):
 
     @defer.inlineCallbacks
     def test_slow_plugin_is_an_error(self) -> Any:
-        self.start_authz(lambda path, payload: NOT_DONE_YET,
-                         config=authz_config(self.plugin_url) + "    timeout: 200ms\n")
-        yield self.denied(json_request(b"POST", CREATE, PLAIN), 500,
-                          "plugin authz failed with error: AuthZPlugin.AuthZReq: no answer within 0.2s")
+        self.start_authz(
+            lambda path, payload: NOT_DONE_YET, config=authz_config(self.plugin_url) + "    timeout: 200ms\n"
+        )
+        yield self.denied(
+            json_request(b"POST", CREATE, PLAIN),
+            500,
+            "plugin authz failed with error: AuthZPlugin.AuthZReq: no answer within 0.2s",
+        )
 
     @defer.inlineCallbacks
     def test_plugin_on_a_unix_socket(self) -> Any:
@@ -302,8 +339,7 @@ class VerdictTests(AuthzTestCase):
 
     @defer.inlineCallbacks
     def test_response_allowed_passes_untouched(self) -> Any:
-        self.start_authz(lambda path, payload: {"Allow": True},
-                         config=authz_config(self.plugin_url, post="[authz]"))
+        self.start_authz(lambda path, payload: {"Allow": True}, config=authz_config(self.plugin_url, post="[authz]"))
         client = yield self.connect()
         _, _, resp = yield self.roundtrip(client, json_request(b"POST", CREATE, PLAIN), CREATED)
         self.assertEqual(resp.json(), {"Id": "abc", "Warnings": []})
@@ -352,10 +388,17 @@ class ChainTests(AuthzTestCase):
 
         self.chain("[rewrite, authz]", rewrite=to_create)
         body = json.dumps(PRIVILEGED).encode()
-        yield self.denied(request(b"PUT", b"/v1.41/containers/abc/archive?path=/",
-                                  (b"Content-Type", b"application/x-tar"), (b"Content-Length", b"%d" % len(body)),
-                                  body=body),
-                          403, "powerstrip: authz adapter 'authz' cannot judge POST /v1.41/containers/create")
+        yield self.denied(
+            request(
+                b"PUT",
+                b"/v1.41/containers/abc/archive?path=/",
+                (b"Content-Type", b"application/x-tar"),
+                (b"Content-Length", b"%d" % len(body)),
+                body=body,
+            ),
+            403,
+            "powerstrip: authz adapter 'authz' cannot judge POST /v1.41/containers/create",
+        )
         self.assertEqual(self.plugin.calls, [])
 
 
@@ -370,9 +413,15 @@ class BypassTests(AuthzTestCase):
     def test_chunked_body_is_shown_and_denied(self) -> Any:
         self.start_authz()
         body = json.dumps(PRIVILEGED).encode()
-        yield self.denied(request(b"POST", CREATE, (b"Content-Type", b"application/json"),
-                                  (b"Transfer-Encoding", b"chunked"),
-                                  body=chunk(body[:10]) + chunk(body[10:]) + LAST_CHUNK))
+        yield self.denied(
+            request(
+                b"POST",
+                CREATE,
+                (b"Content-Type", b"application/json"),
+                (b"Transfer-Encoding", b"chunked"),
+                body=chunk(body[:10]) + chunk(body[10:]) + LAST_CHUNK,
+            )
+        )
         self.assertEqual(body_of(self.plugin.payloads[0]), shown(PRIVILEGED))
 
     @defer.inlineCallbacks
@@ -380,8 +429,13 @@ class BypassTests(AuthzTestCase):
         self.start_authz()
         body = json.dumps(PLAIN).encode()
         client = yield self.connect()
-        req, _, _ = yield self.roundtrip(client, request(b"POST", CREATE, (b"Transfer-Encoding", b"chunked"),
-                                                         body=chunk(body[:7]) + chunk(body[7:]) + LAST_CHUNK), CREATED)
+        req, _, _ = yield self.roundtrip(
+            client,
+            request(
+                b"POST", CREATE, (b"Transfer-Encoding", b"chunked"), body=chunk(body[:7]) + chunk(body[7:]) + LAST_CHUNK
+            ),
+            CREATED,
+        )
         self.assertEqual(body_of(self.plugin.payloads[0]), shown(PLAIN))
         self.assertEqual(req.body, shown(PLAIN))
         self.assertEqual(req.values(b"content-length"), [b"%d" % len(shown(PLAIN))])
@@ -409,8 +463,11 @@ class BypassTests(AuthzTestCase):
         self.start_authz()
         body = json.dumps(PRIVILEGED).encode()
         for ctype in (b"text/plain", b"application/x-tar", b"application/octet-stream"):
-            yield self.denied(request(b"POST", CREATE, (b"Content-Type", ctype), (b"Content-Length", b"%d" % len(body)),
-                                      body=body), 400, "powerstrip: a JSON body must be sent as Content-Type")
+            yield self.denied(
+                request(b"POST", CREATE, (b"Content-Type", ctype), (b"Content-Length", b"%d" % len(body)), body=body),
+                400,
+                "powerstrip: a JSON body must be sent as Content-Type",
+            )
         self.assertEqual(self.plugin.calls, [])  # refused before anyone could be shown less than dockerd reads
 
     @defer.inlineCallbacks
@@ -419,8 +476,15 @@ class BypassTests(AuthzTestCase):
         request line (here not HTTP: 400 and the connection closes)."""
         self.start_authz()
         client = yield self.connect()
-        client.send(request(b"POST", CREATE, (b"Content-Type", b"application/json"), (b"Content-Length", b"0"),
-                            body=json.dumps(PRIVILEGED).encode() + b"\r\n\r\n"))
+        client.send(
+            request(
+                b"POST",
+                CREATE,
+                (b"Content-Type", b"application/json"),
+                (b"Content-Length", b"0"),
+                body=json.dumps(PRIVILEGED).encode() + b"\r\n\r\n",
+            )
+        )
         conn, req = yield self.dockerd.next_request()
         self.assertEqual((req.body, req.values(b"content-length")), (b"", [b"0"]))
         conn.send(json_response(b"400 Bad Request", {"message": "config cannot be empty"}))
@@ -438,8 +502,15 @@ class BypassTests(AuthzTestCase):
     def test_zero_length_then_a_smuggled_request_is_judged_on_its_own(self) -> Any:
         self.start_authz()
         client = yield self.connect()
-        client.send(request(b"POST", CREATE, (b"Content-Type", b"application/json"), (b"Content-Length", b"0"),
-                            body=json_request(b"POST", CREATE, PRIVILEGED)))
+        client.send(
+            request(
+                b"POST",
+                CREATE,
+                (b"Content-Type", b"application/json"),
+                (b"Content-Length", b"0"),
+                body=json_request(b"POST", CREATE, PRIVILEGED),
+            )
+        )
         conn, req = yield self.dockerd.next_request()
         self.assertEqual(req.body, b"")
         conn.send(json_response(b"400 Bad Request", {"message": "config cannot be empty"}))
@@ -454,14 +525,27 @@ class BypassTests(AuthzTestCase):
     def test_ambiguous_framing_is_refused_before_anyone_sees_it(self) -> Any:
         self.start_authz()
         body = json.dumps(PRIVILEGED).encode()
-        yield self.denied(request(b"POST", CREATE, (b"Content-Length", b"0"), (b"Transfer-Encoding", b"chunked"),
-                                  body=chunk(body) + LAST_CHUNK), 400,
-                          "powerstrip: both Content-Length and Transfer-Encoding")
-        yield self.denied(request(b"POST", CREATE, (b"Content-Length", b"%d" % len(body)),
-                                  (b"Content-Length", b"0"), body=body), 400,
-                          "powerstrip: more than one Content-Length")
-        yield self.denied(request(b"POST", CREATE, (b"Transfer-Encoding", b"gzip, chunked"),
-                                  body=chunk(body) + LAST_CHUNK), 400, "powerstrip: unsupported Transfer-Encoding")
+        yield self.denied(
+            request(
+                b"POST",
+                CREATE,
+                (b"Content-Length", b"0"),
+                (b"Transfer-Encoding", b"chunked"),
+                body=chunk(body) + LAST_CHUNK,
+            ),
+            400,
+            "powerstrip: both Content-Length and Transfer-Encoding",
+        )
+        yield self.denied(
+            request(b"POST", CREATE, (b"Content-Length", b"%d" % len(body)), (b"Content-Length", b"0"), body=body),
+            400,
+            "powerstrip: more than one Content-Length",
+        )
+        yield self.denied(
+            request(b"POST", CREATE, (b"Transfer-Encoding", b"gzip, chunked"), body=chunk(body) + LAST_CHUNK),
+            400,
+            "powerstrip: unsupported Transfer-Encoding",
+        )
         self.assertEqual(self.plugin.calls, [])
 
     @defer.inlineCallbacks
@@ -469,9 +553,18 @@ class BypassTests(AuthzTestCase):
         """Two Transfer-Encoding headers are two readings of one body: refused, nothing forwarded."""
         self.start_authz()
         body = json.dumps(PRIVILEGED).encode()
-        yield self.denied(request(b"POST", CREATE, (b"Content-Type", b"application/json"),
-                                  (b"Transfer-Encoding", b"chunked"), (b"Transfer-Encoding", b"identity"),
-                                  body=chunk(body) + LAST_CHUNK), 400, "powerstrip: more than one Transfer-Encoding")
+        yield self.denied(
+            request(
+                b"POST",
+                CREATE,
+                (b"Content-Type", b"application/json"),
+                (b"Transfer-Encoding", b"chunked"),
+                (b"Transfer-Encoding", b"identity"),
+                body=chunk(body) + LAST_CHUNK,
+            ),
+            400,
+            "powerstrip: more than one Transfer-Encoding",
+        )
         self.assertEqual(self.plugin.calls, [])
         self.assertNoPrivilegedCreate()
 
@@ -480,8 +573,11 @@ class BypassTests(AuthzTestCase):
         self.start_authz(limits=Limits(max_json_body=100))
         spec = {**PRIVILEGED, "Cmd": ["x"] * 100}
         body = json.dumps(spec).encode()
-        yield self.denied(request(b"POST", CREATE, (b"Transfer-Encoding", b"chunked"),
-                                  body=chunk(body) + LAST_CHUNK), 413, "powerstrip: request body larger than 100")
+        yield self.denied(
+            request(b"POST", CREATE, (b"Transfer-Encoding", b"chunked"), body=chunk(body) + LAST_CHUNK),
+            413,
+            "powerstrip: request body larger than 100",
+        )
         yield self.denied(json_request(b"POST", CREATE, spec), 413, "powerstrip: request body larger than 100")
         self.assertEqual(self.plugin.calls, [])
 
@@ -493,9 +589,16 @@ class BypassTests(AuthzTestCase):
         for headers in [((b"Content-Type", b"application/x-tar"),), ()]:  # docker-py sends no type
             client = yield self.connect()
             req, _, resp = yield self.roundtrip(
-                client, request(b"PUT", b"/v1.41/containers/abc/archive?path=/tmp", *headers,
-                                (b"Content-Length", b"%d" % len(tar)), body=tar),
-                response(b"200 OK", (b"Content-Length", b"0")))
+                client,
+                request(
+                    b"PUT",
+                    b"/v1.41/containers/abc/archive?path=/tmp",
+                    *headers,
+                    (b"Content-Length", b"%d" % len(tar)),
+                    body=tar,
+                ),
+                response(b"200 OK", (b"Content-Length", b"0")),
+            )
             self.assertEqual(resp.code, 200)
             self.assertTrue(req.body == tar, "the archive changed on its way")
             payload = self.plugin.payloads[-1]
@@ -505,14 +608,27 @@ class BypassTests(AuthzTestCase):
 
 class ArchiveRuleTests(AuthzTestCase):
     def test_archive_uploads(self) -> None:
-        for method, path in [("POST", "/v1.41/build"), ("POST", "/build"), ("POST", "/v1.47/images/load"),
-                             ("POST", "/v1.41/images/create"), ("POST", "/v1.41/plugins/create"),
-                             ("PUT", "/v1.41/containers/web-1_a.b/archive"), ("put", "/containers/abc/archive")]:
+        for method, path in [
+            ("POST", "/v1.41/build"),
+            ("POST", "/build"),
+            ("POST", "/v1.47/images/load"),
+            ("POST", "/v1.41/images/create"),
+            ("POST", "/v1.41/plugins/create"),
+            ("PUT", "/v1.41/containers/web-1_a.b/archive"),
+            ("put", "/containers/abc/archive"),
+        ]:
             self.assertTrue(is_archive_upload(method, path), (method, path))
-        for method, path in [("POST", "/v1.41/containers/create"), ("PUT", "/v1.41/build"),
-                             ("POST", "/v1.41/containers/abc/archive"), ("POST", "/v1.41/b%75ild"),
-                             ("PUT", "/v1.41/containers/%2e%2e/archive"), ("POST", "/v1.41/build/"),
-                             ("POST", "//build"), ("POST", "/v1.41/services/create"), ("POST", "/v1.41/auth")]:
+        for method, path in [
+            ("POST", "/v1.41/containers/create"),
+            ("PUT", "/v1.41/build"),
+            ("POST", "/v1.41/containers/abc/archive"),
+            ("POST", "/v1.41/b%75ild"),
+            ("PUT", "/v1.41/containers/%2e%2e/archive"),
+            ("POST", "/v1.41/build/"),
+            ("POST", "//build"),
+            ("POST", "/v1.41/services/create"),
+            ("POST", "/v1.41/auth"),
+        ]:
             self.assertFalse(is_archive_upload(method, path), (method, path))
 
     def test_only_authz_adapters_buffer_every_body(self) -> None:
@@ -543,15 +659,18 @@ class IdentityTests(AuthzTestCase):
         [payload] = self.plugin.payloads
         self.assertEqual((payload["User"], payload["UserAuthNMethod"]), ("alice", "TLS"))
         # As dockerd sends it: each certificate's PEM text as a JSON byte string (base64).
-        self.assertEqual([base64.b64decode(c) for c in payload["RequestPeerCertificates"]],
-                         [(certs.client / "cert.pem").read_bytes()])
+        self.assertEqual(
+            [base64.b64decode(c) for c in payload["RequestPeerCertificates"]],
+            [(certs.client / "cert.pem").read_bytes()],
+        )
 
     @defer.inlineCallbacks
     def test_tls_without_client_certificate_is_nobody(self) -> Any:
         certs = Certificates(Path(self.mktemp()))
         self.start_authz(tls=certs.listener(verify=False))
         anonymous = ssl.optionsForClientTLS(
-            "localhost", trustRoot=ssl.Certificate.loadPEM((certs.server / "ca.pem").read_bytes()))
+            "localhost", trustRoot=ssl.Certificate.loadPEM((certs.server / "ca.pem").read_bytes())
+        )
         client = yield self.connect(anonymous)
         yield self.roundtrip(client, json_request(b"POST", CREATE, PLAIN), CREATED)
         [payload] = self.plugin.payloads
@@ -565,9 +684,9 @@ class IdentityTests(AuthzTestCase):
         self.addCleanup(shutil.rmtree, os.path.dirname(path))
         port = reactor.listenUNIX(path, self.tracker.track_factory(FrontFactory(resource)))
         self.addCleanup(port.stopListening)
-        client = yield endpoints.connectProtocol(endpoints.UNIXClientEndpoint(reactor, path),
-                                                 self.tracker.track(RawClient()))
+        client = yield endpoints.connectProtocol(
+            endpoints.UNIXClientEndpoint(reactor, path), self.tracker.track(RawClient())
+        )
         yield self.roundtrip(client, json_request(b"POST", CREATE, PLAIN), CREATED)
         [payload] = self.plugin.payloads
-        self.assertEqual((payload["User"], payload["UserAuthNMethod"]),
-                         (pwd.getpwuid(os.getuid()).pw_name, "peercred"))
+        self.assertEqual((payload["User"], payload["UserAuthNMethod"]), (pwd.getpwuid(os.getuid()).pw_name, "peercred"))

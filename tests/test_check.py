@@ -24,16 +24,36 @@ def findings(*rules: str) -> list[str]:
 
 class LintTests(TestCase):
     def test_correct_spellings_are_silent(self) -> None:
-        self.assertEqual(findings("POST /containers/create", "POST /*/containers/create", "POST /containers/*/start",
-                                  "* /*/containers/*", "POST /exec/*/start", "GET /_ping", "HEAD /_ping", "* *",
-                                  "* /*", "POST /*/start", "GET /images/library/busybox/json", "POST /session",
-                                  "DELETE /containers/[ab]*", "POST /grpc"), [])
+        self.assertEqual(
+            findings(
+                "POST /containers/create",
+                "POST /*/containers/create",
+                "POST /containers/*/start",
+                "* /*/containers/*",
+                "POST /exec/*/start",
+                "GET /_ping",
+                "HEAD /_ping",
+                "* *",
+                "* /*",
+                "POST /*/start",
+                "GET /images/library/busybox/json",
+                "POST /session",
+                "DELETE /containers/[ab]*",
+                "POST /grpc",
+            ),
+            [],
+        )
 
     def test_version_in_a_key_gets_a_notice(self) -> None:
         [create] = findings("POST /v1.41/containers/create")
-        self.assertTrue(create.startswith("notice: 'POST /v1.41/containers/create': an API version in a key is "
-                                          "not part of the path: this rule applies to /containers/create at every "
-                                          "API version (/vN.NN/... or none)"), create)
+        self.assertTrue(
+            create.startswith(
+                "notice: 'POST /v1.41/containers/create': an API version in a key is "
+                "not part of the path: this rule applies to /containers/create at every "
+                "API version (/vN.NN/... or none)"
+            ),
+            create,
+        )
         self.assertIn('add versions: "==1.41"', create)
         [start] = findings("POST /v1.41/containers/*/start")
         self.assertIn("applies to /containers/*/start at every API version", start)
@@ -41,17 +61,20 @@ class LintTests(TestCase):
         self.assertIn("applies to /containers/create at every API version", glob_)
 
     def test_notice_names_the_versions_field(self) -> None:
-        cfg = parse_config('endpoints:\n  "POST /v1.44/containers/create": {pre: [a], versions: ">=1.44"}\n'
-                           "adapters: {a: http://a/}\n")
+        cfg = parse_config(
+            'endpoints:\n  "POST /v1.44/containers/create": {pre: [a], versions: ">=1.44"}\nadapters: {a: http://a/}\n'
+        )
         [notice] = lint(cfg)
         self.assertIn("at the API versions >=1.44 (its versions: field) and unversioned", notice)
 
     def test_misspelt_paths_are_warned_about(self) -> None:
-        for rule, near in (("POST /*/container/create", "/containers/create"),
-                           ("POST /containers/*/sart", "/containers/{id}/start"),
-                           ("POST /*/contianers/*/exec", "/containers/{id}/exec"),
-                           ("POST /Containers/create", "/containers/create"),  # paths are case-sensitive
-                           ("POST /containers/create/", "/containers/create")):
+        for rule, near in (
+            ("POST /*/container/create", "/containers/create"),
+            ("POST /containers/*/sart", "/containers/{id}/start"),
+            ("POST /*/contianers/*/exec", "/containers/{id}/exec"),
+            ("POST /Containers/create", "/containers/create"),  # paths are case-sensitive
+            ("POST /containers/create/", "/containers/create"),
+        ):
             [warning] = findings(rule)
             self.assertTrue(warning.startswith(f"warning: {rule!r}: "), warning)
             self.assertIn("matches no Engine API route", warning)
@@ -68,15 +91,20 @@ class LintTests(TestCase):
 
     def test_method_that_no_matched_route_takes(self) -> None:
         [warning] = findings("GET /containers/*/start")
-        self.assertEqual(warning, "warning: 'GET /containers/*/start': GET matches no method of the routes "
-                                  "/containers/*/start matches (POST): its hooks would never run")
+        self.assertEqual(
+            warning,
+            "warning: 'GET /containers/*/start': GET matches no method of the routes "
+            "/containers/*/start matches (POST): its hooks would never run",
+        )
         [warning] = findings("PUT /containers/create")
         self.assertIn("(DELETE, POST)", warning)  # /containers/{id} of a container named create
         self.assertEqual(findings("P* /containers/create", "[GH]* /_ping"), [])
 
     def test_shipped_configurations_are_clean(self) -> None:
-        paths = [os.path.join(ROOT, "adapters.yml"), *glob.glob(os.path.join(ROOT, "examples", "**", "*.yml"),
-                                                             recursive=True)]
+        paths = [
+            os.path.join(ROOT, "adapters.yml"),
+            *glob.glob(os.path.join(ROOT, "examples", "**", "*.yml"), recursive=True),
+        ]
         for path in paths:
             text = open(path, encoding="utf-8").read()
             if "endpoints:" in text and "python:" not in text:
@@ -86,16 +114,17 @@ class LintTests(TestCase):
 class TemplateTests(TestCase):
     def test_glob_meets_template(self) -> None:
         for glob_, template, meets in (
-                ("/containers/*/start", "/containers/{id}/start", True),
-                ("/containers/*", "/containers/{id}/start", True),  # * spans segments
-                ("/containers//start", "/containers/{id}/start", False),  # {id} is never empty
-                ("/containers/a/b/start", "/containers/{id}/start", False),  # nor two segments
-                ("/images/a/b/json", "/images/{name}/json", True),  # but an image name is
-                ("/containers/[!j]son", "/containers/json", False),
-                ("/containers/[a-k]son", "/containers/json", True),
-                ("/containers/?son", "/containers/json", True),
-                ("/containers/[", "/containers/{id}", True),  # an unclosed [ is a literal
-                ("*", "/_ping", True)):
+            ("/containers/*/start", "/containers/{id}/start", True),
+            ("/containers/*", "/containers/{id}/start", True),  # * spans segments
+            ("/containers//start", "/containers/{id}/start", False),  # {id} is never empty
+            ("/containers/a/b/start", "/containers/{id}/start", False),  # nor two segments
+            ("/images/a/b/json", "/images/{name}/json", True),  # but an image name is
+            ("/containers/[!j]son", "/containers/json", False),
+            ("/containers/[a-k]son", "/containers/json", True),
+            ("/containers/?son", "/containers/json", True),
+            ("/containers/[", "/containers/{id}", True),  # an unclosed [ is a literal
+            ("*", "/_ping", True),
+        ):
             self.assertEqual(glob_meets_template(glob_, template), meets, (glob_, template))
 
     def test_route_data_is_loaded(self) -> None:
@@ -109,8 +138,10 @@ class CommandTests(TestCase):
     def test_check_prints_findings_after_the_table(self) -> None:
         path = self.mktemp()
         with open(path, "w") as f:
-            f.write('endpoints:\n  "POST /v1.41/containers/create": {pre: [a], versions: ">=1.40, <1.44"}\n'
-                    '  "POST /*/container/create": {pre: [a]}\nadapters: {a: http://a/}\n')
+            f.write(
+                'endpoints:\n  "POST /v1.41/containers/create": {pre: [a], versions: ">=1.40, <1.44"}\n'
+                '  "POST /*/container/create": {pre: [a]}\nadapters: {a: http://a/}\n'
+            )
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             self.assertEqual(main(["check", path]), 0)  # valid: warnings do not fail the check
@@ -122,22 +153,35 @@ class CommandTests(TestCase):
     def test_explain_shows_path_identity(self) -> None:
         path = self.mktemp()
         with open(path, "w") as f:
-            f.write('endpoints:\n  "POST /containers/create": {pre: [a]}\n'
-                    '  "POST /v1.41/containers/create": {pre: [b], versions: ">=1.44"}\n'
-                    "adapters: {a: http://a/, b: http://b/}\n")
+            f.write(
+                'endpoints:\n  "POST /containers/create": {pre: [a]}\n'
+                '  "POST /v1.41/containers/create": {pre: [b], versions: ">=1.44"}\n'
+                "adapters: {a: http://a/, b: http://b/}\n"
+            )
         for call, expected in (
-                ("POST /v1.24/containers/create", [
+            (
+                "POST /v1.24/containers/create",
+                [
                     "POST /v1.24/containers/create",
                     "  path /containers/create at API version 1.24",
                     "  not matched: POST /v1.41/containers/create (versions: >=1.44)",
                     "  matching rules (file order): POST /containers/create",
-                    "  pre-hooks:  a", "  post-hooks: -"]),
-                ("POST /containers/%63reate?name=x", [
+                    "  pre-hooks:  a",
+                    "  post-hooks: -",
+                ],
+            ),
+            (
+                "POST /containers/%63reate?name=x",
+                [
                     "POST /containers/%63reate",
                     "  path /containers/create, unversioned: dockerd's current API version, within every "
                     "rule's versions:",
                     "  matching rules (file order): POST /containers/create, POST /v1.41/containers/create",
-                    "  pre-hooks:  a -> b", "  post-hooks: -"])):
+                    "  pre-hooks:  a -> b",
+                    "  post-hooks: -",
+                ],
+            ),
+        ):
             out = io.StringIO()
             with contextlib.redirect_stdout(out):
                 self.assertEqual(main(["explain", call, "-c", path]), 0)

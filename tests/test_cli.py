@@ -42,15 +42,18 @@ class CommandTests(TestCase):
     def test_check_prints_the_routing_table(self) -> None:
         code, out, _ = self.run_main("check", self.path)
         self.assertEqual(code, 0)
-        self.assertEqual(out.splitlines(), [
-            f"{self.path}: valid, 2 endpoint rule(s), 2 adapter(s)",
-            "",
-            "  POST /*/containers/create  pre: flocker -> weave  post: -",
-            "  * /*/containers/*          pre: -  post: weave",
-            "",
-            "  flocker  http://flocker/hook  (timeout 30s, failure: fail)",
-            "  weave    http+unix://%2Frun%2Fweave.sock/hook  (timeout 2s, failure: ignore)",
-        ])
+        self.assertEqual(
+            out.splitlines(),
+            [
+                f"{self.path}: valid, 2 endpoint rule(s), 2 adapter(s)",
+                "",
+                "  POST /*/containers/create  pre: flocker -> weave  post: -",
+                "  * /*/containers/*          pre: -  post: weave",
+                "",
+                "  flocker  http://flocker/hook  (timeout 30s, failure: fail)",
+                "  weave    http+unix://%2Frun%2Fweave.sock/hook  (timeout 2s, failure: ignore)",
+            ],
+        )
 
     def test_check_of_an_invalid_file_names_the_culprit(self) -> None:
         with open(self.path, "w") as f:
@@ -63,13 +66,16 @@ class CommandTests(TestCase):
     def test_explain_lists_rules_and_hooks_in_order(self) -> None:
         code, out, _ = self.run_main("explain", "POST /v1.41/containers/create?name=web", "-c", self.path)
         self.assertEqual(code, 0)
-        self.assertEqual(out.splitlines(), [
-            "POST /v1.41/containers/create",
-            "  path /containers/create at API version 1.41",
-            "  matching rules (file order): POST /*/containers/create, * /*/containers/*",
-            "  pre-hooks:  flocker -> weave",
-            "  post-hooks: weave",
-        ])
+        self.assertEqual(
+            out.splitlines(),
+            [
+                "POST /v1.41/containers/create",
+                "  path /containers/create at API version 1.41",
+                "  matching rules (file order): POST /*/containers/create, * /*/containers/*",
+                "  pre-hooks:  flocker -> weave",
+                "  post-hooks: weave",
+            ],
+        )
 
     def test_explain_unversioned_path_and_streaming_call(self) -> None:
         _, out, _ = self.run_main("explain", "post /containers/abc/wait", "-c", self.path)
@@ -86,7 +92,8 @@ class CommandTests(TestCase):
         self.assertIn("expected 'METHOD /path'", err)
 
     def test_runs_as_a_program(self) -> None:
-        done = subprocess.run([sys.executable, "-m", "powerstrip.ops.cli", "check", self.path],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "powerstrip.ops.cli", "check", self.path], capture_output=True, text=True, timeout=60
+        )
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertIn("valid, 2 endpoint rule(s)", done.stdout)

@@ -26,16 +26,25 @@ class ShippedData(TestCase):
             raise SkipTest(f"no swagger at {SWAGGER} (CI has shared/ beside the repository)")
         gen = _generator()
         shipped = (REPO / "powerstrip" / "wire" / "engine_api.json").read_text(encoding="utf-8")
-        self.assertEqual(shipped, gen.render(gen.generate(SWAGGER)),
-                         "powerstrip/wire/engine_api.json is stale: run python3 tools/gen_engine_api.py")
+        self.assertEqual(
+            shipped,
+            gen.render(gen.generate(SWAGGER)),
+            "powerstrip/wire/engine_api.json is stale: run python3 tools/gen_engine_api.py",
+        )
 
     def test_versions_and_routes(self) -> None:
         self.assertEqual(engine_api.versions(), ("1.41", "1.50", "1.56"))
         routes = engine_api.routes()
         self.assertEqual(list(routes), sorted(routes))
-        for route in (("POST", "/containers/create"), ("POST", "/containers/{id}/start"),
-                      ("POST", "/containers/{id}/exec"), ("POST", "/build"), ("GET", "/_ping"),
-                      ("POST", "/services/create"), ("DELETE", "/containers/{id}")):
+        for route in (
+            ("POST", "/containers/create"),
+            ("POST", "/containers/{id}/start"),
+            ("POST", "/containers/{id}/exec"),
+            ("POST", "/build"),
+            ("GET", "/_ping"),
+            ("POST", "/services/create"),
+            ("DELETE", "/containers/{id}"),
+        ):
             self.assertIn(route, routes)
 
     def test_route_for(self) -> None:

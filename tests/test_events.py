@@ -87,9 +87,17 @@ class FakeEventDocker(Resource):
         """Log an event: to the history, and to every open stream."""
         nano = self.next_nano() if nano is None else nano
         self._last = max(self._last, nano)
-        event = {"status": action, "id": id, "from": "busybox", "Type": type_, "Action": action,
-                 "Actor": {"ID": id, "Attributes": {"image": "busybox", "name": f"n-{id}"}},
-                 "scope": "local", "time": nano // SECOND, "timeNano": nano}
+        event = {
+            "status": action,
+            "id": id,
+            "from": "busybox",
+            "Type": type_,
+            "Action": action,
+            "Actor": {"ID": id, "Attributes": {"image": "busybox", "name": f"n-{id}"}},
+            "scope": "local",
+            "time": nano // SECOND,
+            "timeNano": nano,
+        }
         self.history.append(event)
         self.write(json.dumps(event).encode() + b"\n")
         return event
@@ -151,8 +159,11 @@ def failing(times: int) -> Callable[[dict], int]:
 
 def scrape(resource: Proxy) -> dict[tuple[str, frozenset], float]:
     text = generate_latest(resource.metrics.registry).decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(samples: dict, name: str, **labels: str) -> float:
@@ -198,8 +209,11 @@ class EventHooksTestCase(TestCase):
 
     def config(self, events: str, adapters: tuple[str, ...] = ("a", "b", "c")) -> Config:
         listed = "\n".join(f"  {name}: {self.base}/{name}" for name in adapters)
-        text = f"version: 1\nendpoints: {{}}\nevents:\n{events}\nadapters:\n{listed}\n" if events else \
-            f"version: 1\nendpoints: {{}}\nadapters:\n{listed}\n"
+        text = (
+            f"version: 1\nendpoints: {{}}\nevents:\n{events}\nadapters:\n{listed}\n"
+            if events
+            else f"version: 1\nendpoints: {{}}\nadapters:\n{listed}\n"
+        )
         return parse_config(text, "test")
 
     def start(self, events: str | Config, bound: int = 100, drain_timeout: float = 5.0) -> EventHooks:
@@ -233,8 +247,10 @@ class EventHooksTestCase(TestCase):
 
     def following(self, n: int = 1) -> defer.Deferred:
         """Wait until the fake has served ``n`` event streams in all, and one is open and followed."""
-        return self.until(lambda: len(self.docker.sinces) >= n and self.docker.streams
-                          and self.hooks.follower.connected, f"event stream #{n}")
+        return self.until(
+            lambda: len(self.docker.sinces) >= n and self.docker.streams and self.hooks.follower.connected,
+            f"event stream #{n}",
+        )
 
     def delivered(self, adapter: str) -> float:
         return value(scrape(self.resource), "powerstrip_events_delivered_total", adapter=adapter)
@@ -282,8 +298,9 @@ adapters: {a: "http://a/x", b: "http://b/x", c: "http://c/x"}
         self.assertEqual(self.names("container", "die"), (("container die", "container *"), ["a", "b"]))
         self.assertEqual(self.names("container", "start"), (("container *",), ["b", "a"]))
         self.assertEqual(self.names("network", "connect"), (("network *",), ["c"]))
-        self.assertEqual(self.names("container", "exec_start: sh -c ls"),
-                         (("container *", "* exec_start*"), ["b", "a", "c"]))
+        self.assertEqual(
+            self.names("container", "exec_start: sh -c ls"), (("container *", "* exec_start*"), ["b", "a", "c"])
+        )
         self.assertEqual(self.names("image", "pull"), (("[iv]* [dp]*",), ["b"]))
         self.assertEqual(self.names("volume", "destroy"), (("[iv]* [dp]*",), ["b"]))
         self.assertEqual(self.names("volume", "create"), ((), []))
@@ -302,14 +319,19 @@ class DeliveryTests(EventHooksTestCase):
         self.start('  "container *": [a]\n  "network connect": [b]\n  "container die": [b]')
         yield self.following()
         self.assertEqual(self.docker.sinces, [None])  # from now: no replay at start-up
-        sent = [self.docker.emit("container", "create"), self.docker.emit("network", "connect"),
-                self.docker.emit("container", "start"), self.docker.emit("image", "pull"),
-                self.docker.emit("container", "die")]
+        sent = [
+            self.docker.emit("container", "create"),
+            self.docker.emit("network", "connect"),
+            self.docker.emit("container", "start"),
+            self.docker.emit("image", "pull"),
+            self.docker.emit("container", "die"),
+        ]
         yield self.until(lambda: self.delivered("a") == 3 and self.delivered("b") == 2, "deliveries")
         self.assertEqual(self.adapters.events("a"), [sent[0], sent[2], sent[4]])
         self.assertEqual(self.adapters.events("b"), [sent[1], sent[4]])
-        self.assertEqual(self.adapters.calls["a"][0],
-                         {"PowerstripProtocolVersion": 2, "Type": "event", "Event": sent[0]})
+        self.assertEqual(
+            self.adapters.calls["a"][0], {"PowerstripProtocolVersion": 2, "Type": "event", "Event": sent[0]}
+        )
         yield sleep(0.05)
         self.assertEqual(len(self.adapters.calls["a"]) + len(self.adapters.calls["b"]), 5, "nothing twice")
         m = scrape(self.resource)
@@ -363,12 +385,16 @@ class DeliveryTests(EventHooksTestCase):
     def test_adapter_down_is_a_fault_and_retried(self) -> Any:
         config = parse_config(
             f'version: 1\nendpoints: {{}}\nevents:\n  "container *": [a, gone]\nadapters:\n'
-            f'  a: {self.base}/a\n  gone: http://127.0.0.1:1/hook\n', "test")
+            f"  a: {self.base}/a\n  gone: http://127.0.0.1:1/hook\n",
+            "test",
+        )
         self.start(config)
         yield self.following()
         event = self.docker.emit()
-        yield self.until(lambda: value(scrape(self.resource), "powerstrip_event_delivery_failures_total",
-                                       adapter="gone") == 1, "the fault")
+        yield self.until(
+            lambda: value(scrape(self.resource), "powerstrip_event_delivery_failures_total", adapter="gone") == 1,
+            "the fault",
+        )
         self.assertEqual(self.adapters.events("a"), [event])
         self.assertEqual(len(self.lines("delivery to adapter gone failed (cannot connect")), 1)
         self.assertEqual(value(scrape(self.resource), "powerstrip_event_queue_depth", adapter="gone"), 1)
@@ -382,8 +408,10 @@ class DeliveryTests(EventHooksTestCase):
         sent = []
         for i in range(10):  # a takes each before the next comes: its queue (bound 3 too) never fills
             sent.append(self.docker.emit(id=f"c{i}"))
-            yield self.until(lambda n=i + 1: value(scrape(self.resource), "powerstrip_events_delivered_total",
-                                                   adapter="a") == n, f"a's delivery #{i + 1}")
+            yield self.until(
+                lambda n=i + 1: value(scrape(self.resource), "powerstrip_events_delivered_total", adapter="a") == n,
+                f"a's delivery #{i + 1}",
+            )
         self.assertEqual(self.adapters.events("a"), sent)
         self.assertEqual(self.adapters.events("b"), sent[:1])  # one in flight, never answered
         m = scrape(self.resource)
@@ -399,8 +427,10 @@ class DeliveryTests(EventHooksTestCase):
         for i in range(3):
             yield self.until(lambda n=i + 1: len(stuck) == n, f"b's delivery #{i + 1}")
             stuck[i].callback(200)
-        yield self.until(lambda: value(scrape(self.resource), "powerstrip_events_delivered_total",
-                                       adapter="b") == 3, "b's deliveries")
+        yield self.until(
+            lambda: value(scrape(self.resource), "powerstrip_events_delivered_total", adapter="b") == 3,
+            "b's deliveries",
+        )
         self.assertEqual(self.adapters.events("b"), sent[:3])
 
     @defer.inlineCallbacks
@@ -423,8 +453,10 @@ class DeliveryTests(EventHooksTestCase):
         self.start(config, bound=5000)
         yield self.following()
         sent = [self.docker.emit(id=f"c{i}") for i in range(1500)]
-        yield self.until(lambda: value(scrape(self.resource), "powerstrip_event_queue_depth",
-                                       adapter="inproc") == 1500, "the backlog")
+        yield self.until(
+            lambda: value(scrape(self.resource), "powerstrip_event_queue_depth", adapter="inproc") == 1500,
+            "the backlog",
+        )
         yield self.advance(RETRY_MIN)  # one retry drains the lot, without nesting a frame per event
         self.assertEqual(inproc.events, sent)
 
@@ -556,7 +588,8 @@ class ReloadTests(EventHooksTestCase):
         e6 = self.docker.emit(id="e6")
         yield self.until(lambda: self.failures("a") == 1, "e6's first attempt")
         self.resource.config = parse_config(
-            f'version: 1\nendpoints: {{}}\nevents:\n  "container *": [a]\nadapters:\n  a: {self.base}/a2\n')
+            f'version: 1\nendpoints: {{}}\nevents:\n  "container *": [a]\nadapters:\n  a: {self.base}/a2\n'
+        )
         yield self.advance(RETRY_MIN)
         yield self.until(lambda: self.delivered("a") == 5, "e6 at the new URL")
         self.assertEqual(self.adapters.events("a2"), [e6])
@@ -575,8 +608,9 @@ class ShutdownTests(EventHooksTestCase):
         # b is failing: not retried, not waited for; a has nothing left. Done without the clock moving.
         yield d
         self.assertEqual(len(self.adapters.calls["b"]), 1)
-        self.assertEqual(value(scrape(self.resource), "powerstrip_events_dropped_total", adapter="b",
-                               reason="shutdown"), 4)
+        self.assertEqual(
+            value(scrape(self.resource), "powerstrip_events_dropped_total", adapter="b", reason="shutdown"), 4
+        )
         self.assertEqual(len(self.lines("events: shutdown: dropped 4 undelivered event(s) (b: 4)")), 1)
         yield self.until(lambda: not self.docker.streams, "the stream to close")
         self.assertEqual(value(scrape(self.resource), "powerstrip_events_connected"), 0)
@@ -594,15 +628,18 @@ class ShutdownTests(EventHooksTestCase):
         self.assertNoResult(d)
         self.clock.advance(0.1)
         yield d
-        self.assertEqual(value(scrape(self.resource), "powerstrip_events_dropped_total", adapter="a",
-                               reason="shutdown"), 2)
+        self.assertEqual(
+            value(scrape(self.resource), "powerstrip_events_dropped_total", adapter="a", reason="shutdown"), 2
+        )
 
 
 class WiringTests(TestCase):
     def parse(self, *argv: str) -> Options:
         options = Options()
-        with mock.patch.dict(os.environ, {}, clear=True), \
-                mock.patch("powerstrip.ops.service.DEFAULT_CONFIG", self.mktemp()):
+        with (
+            mock.patch.dict(os.environ, {}, clear=True),
+            mock.patch("powerstrip.ops.service.DEFAULT_CONFIG", self.mktemp()),
+        ):
             options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", *argv])
         return options
 
@@ -646,24 +683,30 @@ adapters:
     def test_check_prints_the_event_rules(self) -> None:
         code, out, _ = self.run_main("check", "$FILE")
         self.assertEqual(code, 0)
-        self.assertEqual(out.splitlines()[:8], [
-            "FILE: valid, 1 endpoint rule(s), 2 event rule(s), 3 adapter(s)",
-            "",
-            "  POST /*/containers/create  pre: flocker  post: -",
-            "",
-            "  events (each adapter gets each matching Docker event, on its own queue):",
-            "  container die  -> flocker, weave",
-            "  network *      -> audit",
-            "",
-        ])
+        self.assertEqual(
+            out.splitlines()[:8],
+            [
+                "FILE: valid, 1 endpoint rule(s), 2 event rule(s), 3 adapter(s)",
+                "",
+                "  POST /*/containers/create  pre: flocker  post: -",
+                "",
+                "  events (each adapter gets each matching Docker event, on its own queue):",
+                "  container die  -> flocker, weave",
+                "  network *      -> audit",
+                "",
+            ],
+        )
 
     def test_explain_an_event(self) -> None:
         _, out, _ = self.run_main("explain", "container die", "-c", "$FILE")
-        self.assertEqual(out.splitlines(), [
-            "event container die",
-            "  matching event rules (file order): container die",
-            "  delivered to: flocker, weave  (each on its own queue)",
-        ])
+        self.assertEqual(
+            out.splitlines(),
+            [
+                "event container die",
+                "  matching event rules (file order): container die",
+                "  delivered to: flocker, weave  (each on its own queue)",
+            ],
+        )
         _, out, _ = self.run_main("explain", "event network connect", "-c", "$FILE")
         self.assertIn("delivered to: audit", out)
         _, out, _ = self.run_main("explain", "image pull", "-c", "$FILE")

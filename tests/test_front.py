@@ -17,8 +17,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
 from powerstrip.proxy.route import Limits
-from tests.fakes import RawClient
-from tests.test_proxy import ATTACH_URI, UPGRADED, ProxyTestCase, attach_request, echo_pre, request
+from tests.support import ATTACH_URI, UPGRADED, ProxyTestCase, RawClient, attach_request, echo_pre, request
 
 #: What dockerd (Go's net/http) answers a request it cannot read: no length,
 #: no chunking, so the body ends with the connection.
@@ -157,8 +156,7 @@ class AnsweredBeforeTheBodyTests(_FrontTestCase):
     """A request answered before its body was read (413, 503): the rest is read and
     dropped, then the connection ends. That answer is the connection's last."""
 
-    HOOKED = ('version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [echo]\n'
-              "adapters:\n  echo: $BASE/echo\n")
+    HOOKED = 'version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [echo]\nadapters:\n  echo: $BASE/echo\n'
 
     @defer.inlineCallbacks
     def test_one_answer_only_when_the_rest_of_the_body_never_comes(self) -> Any:
@@ -166,8 +164,15 @@ class AnsweredBeforeTheBodyTests(_FrontTestCase):
         (408) answer after one that said ``Connection: close``."""
         self.start(self.HOOKED, limits=Limits(max_json_body=10), site_options={"timeout": 0.5}, echo=echo_pre)
         client: RawClient = yield self.connect()
-        client.send(request(b"POST", b"/v1.41/containers/create", (b"Content-Type", b"application/json"),
-                            (b"Content-Length", b"100"), body=b'{"Image": "busybox", "x": 1'))
+        client.send(
+            request(
+                b"POST",
+                b"/v1.41/containers/create",
+                (b"Content-Type", b"application/json"),
+                (b"Content-Length", b"100"),
+                body=b'{"Image": "busybox", "x": 1',
+            )
+        )
         resp = yield client.response()
         self.assertDockerError(resp, 413, "powerstrip: request body larger than 10 bytes")
         self.assertEqual(resp.values(b"connection"), [b"close"])

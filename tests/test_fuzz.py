@@ -24,14 +24,36 @@ from powerstrip.wire.http11 import ProtocolError, parse_response_head
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=12),
-                    st.sampled_from(["http://a/x", "https://b:1/y", "pre", "post", "url", "2s", "ignore"]))
-keys = st.one_of(st.text(max_size=12), st.sampled_from(
-    ["version", "endpoints", "adapters", "pre", "post", "url", "timeout", "failure",
-     "POST /*/containers/create", "* /*", "GET /_ping"]))
-documents = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                          st.dictionaries(keys, inner, max_size=4)),
-                         max_leaves=20)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.text(max_size=12),
+    st.sampled_from(["http://a/x", "https://b:1/y", "pre", "post", "url", "2s", "ignore"]),
+)
+keys = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "version",
+            "endpoints",
+            "adapters",
+            "pre",
+            "post",
+            "url",
+            "timeout",
+            "failure",
+            "POST /*/containers/create",
+            "* /*",
+            "GET /_ping",
+        ]
+    ),
+)
+documents = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=4)),
+    max_leaves=20,
+)
 
 
 class ConfigFuzz(SynchronousTestCase):
@@ -78,8 +100,7 @@ class MatchingFuzz(SynchronousTestCase):
         self.assertEqual(route.hooked, bool(route.patterns))
 
     @FAST
-    @given(st.lists(segments, min_size=1, max_size=4), st.sampled_from(["GET", "POST", "DELETE"]),
-           st.text(max_size=10))
+    @given(st.lists(segments, min_size=1, max_size=4), st.sampled_from(["GET", "POST", "DELETE"]), st.text(max_size=10))
     def test_unversioned_paths_match_like_versioned_ones(self, parts: list[str], method: str, query: str) -> None:
         path = "/" + "/".join(parts)
         versioned = match(CONFIG, method, "/v1.41" + path + "?" + query)
@@ -92,19 +113,44 @@ class MatchingFuzz(SynchronousTestCase):
 
 def _request_lines() -> st.SearchStrategy[bytes]:
     methods = st.sampled_from([b"GET", b"POST", b"PUT", b"HEAD", b"DELETE", b"G ET", b"", b"\x00"])
-    paths = st.one_of(st.sampled_from([b"/_ping", b"/v1.41/containers/create", b"*", b"", b"/a b"]),
-                      st.binary(max_size=20))
+    paths = st.one_of(
+        st.sampled_from([b"/_ping", b"/v1.41/containers/create", b"*", b"", b"/a b"]), st.binary(max_size=20)
+    )
     versions = st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"", b"HTTP/1.1 x"])
-    headers = st.lists(st.one_of(
-        st.sampled_from([b"Host: docker", b"Content-Length: 5", b"Content-Length: -1", b"Content-Length: 1x",
-                         b"Transfer-Encoding: chunked", b"Transfer-Encoding: gzip", b"Connection: Upgrade",
-                         b"Upgrade: tcp", b"Content-Type: application/json", b" folded", b"NoColon",
-                         b"Bad Name: x", b"X: a\x00b"]),
-        st.binary(max_size=30)), max_size=6)
-    bodies = st.one_of(st.just(b""), st.sampled_from([b"hello", b"5\r\nhello\r\n0\r\n\r\n", b"zz\r\n"]),
-                       st.binary(max_size=40))
-    return st.builds(lambda m, p, v, hs, b: m + b" " + p + b" " + v + b"\r\n" + b"".join(h + b"\r\n" for h in hs)
-                     + b"\r\n" + b, methods, paths, versions, headers, bodies)
+    headers = st.lists(
+        st.one_of(
+            st.sampled_from(
+                [
+                    b"Host: docker",
+                    b"Content-Length: 5",
+                    b"Content-Length: -1",
+                    b"Content-Length: 1x",
+                    b"Transfer-Encoding: chunked",
+                    b"Transfer-Encoding: gzip",
+                    b"Connection: Upgrade",
+                    b"Upgrade: tcp",
+                    b"Content-Type: application/json",
+                    b" folded",
+                    b"NoColon",
+                    b"Bad Name: x",
+                    b"X: a\x00b",
+                ]
+            ),
+            st.binary(max_size=30),
+        ),
+        max_size=6,
+    )
+    bodies = st.one_of(
+        st.just(b""), st.sampled_from([b"hello", b"5\r\nhello\r\n0\r\n\r\n", b"zz\r\n"]), st.binary(max_size=40)
+    )
+    return st.builds(
+        lambda m, p, v, hs, b: m + b" " + p + b" " + v + b"\r\n" + b"".join(h + b"\r\n" for h in hs) + b"\r\n" + b,
+        methods,
+        paths,
+        versions,
+        headers,
+        bodies,
+    )
 
 
 def _parses_as_request(data: bytes) -> None:
@@ -168,8 +214,10 @@ class FrontFuzz(SynchronousTestCase):
                 _parses_as_request(sent)
 
     def test_smuggling_framing_is_refused(self) -> None:
-        data = (b"POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 5\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        data = (
+            b"POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
         client, forwarded = self._feed(data)
         self.assertEqual(forwarded, [])
         self.assertTrue(client.value().startswith(b"HTTP/1.1 400"))

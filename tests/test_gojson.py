@@ -19,12 +19,21 @@ CREATE = engine_api.body_schema("POST", "/containers/create")
 class EqualFold(TestCase):
     def test_go_semantics(self) -> None:
         # Pairs from Go's strings.EqualFold documentation and unicode.SimpleFold orbits.
-        for a, b in [("Go", "GO"), ("s", "\u017f"), ("S", "\u017f"), ("k", "\u212a"), ("K", "\u212a"),
-                     ("\u00df", "\u1e9e"), ("\u03c3", "\u03c2"), ("\u03a3", "\u03c2"), ("\u01c4", "\u01c5"),
-                     ("\u0398", "\u03d1"), ("\u1f80", "\u1f88")]:
+        for a, b in [
+            ("Go", "GO"),
+            ("s", "\u017f"),
+            ("S", "\u017f"),
+            ("k", "\u212a"),
+            ("K", "\u212a"),
+            ("\u00df", "\u1e9e"),
+            ("\u03c3", "\u03c2"),
+            ("\u03a3", "\u03c2"),
+            ("\u01c4", "\u01c5"),
+            ("\u0398", "\u03d1"),
+            ("\u1f80", "\u1f88"),
+        ]:
             self.assertTrue(equal_fold(a, b), (a, b))
-        for a, b in [("i", "\u0130"), ("I", "\u0131"), ("i", "\u0131"), ("ss", "\u00df"), ("a", "b"),
-                     ("K", "k\u0301")]:
+        for a, b in [("i", "\u0130"), ("I", "\u0131"), ("i", "\u0131"), ("ss", "\u00df"), ("a", "b"), ("K", "k\u0301")]:
             self.assertFalse(equal_fold(a, b), (a, b))
 
     def test_to_lower(self) -> None:
@@ -40,8 +49,10 @@ class Loads(TestCase):
         self.assertIn(why, str(e.exception))
 
     def test_accepts_strict_json(self) -> None:
-        self.assertEqual(loads(b' {"a": [1, -2.5e3, "x\\u00e9\\ud83d\\ude00", true, null, {}]} \n'),
-                         {"a": [1, -2500.0, "x\u00e9\U0001f600", True, None, {}]})
+        self.assertEqual(
+            loads(b' {"a": [1, -2.5e3, "x\\u00e9\\ud83d\\ude00", true, null, {}]} \n'),
+            {"a": [1, -2500.0, "x\u00e9\U0001f600", True, None, {}]},
+        )
         self.assertEqual(loads(b"18446744073709551615"), 2**64 - 1)
         self.assertEqual(loads(b"-9223372036854775808"), -(2**63))
 
@@ -75,22 +86,32 @@ class Canonicalize(TestCase):
         return canonicalize(loads(text.encode()), CREATE)
 
     def test_keys_take_their_canonical_spelling(self) -> None:
-        self.assertEqual(self.canon('{"image":"busybox","hostconfig":{"privileged":true,"capadd":["ALL"],'
-                                    '"devices":[{"pathonhost":"/dev/sda"}]}}'),
-                         {"Image": "busybox", "HostConfig": {"Privileged": True, "CapAdd": ["ALL"],
-                                                              "Devices": [{"PathOnHost": "/dev/sda"}]}})
+        self.assertEqual(
+            self.canon(
+                '{"image":"busybox","hostconfig":{"privileged":true,"capadd":["ALL"],'
+                '"devices":[{"pathonhost":"/dev/sda"}]}}'
+            ),
+            {
+                "Image": "busybox",
+                "HostConfig": {"Privileged": True, "CapAdd": ["ALL"], "Devices": [{"PathOnHost": "/dev/sda"}]},
+            },
+        )
         self.assertEqual(self.canon('{"Ho\u017ftConfig":{"Privileged":true}}'), {"HostConfig": {"Privileged": True}})
         self.assertEqual(self.canon('{"HostConfig":{"\u212aernelMemory":1}}'), {"HostConfig": {"KernelMemory": 1}})
 
     def test_map_keys_are_data(self) -> None:
-        self.assertEqual(self.canon('{"Labels":{"privileged":"x","a":"1","A":"2"}}'),
-                         {"Labels": {"privileged": "x", "a": "1", "A": "2"}})
+        self.assertEqual(
+            self.canon('{"Labels":{"privileged":"x","a":"1","A":"2"}}'),
+            {"Labels": {"privileged": "x", "a": "1", "A": "2"}},
+        )
 
     def test_fold_equal_keys_are_refused(self) -> None:
-        for text in ('{"HostConfig":{},"hostconfig":{"Privileged":true}}',
-                     '{"HostConfig":{},"Ho\u017ftConfig":{}}',
-                     '{"HostConfig":{"Privileged":false,"PRIVILEGED":true}}',
-                     '{"Unknown":{"x":1,"X":2}}'):
+        for text in (
+            '{"HostConfig":{},"hostconfig":{"Privileged":true}}',
+            '{"HostConfig":{},"Ho\u017ftConfig":{}}',
+            '{"HostConfig":{"Privileged":false,"PRIVILEGED":true}}',
+            '{"Unknown":{"x":1,"X":2}}',
+        ):
             with self.assertRaises(GoJSONError, msg=text):
                 self.canon(text)
 
@@ -107,8 +128,10 @@ class ReadForHooks(TestCase):
         self.assertEqual(self.read(b'{"hostconfig":{"privileged":true}}'), b'{"HostConfig":{"Privileged":true}}')
         self.assertEqual(self.read(b'{"Image":"x"}', None), b'{"Image":"x"}')
         self.assertEqual(self.read(b"", b"text/plain"), b"")
-        self.assertEqual(self.read(b'{"Privileged":true}', b"APPLICATION/JSON; charset=utf-8",
-                                   "/containers/c1/exec"), b'{"Privileged":true}')
+        self.assertEqual(
+            self.read(b'{"Privileged":true}', b"APPLICATION/JSON; charset=utf-8", "/containers/c1/exec"),
+            b'{"Privileged":true}',
+        )
 
     def test_refused(self) -> None:
         for body, ctype, path in [
@@ -132,10 +155,18 @@ class ReadForHooks(TestCase):
         self.assertEqual(self.read(b"{}", b"application/json", "/containers/c1/start"), b"{}")
 
 
-_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | \
-    st.floats(allow_nan=False, allow_infinity=False) | st.text()
-_documents = st.recursive(_scalars, lambda kids: st.lists(kids, max_size=4) |
-                          st.dictionaries(st.text(max_size=8), kids, max_size=4), max_leaves=20)
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+_documents = st.recursive(
+    _scalars,
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+    max_leaves=20,
+)
 
 
 class Properties(TestCase):
@@ -170,12 +201,11 @@ class Properties(TestCase):
         self.assertEqual(json.loads(bytes(raw).decode("utf-8")), ours)
 
 
-
 class SDKRequestJson(TestCase):
     """The SDK's ``Request.json`` never turns an unreadable body into "nothing to check"."""
 
     def test_unreadable_bodies_raise(self) -> None:
-        from powerstrip.sdk.adapter import Request, UnreadableBody
+        from powerstrip.sdk import Request, UnreadableBody
 
         self.assertIsNone(Request("POST", "/containers/create").json)
         self.assertIsNone(Request("POST", "/containers/create", "").json)
@@ -189,7 +219,7 @@ class SDKRequestJson(TestCase):
             self.assertEqual(json.loads(request.wire()["Body"]), {"replaced": True})
 
     def test_an_uncaught_unreadable_body_refuses_the_call(self) -> None:
-        from powerstrip.sdk.adapter import Adapter
+        from powerstrip.sdk import Adapter
 
         adapter = Adapter("t")
 
@@ -197,8 +227,11 @@ class SDKRequestJson(TestCase):
         def hook(request):
             request.json.get("HostConfig")
 
-        payload = {"PowerstripProtocolVersion": 1, "Type": "pre-hook",
-                   "ClientRequest": {"Method": "POST", "Request": "/v1.41/containers/create", "Body": "{} x"}}
+        payload = {
+            "PowerstripProtocolVersion": 1,
+            "Type": "pre-hook",
+            "ClientRequest": {"Method": "POST", "Request": "/v1.41/containers/create", "Body": "{} x"},
+        }
         status, reply = self.successResultOf(adapter.handle(payload))
         self.assertEqual(status, 400)
         self.assertIn("not readable JSON", reply["message"])

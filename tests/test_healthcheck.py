@@ -16,7 +16,7 @@ from twisted.trial.unittest import TestCase
 
 from powerstrip.ops.cli import main
 from powerstrip.ops.healthcheck import target
-from tests.fakes import unused_port
+from tests.support import unused_port
 
 
 def serve(test: TestCase, status: int, body: bytes, unix: str | None = None) -> Any:
@@ -35,6 +35,7 @@ def serve(test: TestCase, status: int, body: bytes, unix: str | None = None) -> 
             pass
 
     if unix:
+
         class UnixServer(socketserver.UnixStreamServer):
             def get_request(self) -> Any:
                 conn, _ = super().get_request()
@@ -123,10 +124,12 @@ class ConsoleTests(TestCase):
         import subprocess
         import sys
 
-        code = ("import sys; sys.argv = ['powerstrip', 'healthcheck', '--listen', 'tcp:1', '--timeout', '1s']\n"
-                "from powerstrip.ops.console import console\n"
-                "status = console()\n"
-                "print(status, 'twisted' in sys.modules)")
+        code = (
+            "import sys; sys.argv = ['powerstrip', 'healthcheck', '--listen', 'tcp:1', '--timeout', '1s']\n"
+            "from powerstrip.ops.console import console\n"
+            "status = console()\n"
+            "print(status, 'twisted' in sys.modules)"
+        )
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
         self.assertEqual(result.stdout.split(), ["1", "False"], result.stderr)
         self.assertIn("powerstrip healthcheck: FAIL: tcp:1 (/_ping): ", result.stderr)

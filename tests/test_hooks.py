@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -22,34 +21,30 @@ from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from powerstrip.config.matching import Route
 from powerstrip.config.spec import AdapterSpec
 from powerstrip.hooks.chain import HookChain
-from powerstrip.hooks.flow import ClientRequest, Flow, ServerResponse
+from powerstrip.hooks.flow import ServerResponse
 from powerstrip.hooks.http import DEFAULT_MAX_REPLY, AdapterClient
 from powerstrip.hooks.interface import AdapterFault, Refused
 from powerstrip.wire.endpoints import DockerAddress, tcp_endpoint
-from tests.fakes import FakeAdapters, Tracker, echo_post, echo_pre, unused_port
-
-Handler = Callable[[Request, dict], Any]
-
-JSON = [(b"Content-Type", b"application/json")]
-
-
-def send(request: Request, body: bytes, code: int = 200, ctype: bytes | None = b"application/json") -> bytes:
-    request.setResponseCode(code)
-    if ctype is not None:
-        request.setHeader(b"content-type", ctype)
-    return body
+from tests.support import (
+    JSON,
+    Handler,
+    HookTestCase,
+    echo_post,
+    echo_pre,
+    make_request,
+    reply,
+    unused_port,
+)
 
 
 def answer(obj: Any, code: int = 200) -> Handler:
     """An adapter that always answers ``obj`` as JSON (or as is, if bytes)."""
     body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
-    return lambda request, payload: send(request, body, code)
+    return lambda request, payload: reply(request, body, code)
 
 
 def pre_reply(**request: Any) -> dict:
@@ -66,7 +61,7 @@ def append_pre(tag: str) -> Handler:
     def handler(request: Request, payload: dict) -> bytes:
         req = dict(payload["ClientRequest"])
         req["Body"] = (req["Body"] or "") + tag
-        return send(request, json.dumps(pre_reply(**req)).encode())
+        return reply(request, json.dumps(pre_reply(**req)).encode())
 
     return handler
 
@@ -77,86 +72,13 @@ def append_post(tag: str) -> Handler:
     def handler(request: Request, payload: dict) -> bytes:
         resp = dict(payload["ServerResponse"])
         resp["Body"] = (resp["Body"] or "") + tag
-        return send(request, json.dumps(post_reply(**resp)).encode())
+        return reply(request, json.dumps(post_reply(**resp)).encode())
 
     return handler
 
 
 def never_answer(request: Request, payload: dict) -> Any:
     return NOT_DONE_YET
-
-
-def make_request(body: bytes | None = b'{"Image":"busybox"}', streamed: bool = False,
-                 method: str = "POST", uri: str = "/v1.41/containers/create?name=web") -> ClientRequest:
-    headers = [(b"Host", b"docker"), (b"Content-Type", b"application/json"), (b"X-Extra", b"1")]
-    return ClientRequest(method, uri, headers, body, streamed)
-
-
-# -- the test base ---------------------------------------------------------------
-
-
-class HookTestCase(TestCase):
-    """A live fake-adapter server, an AdapterClient and a HookChain per test."""
-
-    timeout = 10  # seconds: a hung hook chain fails fast instead of after trial's 120
-
-    def setUp(self) -> None:
-        self.adapters = FakeAdapters()
-        self.tracker = Tracker()
-        self.port = reactor.listenTCP(0, self.tracker.track_factory(Site(self.adapters)), interface="127.0.0.1")
-        self.client = AdapterClient(reactor)
-        self.chain = HookChain(self.client)
-        self.addCleanup(self._shutdown)
-
-    @defer.inlineCallbacks
-    def _shutdown(self) -> Any:
-        # A connection whose reply was read in full goes back to the pool a
-        # reactor turn after the call's result: let it, then close the pool.
-        yield deferLater(reactor, 0, lambda: None)
-        yield self.client.close()
-        yield self.tracker.close_all()
-        yield self.port.stopListening()
-
-    def adapter(self, name: str, handler: Handler | None = None, timeout: float = 5.0) -> AdapterSpec:
-        """An AdapterSpec served by the fake server at ``/name`` with ``handler``."""
-        if handler is not None:
-            self.adapters.handlers[name] = handler
-        return AdapterSpec(name, f"http://127.0.0.1:{self.port.getHost().port}/{name}", timeout)
-
-    def pre_flow(self, *adapters: AdapterSpec, request: ClientRequest | None = None) -> Flow:
-        return Flow(request or make_request(), Route(("test",), pre=adapters))
-
-    def post_flow(self, *adapters: AdapterSpec, response: ServerResponse | None = None,
-                  request: ClientRequest | None = None) -> Flow:
-        flow = Flow(request or make_request(), Route(("test",), post=adapters))
-        flow.response = response or ServerResponse(
-            201, [*JSON, (b"Api-Version", b"1.41")], b'{"Id":"abc123"}'
-        )
-        return flow
-
-    @defer.inlineCallbacks
-    def pre_fault(self, handler: Handler, *fragments: str, code: int = 502) -> Any:
-        """Run one pre-hook answering with ``handler``; it must fault with ``fragments``."""
-        a = self.adapter("bad", handler)
-        fault = yield self.assertFailure(self.chain.run_pre(self.pre_flow(a)), AdapterFault)
-        self.assertFault(fault, a, code, *fragments)
-        return fault
-
-    @defer.inlineCallbacks
-    def post_fault(self, handler: Handler, *fragments: str, code: int = 502) -> Any:
-        """Run one post-hook answering with ``handler``; it must fault with ``fragments``."""
-        a = self.adapter("bad", handler)
-        fault = yield self.assertFailure(self.chain.run_post(self.post_flow(a)), AdapterFault)
-        self.assertFault(fault, a, code, *fragments)
-        return fault
-
-    def assertFault(self, fault: AdapterFault, adapter: AdapterSpec, code: int, *fragments: str) -> None:
-        message = str(fault)
-        self.assertTrue(message.startswith(f"powerstrip: adapter '{adapter.name}' ({adapter.url}): "), message)
-        for fragment in fragments:
-            self.assertIn(fragment, message)
-        self.assertEqual(fault.code, code, message)
-        self.assertIs(fault.adapter, adapter)
 
 
 # -- payloads --------------------------------------------------------------------
@@ -167,45 +89,64 @@ class PayloadTests(HookTestCase):
     def test_pre_hook_payload(self) -> Any:
         flow = self.pre_flow(self.adapter("a", echo_pre))
         yield self.chain.run_pre(flow)
-        self.assertEqual(self.adapters.calls, [("a", {
-            "PowerstripProtocolVersion": 1,
-            "Type": "pre-hook",
-            "ClientRequest": {
-                "Method": "POST",
-                "Request": "/v1.41/containers/create?name=web",
-                "Body": '{"Image":"busybox"}',
-            },
-        })])
+        self.assertEqual(
+            self.adapters.calls,
+            [
+                (
+                    "a",
+                    {
+                        "PowerstripProtocolVersion": 1,
+                        "Type": "pre-hook",
+                        "ClientRequest": {
+                            "Method": "POST",
+                            "Request": "/v1.41/containers/create?name=web",
+                            "Body": '{"Image":"busybox"}',
+                        },
+                    },
+                )
+            ],
+        )
         self.assertEqual(self.adapters.content_types, [b"application/json"])
 
     @defer.inlineCallbacks
     def test_post_hook_payload(self) -> Any:
         flow = self.post_flow(self.adapter("a", echo_post))
         yield self.chain.run_post(flow)
-        self.assertEqual(self.adapters.calls, [("a", {
-            "PowerstripProtocolVersion": 1,
-            "Type": "post-hook",
-            "ClientRequest": {
-                "Method": "POST",
-                "Request": "/v1.41/containers/create?name=web",
-                "Body": '{"Image":"busybox"}',
-            },
-            "ServerResponse": {
-                "ContentType": "application/json",
-                "Body": '{"Id":"abc123"}',
-                "Code": 201,
-            },
-        })])
+        self.assertEqual(
+            self.adapters.calls,
+            [
+                (
+                    "a",
+                    {
+                        "PowerstripProtocolVersion": 1,
+                        "Type": "post-hook",
+                        "ClientRequest": {
+                            "Method": "POST",
+                            "Request": "/v1.41/containers/create?name=web",
+                            "Body": '{"Image":"busybox"}',
+                        },
+                        "ServerResponse": {
+                            "ContentType": "application/json",
+                            "Body": '{"Id":"abc123"}',
+                            "Code": 201,
+                        },
+                    },
+                )
+            ],
+        )
 
     @defer.inlineCallbacks
     def test_empty_body_is_null(self) -> Any:
         a = self.adapter("a", echo_pre)
         yield self.chain.run_pre(self.pre_flow(a, request=make_request(body=b"", method="GET", uri="/v1.41/info")))
         yield self.chain.run_pre(self.pre_flow(a, request=make_request(body=None, method="GET", uri="/_ping")))
-        self.assertEqual([p["ClientRequest"] for _, p in self.adapters.calls], [
-            {"Method": "GET", "Request": "/v1.41/info", "Body": None},
-            {"Method": "GET", "Request": "/_ping", "Body": None},
-        ])
+        self.assertEqual(
+            [p["ClientRequest"] for _, p in self.adapters.calls],
+            [
+                {"Method": "GET", "Request": "/v1.41/info", "Body": None},
+                {"Method": "GET", "Request": "/_ping", "Body": None},
+            ],
+        )
 
     @defer.inlineCallbacks
     def test_utf8_body_is_passed_as_text(self) -> Any:
@@ -243,13 +184,15 @@ class PayloadTests(HookTestCase):
 class ApplyTests(HookTestCase):
     @defer.inlineCallbacks
     def test_pre_hook_rewrites_request(self) -> Any:
-        reply = pre_reply(Method="put", Request="/v1.41/containers/other", Body='{"Image":"alpine"}')
-        flow = self.pre_flow(self.adapter("a", answer(reply)))
+        replied = pre_reply(Method="put", Request="/v1.41/containers/other", Body='{"Image":"alpine"}')
+        flow = self.pre_flow(self.adapter("a", answer(replied)))
         result = yield self.chain.run_pre(flow)
         self.assertIs(result, flow)
         req = flow.request
-        self.assertEqual((req.method, req.uri, req.body, req.streamed),
-                         ("PUT", "/v1.41/containers/other", b'{"Image":"alpine"}', False))
+        self.assertEqual(
+            (req.method, req.uri, req.body, req.streamed),
+            ("PUT", "/v1.41/containers/other", b'{"Image":"alpine"}', False),
+        )
         self.assertEqual(req.headers, make_request().headers)
 
     @defer.inlineCallbacks
@@ -260,8 +203,8 @@ class ApplyTests(HookTestCase):
 
     @defer.inlineCallbacks
     def test_post_hook_rewrites_response(self) -> Any:
-        reply = post_reply(Code=200, ContentType="text/plain; charset=utf-8", Body="héllo")
-        flow = self.post_flow(self.adapter("a", answer(reply)))
+        replied = post_reply(Code=200, ContentType="text/plain; charset=utf-8", Body="héllo")
+        flow = self.post_flow(self.adapter("a", answer(replied)))
         yield self.chain.run_post(flow)
         resp = flow.response
         self.assertEqual((resp.code, resp.body), (200, "héllo".encode()))
@@ -289,8 +232,10 @@ class ApplyTests(HookTestCase):
         a, b = self.adapter("a", echo_pre), self.adapter("b", answer(b"nope", code=500))
         flow = self.pre_flow(a, b)
         yield self.assertFailure(self.chain.run_pre(flow), Refused)
-        self.assertEqual([(h.adapter, h.phase, h.outcome) for h in flow.hooks],
-                         [("a", "pre-hook", "ok"), ("b", "pre-hook", "Refused")])
+        self.assertEqual(
+            [(h.adapter, h.phase, h.outcome) for h in flow.hooks],
+            [("a", "pre-hook", "ok"), ("b", "pre-hook", "Refused")],
+        )
         self.assertTrue(all(h.seconds >= 0 for h in flow.hooks))
 
 
@@ -300,8 +245,9 @@ class ApplyTests(HookTestCase):
 class ChainTests(HookTestCase):
     @defer.inlineCallbacks
     def test_pre_hooks_chain_in_order(self) -> Any:
-        flow = self.pre_flow(*(self.adapter(n, append_pre(n)) for n in ("c", "a", "b")),
-                             request=make_request(body=b"x"))
+        flow = self.pre_flow(
+            *(self.adapter(n, append_pre(n)) for n in ("c", "a", "b")), request=make_request(body=b"x")
+        )
         yield self.chain.run_pre(flow)
         self.assertEqual(self.adapters.called, ["c", "a", "b"])
         self.assertEqual([p["ClientRequest"]["Body"] for _, p in self.adapters.calls], ["x", "xc", "xca"])
@@ -312,13 +258,15 @@ class ChainTests(HookTestCase):
         first = self.adapter("first", answer(pre_reply(Method="DELETE", Request="/v1.41/x", Body="1")))
         flow = self.pre_flow(first, self.adapter("second", echo_pre))
         yield self.chain.run_pre(flow)
-        self.assertEqual(self.adapters.calls[1][1]["ClientRequest"],
-                         {"Method": "DELETE", "Request": "/v1.41/x", "Body": "1"})
+        self.assertEqual(
+            self.adapters.calls[1][1]["ClientRequest"], {"Method": "DELETE", "Request": "/v1.41/x", "Body": "1"}
+        )
 
     @defer.inlineCallbacks
     def test_post_hooks_chain_in_order(self) -> Any:
-        flow = self.post_flow(*(self.adapter(n, append_post(n)) for n in ("b", "c", "a")),
-                              response=ServerResponse(200, list(JSON), b"r"))
+        flow = self.post_flow(
+            *(self.adapter(n, append_post(n)) for n in ("b", "c", "a")), response=ServerResponse(200, list(JSON), b"r")
+        )
         yield self.chain.run_post(flow)
         self.assertEqual(self.adapters.called, ["b", "c", "a"])
         self.assertEqual([p["ServerResponse"]["Body"] for _, p in self.adapters.calls], ["r", "rb", "rbc"])
@@ -329,8 +277,9 @@ class ChainTests(HookTestCase):
         first = self.adapter("first", answer(post_reply(Code=418, ContentType="text/plain", Body="tea")))
         flow = self.post_flow(first, self.adapter("second", echo_post))
         yield self.chain.run_post(flow)
-        self.assertEqual(self.adapters.calls[1][1]["ServerResponse"],
-                         {"ContentType": "text/plain", "Body": "tea", "Code": 418})
+        self.assertEqual(
+            self.adapters.calls[1][1]["ServerResponse"], {"ContentType": "text/plain", "Body": "tea", "Code": 418}
+        )
         self.assertEqual(flow.response.code, 418)
 
 
@@ -341,7 +290,7 @@ class RefusalTests(HookTestCase):
     @defer.inlineCallbacks
     def test_pre_hook_refusal_stops_the_chain(self) -> Any:
         def refuse(request: Request, payload: dict) -> bytes:
-            return send(request, b'{"message":"quota exceeded"}', code=409)
+            return reply(request, b'{"message":"quota exceeded"}', code=409)
 
         a, b, c = self.adapter("a", append_pre("a")), self.adapter("b", refuse), self.adapter("c", append_pre("c"))
         flow = self.pre_flow(a, b, c)
@@ -356,7 +305,7 @@ class RefusalTests(HookTestCase):
     def test_refusal_without_content_type(self) -> Any:
         def refuse(request: Request, payload: dict) -> bytes:
             request.responseHeaders.removeHeader(b"content-type")
-            return send(request, b"go away", code=403, ctype=None)
+            return reply(request, b"go away", code=403, ctype=None)
 
         refused = yield self.assertFailure(self.chain.run_pre(self.pre_flow(self.adapter("a", refuse))), Refused)
         self.assertEqual((refused.response.code, refused.response.body), (403, b"go away"))
@@ -364,7 +313,7 @@ class RefusalTests(HookTestCase):
     @defer.inlineCallbacks
     def test_post_hook_refusal(self) -> Any:
         def refuse(request: Request, payload: dict) -> bytes:
-            return send(request, b"not allowed", code=403, ctype=b"text/plain")
+            return reply(request, b"not allowed", code=403, ctype=b"text/plain")
 
         flow = self.post_flow(self.adapter("a", refuse), self.adapter("b", echo_post))
         refused = yield self.assertFailure(self.chain.run_post(flow), Refused)
@@ -418,8 +367,11 @@ class ConnectionFaultTests(HookTestCase):
 
     def test_endpoints_by_host(self) -> None:
         """Adapters and dockerd alike: IP addresses are dialled directly, names resolved."""
-        for host, kind in [("127.0.0.1", TCP4ClientEndpoint), ("::1", TCP6ClientEndpoint),
-                           ("localhost", HostnameEndpoint)]:
+        for host, kind in [
+            ("127.0.0.1", TCP4ClientEndpoint),
+            ("::1", TCP6ClientEndpoint),
+            ("localhost", HostnameEndpoint),
+        ]:
             self.assertIsInstance(tcp_endpoint(reactor, host, 2375), kind, host)
         self.assertIsInstance(DockerAddress.parse("tcp://127.0.0.1:2375").endpoint(reactor), TCP4ClientEndpoint)
 
@@ -460,9 +412,11 @@ class ConnectionFaultTests(HookTestCase):
         fault = yield self.assertFailure(self.chain.run_pre(self.pre_flow(slow)), AdapterFault)
         self.assertFault(fault, slow, 504, "no answer within 0.5s")
         yield deferLater(reactor, 0.3, lambda: None)
-        self.assertTrue(self.adapters.finished[0],
-                        "the timed-out call's connection is still open: the adapter keeps it, and keeps "
-                        "streaming into a reply nobody will read")
+        self.assertTrue(
+            self.adapters.finished[0],
+            "the timed-out call's connection is still open: the adapter keeps it, and keeps "
+            "streaming into a reply nobody will read",
+        )
 
     @defer.inlineCallbacks
     def test_connection_dropped_before_reply(self) -> Any:
@@ -489,8 +443,9 @@ class ConnectionFaultTests(HookTestCase):
 
     @defer.inlineCallbacks
     def test_fault_stops_the_chain(self) -> Any:
-        flow = self.pre_flow(self.adapter("a", echo_pre), self.adapter("bad", answer(b"oops")),
-                             self.adapter("c", echo_pre))
+        flow = self.pre_flow(
+            self.adapter("a", echo_pre), self.adapter("bad", answer(b"oops")), self.adapter("c", echo_pre)
+        )
         yield self.assertFailure(self.chain.run_pre(flow), AdapterFault)
         self.assertEqual(self.adapters.called, ["a", "bad"])
 
@@ -510,82 +465,121 @@ class ProtocolFaultTests(HookTestCase):
     @defer.inlineCallbacks
     def test_wrong_protocol_version(self) -> Any:
         request = {"Method": "POST", "Request": "/x", "Body": None}
-        for reply, shown in (
+        for replied, shown in (
             ({"PowerstripProtocolVersion": 2, "ModifiedClientRequest": request}, "2"),
             ({"PowerstripProtocolVersion": "1", "ModifiedClientRequest": request}, "'1'"),
             ({"ModifiedClientRequest": request}, "None"),
         ):
-            yield self.pre_fault(answer(reply), f"reply has PowerstripProtocolVersion {shown}, expected 1")
+            yield self.pre_fault(answer(replied), f"reply has PowerstripProtocolVersion {shown}, expected 1")
 
     @defer.inlineCallbacks
     def test_missing_modified_client_request(self) -> Any:
-        yield self.pre_fault(answer({"PowerstripProtocolVersion": 1}),
-                             "reply does not follow protocol 1: (root): 'ModifiedClientRequest' is required")
+        yield self.pre_fault(
+            answer({"PowerstripProtocolVersion": 1}),
+            "reply does not follow protocol 1: (root): 'ModifiedClientRequest' is required",
+        )
         # A post-hook's answer is not a pre-hook's.
-        yield self.pre_fault(answer(post_reply(Code=200, ContentType=None, Body=None)),
-                             "reply does not follow protocol 1: (root): 'ModifiedClientRequest' is required")
-        yield self.pre_fault(answer({"PowerstripProtocolVersion": 1, "ModifiedClientRequest": ["POST", "/x"]}),
-                             "reply does not follow protocol 1: ModifiedClientRequest: ", "is not of type 'object'")
+        yield self.pre_fault(
+            answer(post_reply(Code=200, ContentType=None, Body=None)),
+            "reply does not follow protocol 1: (root): 'ModifiedClientRequest' is required",
+        )
+        yield self.pre_fault(
+            answer({"PowerstripProtocolVersion": 1, "ModifiedClientRequest": ["POST", "/x"]}),
+            "reply does not follow protocol 1: ModifiedClientRequest: ",
+            "is not of type 'object'",
+        )
 
     @defer.inlineCallbacks
     def test_missing_modified_server_response(self) -> Any:
-        yield self.post_fault(answer({"PowerstripProtocolVersion": 1}),
-                              "reply does not follow protocol 1: (root): 'ModifiedServerResponse' is required")
-        yield self.post_fault(answer(pre_reply(Method="POST", Request="/x", Body=None)),
-                              "reply does not follow protocol 1: (root): 'ModifiedServerResponse' is required")
+        yield self.post_fault(
+            answer({"PowerstripProtocolVersion": 1}),
+            "reply does not follow protocol 1: (root): 'ModifiedServerResponse' is required",
+        )
+        yield self.post_fault(
+            answer(pre_reply(Method="POST", Request="/x", Body=None)),
+            "reply does not follow protocol 1: (root): 'ModifiedServerResponse' is required",
+        )
 
     @defer.inlineCallbacks
     def test_pre_body_not_string(self) -> Any:
         for body in (42, {"Image": "busybox"}, ["a"], True):
-            yield self.pre_fault(answer(pre_reply(Method="POST", Request="/x", Body=body)),
-                                 "reply does not follow protocol 1: ModifiedClientRequest.Body: ",
-                                 "is not of type 'string' or 'null'")
+            yield self.pre_fault(
+                answer(pre_reply(Method="POST", Request="/x", Body=body)),
+                "reply does not follow protocol 1: ModifiedClientRequest.Body: ",
+                "is not of type 'string' or 'null'",
+            )
 
     @defer.inlineCallbacks
     def test_post_body_not_string(self) -> Any:
         for body in (42, {"Id": "abc"}, ["a"], False):
-            yield self.post_fault(answer(post_reply(Code=200, ContentType="application/json", Body=body)),
-                                  "reply does not follow protocol 1: ModifiedServerResponse.Body: ",
-                                  "is not of type 'string' or 'null'")
+            yield self.post_fault(
+                answer(post_reply(Code=200, ContentType="application/json", Body=body)),
+                "reply does not follow protocol 1: ModifiedServerResponse.Body: ",
+                "is not of type 'string' or 'null'",
+            )
 
     @defer.inlineCallbacks
     def test_bad_method(self) -> Any:
         for method in (None, "", "GE T", "GET\r\nX: y", "P0ST", 42, ["POST"]):
-            yield self.pre_fault(answer(pre_reply(Method=method, Request="/x", Body=None)),
-                                 "reply does not follow protocol 1: ModifiedClientRequest.Method: ")
-        yield self.pre_fault(answer(pre_reply(Request="/x", Body=None)),
-                             "reply does not follow protocol 1: ModifiedClientRequest: 'Method' is required")
+            yield self.pre_fault(
+                answer(pre_reply(Method=method, Request="/x", Body=None)),
+                "reply does not follow protocol 1: ModifiedClientRequest.Method: ",
+            )
+        yield self.pre_fault(
+            answer(pre_reply(Request="/x", Body=None)),
+            "reply does not follow protocol 1: ModifiedClientRequest: 'Method' is required",
+        )
 
     @defer.inlineCallbacks
     def test_non_ascii_method(self) -> Any:
         """Methods are ASCII tokens: a letter outside ASCII is no HTTP method."""
         for method in ("ĞET", "PÖST"):
-            yield self.pre_fault(answer(pre_reply(Method=method, Request="/x", Body=None)),
-                                 "reply does not follow protocol 1: ModifiedClientRequest.Method: ",
-                                 "is not an HTTP method")
+            yield self.pre_fault(
+                answer(pre_reply(Method=method, Request="/x", Body=None)),
+                "reply does not follow protocol 1: ModifiedClientRequest.Method: ",
+                "is not an HTTP method",
+            )
 
     @defer.inlineCallbacks
     def test_bad_request(self) -> Any:
-        for uri in (None, "", "v1.41/containers/create", "/a b", "/a\r\nX-Injected: 1", "/a\n", 7,
-                    "http://docker/v1.41/info"):
-            yield self.pre_fault(answer(pre_reply(Method="POST", Request=uri, Body=None)),
-                                 "reply does not follow protocol 1: ModifiedClientRequest.Request: ")
-        yield self.pre_fault(answer(pre_reply(Method="POST", Body=None)),
-                             "reply does not follow protocol 1: ModifiedClientRequest: 'Request' is required")
+        for uri in (
+            None,
+            "",
+            "v1.41/containers/create",
+            "/a b",
+            "/a\r\nX-Injected: 1",
+            "/a\n",
+            7,
+            "http://docker/v1.41/info",
+        ):
+            yield self.pre_fault(
+                answer(pre_reply(Method="POST", Request=uri, Body=None)),
+                "reply does not follow protocol 1: ModifiedClientRequest.Request: ",
+            )
+        yield self.pre_fault(
+            answer(pre_reply(Method="POST", Body=None)),
+            "reply does not follow protocol 1: ModifiedClientRequest: 'Request' is required",
+        )
 
     @defer.inlineCallbacks
     def test_bad_code(self) -> Any:
         for code in (None, "200", 200.0, True, 99, 100, 199, 600, -1):
-            yield self.post_fault(answer(post_reply(Code=code, ContentType=None, Body=None)),
-                                  "reply does not follow protocol 1: ModifiedServerResponse.Code: ")
-        yield self.post_fault(answer(post_reply(ContentType=None, Body=None)),
-                              "reply does not follow protocol 1: ModifiedServerResponse: 'Code' is required")
+            yield self.post_fault(
+                answer(post_reply(Code=code, ContentType=None, Body=None)),
+                "reply does not follow protocol 1: ModifiedServerResponse.Code: ",
+            )
+        yield self.post_fault(
+            answer(post_reply(ContentType=None, Body=None)),
+            "reply does not follow protocol 1: ModifiedServerResponse: 'Code' is required",
+        )
 
     @defer.inlineCallbacks
     def test_bad_content_type(self) -> Any:
         for ctype in (5, ["text/plain"], "text/plain\r\nX-Injected: 1"):
-            yield self.post_fault(answer(post_reply(Code=200, ContentType=ctype, Body=None)),
-                                  "reply does not follow protocol 1: ModifiedServerResponse.ContentType: ")
+            yield self.post_fault(
+                answer(post_reply(Code=200, ContentType=ctype, Body=None)),
+                "reply does not follow protocol 1: ModifiedServerResponse.ContentType: ",
+            )
 
     @defer.inlineCallbacks
     def test_fault_leaves_flow_unchanged(self) -> Any:
@@ -632,10 +626,15 @@ class IgnorePolicyTests(HookTestCase):
     @defer.inlineCallbacks
     def test_fault_is_skipped_and_chain_goes_on(self) -> Any:
         gone = AdapterSpec("gone", f"http://127.0.0.1:{unused_port()}/hook", ignore_faults=True)
-        garbage = self.adapter("garbage", lambda request, payload: send(request, b"not json"))
+        garbage = self.adapter("garbage", lambda request, payload: reply(request, b"not json"))
         garbage = AdapterSpec(garbage.name, garbage.url, ignore_faults=True)
-        flow = self.pre_flow(self.adapter("a", append_pre("a")), gone, garbage, self.adapter("b", append_pre("b")),
-                             request=make_request(body=b"x"))
+        flow = self.pre_flow(
+            self.adapter("a", append_pre("a")),
+            gone,
+            garbage,
+            self.adapter("b", append_pre("b")),
+            request=make_request(body=b"x"),
+        )
         yield self.chain.run_pre(flow)
         self.assertEqual(flow.request.body, b"xab")
         self.assertEqual([h.outcome for h in flow.hooks], ["ok", "AdapterFault", "AdapterFault", "ok"])
@@ -664,7 +663,7 @@ class UnixSocketAdapterTests(HookTestCase):
     @defer.inlineCallbacks
     def test_pre_hook_over_unix_socket(self) -> Any:
         path = os.path.join(tempfile.mkdtemp(prefix="ps-"), "a.sock")  # short: AF_UNIX paths are
-        self.addCleanup(shutil.rmtree, os.path.dirname(path))           # limited to 107 bytes
+        self.addCleanup(shutil.rmtree, os.path.dirname(path))  # limited to 107 bytes
         port = reactor.listenUNIX(path, self.tracker.track_factory(Site(self.adapters)))
         self.addCleanup(port.stopListening)
         self.adapters.handlers["hook"] = echo_pre

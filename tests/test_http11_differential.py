@@ -94,33 +94,114 @@ def check(test: SynchronousTestCase, raw: bytes) -> None:
 # -- generating heads ----------------------------------------------------------------
 
 TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-METHODS = [b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"get", b"M-SEARCH", b"G@T",
-           b"GE T", b"", b"\x00GET", b"G\x80T"]
-TARGETS = [b"/", b"/_ping", b"/v1.41/containers/json?all=1", b"/v1.41/containers/create?name=x",
-           b"/a%20b", b"//x", b"/?", b"*", b"http://docker/v1.41/info", b"docker:2375", b"/a b", b"/\x80",
-           b"/\x7f", b"/\x01", b"", b"/\t"]
-VERSIONS = [b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.2", b"HTTP/0.9", b"http/1.1", b"HTTP/1.1 ",
-            b"HTTP/11", b"HTTP/1.1\x00", b"HTTP/1"]
-NAMES = [b"Host", b"host", b"HOST", b"Content-Length", b"content-length", b"Transfer-Encoding",
-         b"transfer-encoding", b"Content-Type", b"Connection", b"Upgrade", b"Expect", b"X-Registry-Auth",
-         b"User-Agent"]
+METHODS = [
+    b"GET",
+    b"POST",
+    b"PUT",
+    b"DELETE",
+    b"HEAD",
+    b"OPTIONS",
+    b"PATCH",
+    b"get",
+    b"M-SEARCH",
+    b"G@T",
+    b"GE T",
+    b"",
+    b"\x00GET",
+    b"G\x80T",
+]
+TARGETS = [
+    b"/",
+    b"/_ping",
+    b"/v1.41/containers/json?all=1",
+    b"/v1.41/containers/create?name=x",
+    b"/a%20b",
+    b"//x",
+    b"/?",
+    b"*",
+    b"http://docker/v1.41/info",
+    b"docker:2375",
+    b"/a b",
+    b"/\x80",
+    b"/\x7f",
+    b"/\x01",
+    b"",
+    b"/\t",
+]
+VERSIONS = [
+    b"HTTP/1.1",
+    b"HTTP/1.0",
+    b"HTTP/2.0",
+    b"HTTP/1.2",
+    b"HTTP/0.9",
+    b"http/1.1",
+    b"HTTP/1.1 ",
+    b"HTTP/11",
+    b"HTTP/1.1\x00",
+    b"HTTP/1",
+]
+NAMES = [
+    b"Host",
+    b"host",
+    b"HOST",
+    b"Content-Length",
+    b"content-length",
+    b"Transfer-Encoding",
+    b"transfer-encoding",
+    b"Content-Type",
+    b"Connection",
+    b"Upgrade",
+    b"Expect",
+    b"X-Registry-Auth",
+    b"User-Agent",
+]
 ODD_NAMES = [b"X A", b"X@A", b"X\x00A", b"X\x80A", b"", b" Host", b"Host ", b"X\tA", b"X\x7fA", b"X\x0bA"]
 VALUES = {
     b"host": [b"docker", b"127.0.0.1:2375", b"", b"a b"],
-    b"content-length": [b"0", b"5", b"00", b"+5", b"-1", b"5, 5", b"5,6", b" 5", b"0x5", b"1" * 19,
-                        b"1" * 21, b"5 5", b"\xd9\xa5"],
-    b"transfer-encoding": [b"chunked", b"Chunked", b"CHUNKED", b"identity", b"gzip", b"chunked, identity",
-                           b"gzip, chunked", b"chunked ", b" chunked", b"chunked;q=1", b"", b"chunked\x00"],
-    b"content-type": [b"application/json", b"text/plain", "applİcation/json".encode(), b"application/json\x80",
-                      b"application/json; charset=utf-8"],
+    b"content-length": [
+        b"0",
+        b"5",
+        b"00",
+        b"+5",
+        b"-1",
+        b"5, 5",
+        b"5,6",
+        b" 5",
+        b"0x5",
+        b"1" * 19,
+        b"1" * 21,
+        b"5 5",
+        b"\xd9\xa5",
+    ],
+    b"transfer-encoding": [
+        b"chunked",
+        b"Chunked",
+        b"CHUNKED",
+        b"identity",
+        b"gzip",
+        b"chunked, identity",
+        b"gzip, chunked",
+        b"chunked ",
+        b" chunked",
+        b"chunked;q=1",
+        b"",
+        b"chunked\x00",
+    ],
+    b"content-type": [
+        b"application/json",
+        b"text/plain",
+        "applİcation/json".encode(),
+        b"application/json\x80",
+        b"application/json; charset=utf-8",
+    ],
     b"connection": [b"close", b"keep-alive", b"Upgrade", b"upgrade, close", b""],
     b"upgrade": [b"tcp", b"h2c"],
     b"expect": [b"100-continue", b"100-Continue"],
 }
 #: Bytes a value is made of: valid ones (visible ASCII, SP, HTAB, obs-text)...
-VALID_BYTES = st.sampled_from([*b"abcXYZ019-_/;=,.\"()", 0x20, 0x09, 0x80, 0xa0, 0xc4, 0xb0, 0xff])
+VALID_BYTES = st.sampled_from([*b'abcXYZ019-_/;=,."()', 0x20, 0x09, 0x80, 0xA0, 0xC4, 0xB0, 0xFF])
 #: ... and every kind of invalid one (and a few valid, for the mutations).
-ODD_BYTES = st.sampled_from([0x00, 0x01, 0x08, 0x0b, 0x0c, 0x0d, 0x0a, 0x1f, 0x7f, 0x20, 0x09, 0x3a, 0x80, 0xff])
+ODD_BYTES = st.sampled_from([0x00, 0x01, 0x08, 0x0B, 0x0C, 0x0D, 0x0A, 0x1F, 0x7F, 0x20, 0x09, 0x3A, 0x80, 0xFF])
 SEPARATORS = [b": ", b":", b":  ", b":\t", b": \t", b" : ", b" :", b"\t:", b": \x0b"]
 LINE_ENDS = [b"\r\n"] * 12 + [b"\n", b"\r", b"\r\r\n", b"\n\r", b" \r\n", b"\t\r\n"]
 

@@ -13,13 +13,13 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.web.server import NOT_DONE_YET
 
-from tests.fakes import echo_pre
-from tests.test_proxy import (
+from tests.support import (
     LAST_CHUNK,
     UPGRADED,
     ProxyTestCase,
     attach_request,
     chunk,
+    echo_pre,
     json_response,
     request,
     response,
@@ -60,9 +60,11 @@ class HeadSizeTests(ProxyTestCase):
         self.start()
         client = yield self.connect()
         creds = b"eyJ" + b"A" * 200_000
-        req, _, resp = yield self.roundtrip(client, request(b"POST", b"/v1.41/build", (b"X-Registry-Config", creds),
-                                                            (b"Content-Length", b"0")),
-                                            json_response(b"200 OK", {}))
+        req, _, resp = yield self.roundtrip(
+            client,
+            request(b"POST", b"/v1.41/build", (b"X-Registry-Config", creds), (b"Content-Length", b"0")),
+            json_response(b"200 OK", {}),
+        )
         self.assertEqual(req.values(b"x-registry-config"), [creds])
         self.assertEqual(resp.code, 200)
 
@@ -82,31 +84,61 @@ class MalformedRequestTests(ProxyTestCase):
         return self.assertRejected(b"GET /v1.41/info\r\n\r\n", "malformed request line")
 
     def test_header_without_colon(self) -> Any:
-        return self.assertRejected(b"GET /v1.41/info HTTP/1.1\r\nHost: docker\r\nno colon here\r\n\r\n",
-                                   "malformed header line")
+        return self.assertRejected(
+            b"GET /v1.41/info HTTP/1.1\r\nHost: docker\r\nno colon here\r\n\r\n", "malformed header line"
+        )
 
     def test_content_length_with_transfer_encoding(self) -> Any:
-        return self.assertRejected(request(b"POST", b"/v1.41/containers/create",
-                                           (b"Content-Length", b"5"), (b"Transfer-Encoding", b"chunked"),
-                                           body=chunk(b"hello") + LAST_CHUNK),
-                                   "both Content-Length and Transfer-Encoding")
+        return self.assertRejected(
+            request(
+                b"POST",
+                b"/v1.41/containers/create",
+                (b"Content-Length", b"5"),
+                (b"Transfer-Encoding", b"chunked"),
+                body=chunk(b"hello") + LAST_CHUNK,
+            ),
+            "both Content-Length and Transfer-Encoding",
+        )
 
     def test_two_content_lengths(self) -> Any:
-        return self.assertRejected(request(b"POST", b"/v1.41/containers/create",
-                                           (b"Content-Length", b"5"), (b"Content-Length", b"6"), body=b"hello!"),
-                                   "more than one Content-Length header")
+        return self.assertRejected(
+            request(
+                b"POST",
+                b"/v1.41/containers/create",
+                (b"Content-Length", b"5"),
+                (b"Content-Length", b"6"),
+                body=b"hello!",
+            ),
+            "more than one Content-Length header",
+        )
 
     @defer.inlineCallbacks
     def test_hop_by_hop_headers_stay_here(self) -> Any:
         """Connection, Keep-Alive, TE, Trailer, Proxy-* and what Connection names do not reach dockerd."""
         self.start()
         client = yield self.connect()
-        req, _, resp = yield self.roundtrip(client, request(
-            b"GET", b"/v1.41/info", (b"Connection", b"keep-alive, X-Private"), (b"Keep-Alive", b"timeout=5"),
-            (b"TE", b"trailers"), (b"Trailer", b"X-T"), (b"Proxy-Authorization", b"Basic eA=="),
-            (b"X-Private", b"1"), (b"X-Public", b"1")),
-            response(b"200 OK", (b"Content-Type", b"application/json"), (b"Content-Length", b"2"),
-                     (b"Keep-Alive", b"timeout=9"), (b"Proxy-Authenticate", b"Basic"), body=b"{}"))
+        req, _, resp = yield self.roundtrip(
+            client,
+            request(
+                b"GET",
+                b"/v1.41/info",
+                (b"Connection", b"keep-alive, X-Private"),
+                (b"Keep-Alive", b"timeout=5"),
+                (b"TE", b"trailers"),
+                (b"Trailer", b"X-T"),
+                (b"Proxy-Authorization", b"Basic eA=="),
+                (b"X-Private", b"1"),
+                (b"X-Public", b"1"),
+            ),
+            response(
+                b"200 OK",
+                (b"Content-Type", b"application/json"),
+                (b"Content-Length", b"2"),
+                (b"Keep-Alive", b"timeout=9"),
+                (b"Proxy-Authenticate", b"Basic"),
+                body=b"{}",
+            ),
+        )
         for name in (b"connection", b"keep-alive", b"te", b"trailer", b"proxy-authorization", b"x-private"):
             self.assertNotIn(name, req.names)
         self.assertEqual(req.values(b"x-public"), [b"1"])
@@ -124,8 +156,9 @@ class ClientTimeoutTests(ProxyTestCase):
     def test_idle_keep_alive_connection_is_closed_quietly(self) -> Any:
         self.start_timed()
         client = yield self.connect()
-        _, _, resp = yield self.roundtrip(client, request(b"GET", b"/_ping"),
-                                          response(b"200 OK", (b"Content-Length", b"2"), body=b"OK"))
+        _, _, resp = yield self.roundtrip(
+            client, request(b"GET", b"/_ping"), response(b"200 OK", (b"Content-Length", b"2"), body=b"OK")
+        )
         self.assertEqual(resp.code, 200)
         yield client.wait_eof()
         self.assertEqual(client.rest, b"")
@@ -139,7 +172,7 @@ class ClientTimeoutTests(ProxyTestCase):
         for i in range(len(data)):
             if client.eof:
                 break
-            client.send(data[i:i + 1])
+            client.send(data[i : i + 1])
             yield sleep(TIMEOUT / 8)
         resp = yield client.response()
         self.assertDockerError(resp, 408, "powerstrip: the request head did not arrive in time")
@@ -147,11 +180,20 @@ class ClientTimeoutTests(ProxyTestCase):
 
     @defer.inlineCallbacks
     def test_stalled_body_is_408(self) -> Any:
-        self.start_timed('version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [hook]\n'
-                         "adapters:\n  hook: $BASE/hook\n", hook=echo_pre)
+        self.start_timed(
+            'version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [hook]\nadapters:\n  hook: $BASE/hook\n',
+            hook=echo_pre,
+        )
         client = yield self.connect()
-        client.send(request(b"POST", b"/v1.41/containers/create", (b"Content-Type", b"application/json"),
-                            (b"Content-Length", b"100"), body=b'{"Image":'))
+        client.send(
+            request(
+                b"POST",
+                b"/v1.41/containers/create",
+                (b"Content-Type", b"application/json"),
+                (b"Content-Length", b"100"),
+                body=b'{"Image":',
+            )
+        )
         resp = yield client.response()
         self.assertDockerError(resp, 408, "powerstrip: the request body did not arrive in time")
         self.assertEqual(self.adapters.calls, [])
@@ -164,8 +206,10 @@ class ClientTimeoutTests(ProxyTestCase):
         client = yield self.connect()
         client.send(request(b"GET", b"/v1.41/events"))
         conn, _ = yield self.dockerd.next_request()
-        conn.send(response(b"200 OK", (b"Content-Type", b"application/json"), (b"Transfer-Encoding", b"chunked")),
-                  chunk(b'{"status":"start"}\n'))
+        conn.send(
+            response(b"200 OK", (b"Content-Type", b"application/json"), (b"Transfer-Encoding", b"chunked")),
+            chunk(b'{"status":"start"}\n'),
+        )
         yield client.head()
         yield sleep(TIMEOUT * 4)
         self.assertFalse(client.eof)
@@ -190,15 +234,26 @@ class ClientTimeoutTests(ProxyTestCase):
     @defer.inlineCallbacks
     def test_slow_adapter_is_not_the_clients_fault(self) -> Any:
         """While Powerstrip waits for a pre-hook (reading the client's streamed body paused), no 408."""
+
         def slow(call: Any, payload: dict) -> Any:
             reactor.callLater(TIMEOUT * 3, lambda: (call.write(echo_pre(call, payload)), call.finish()))
             return NOT_DONE_YET
 
-        self.start_timed('version: 1\nendpoints:\n  "PUT /*/containers/*/archive":\n    pre: [slow]\n'
-                         "adapters:\n  slow: $BASE/slow\n", slow=slow)
+        self.start_timed(
+            'version: 1\nendpoints:\n  "PUT /*/containers/*/archive":\n    pre: [slow]\n'
+            "adapters:\n  slow: $BASE/slow\n",
+            slow=slow,
+        )
         client = yield self.connect()
-        client.send(request(b"PUT", b"/v1.41/containers/abc/archive?path=/", (b"Content-Type", b"application/x-tar"),
-                            (b"Content-Length", b"4"), body=b"ta"))
+        client.send(
+            request(
+                b"PUT",
+                b"/v1.41/containers/abc/archive?path=/",
+                (b"Content-Type", b"application/x-tar"),
+                (b"Content-Length", b"4"),
+                body=b"ta",
+            )
+        )
         yield sleep(TIMEOUT * 3 + 0.1)  # the hook answers after TIMEOUT * 3
         self.assertFalse(client.eof)
         client.send(b"r!")

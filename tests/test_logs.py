@@ -36,8 +36,22 @@ from powerstrip.ops import logs
 from powerstrip.ops.access import AccessLog
 from powerstrip.ops.logs import PowerstripService, format_json_line, twistd_log_file
 from powerstrip.ops.service import Options
-from tests import test_proxy as proxy
-from tests.fakes import reply, unused_port
+from tests.support import (
+    ATTACH_URI,
+    CREATE_PRE,
+    FRAME,
+    PASSTHROUGH,
+    UPGRADED,
+    VERSION_RESPONSE,
+    ProxyTestCase,
+    add_env,
+    attach_request,
+    json_request,
+    json_response,
+    reply,
+    request,
+    unused_port,
+)
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -69,8 +83,7 @@ class FormatTests(TestCase):
     def test_info_event(self) -> None:
         record = one(lambda log: log.info("hello {who}", who="world"))
         self.assertEqual(set(record), {"time", "level", "namespace", "message"})
-        self.assertEqual((record["level"], record["namespace"], record["message"]),
-                         ("info", "test.ns", "hello world"))
+        self.assertEqual((record["level"], record["namespace"], record["message"]), ("info", "test.ns", "hello world"))
         self.assertRegex(record["time"], ISO_MS)
 
     def test_time_is_utc_with_milliseconds(self) -> None:
@@ -102,15 +115,35 @@ class FormatTests(TestCase):
 
     def test_request_id_and_unprinted_fields_are_kept(self) -> None:
         hooks = [{"adapter": "label", "phase": "pre", "ms": 1.5, "outcome": "ok"}]
-        record = one(lambda log: log.info(
-            "{line}", line="#abc POST /v1.41/containers/create -> 201 88B 3.2ms", request_id="abc",
-            method="POST", path="/v1.41/containers/create", status=201, bytes=88, duration_ms=3.2,
-            hooks=hooks))
-        self.assertEqual(record, {
-            "time": record["time"], "level": "info", "namespace": "test.ns",
-            "message": "#abc POST /v1.41/containers/create -> 201 88B 3.2ms", "request_id": "abc",
-            "method": "POST", "path": "/v1.41/containers/create", "status": 201, "bytes": 88,
-            "duration_ms": 3.2, "hooks": hooks})
+        record = one(
+            lambda log: log.info(
+                "{line}",
+                line="#abc POST /v1.41/containers/create -> 201 88B 3.2ms",
+                request_id="abc",
+                method="POST",
+                path="/v1.41/containers/create",
+                status=201,
+                bytes=88,
+                duration_ms=3.2,
+                hooks=hooks,
+            )
+        )
+        self.assertEqual(
+            record,
+            {
+                "time": record["time"],
+                "level": "info",
+                "namespace": "test.ns",
+                "message": "#abc POST /v1.41/containers/create -> 201 88B 3.2ms",
+                "request_id": "abc",
+                "method": "POST",
+                "path": "/v1.41/containers/create",
+                "status": 201,
+                "bytes": 88,
+                "duration_ms": 3.2,
+                "hooks": hooks,
+            },
+        )
 
     def test_printed_fields_are_not_repeated(self) -> None:
         record = one(lambda log: log.info("{a} {b.real} {c()} {d[0]}", a=1, b=2, c=lambda: 3, d=[4], e=5))
@@ -128,10 +161,20 @@ class FormatTests(TestCase):
         loop: dict = {}
         loop["self"] = loop
         thing = object()
-        record = one(lambda log: log.info(
-            "values", thing=thing, tags={"a"}, raw=b"\xff", nan=float("nan"), inf=float("-inf"),
-            keyed={(1, 2): "tuple key", "ok": [1, thing]}, loop=loop, bad=_BadRepr(),
-            text="caf\u00e9 \udcff"))
+        record = one(
+            lambda log: log.info(
+                "values",
+                thing=thing,
+                tags={"a"},
+                raw=b"\xff",
+                nan=float("nan"),
+                inf=float("-inf"),
+                keyed={(1, 2): "tuple key", "ok": [1, thing]},
+                loop=loop,
+                bad=_BadRepr(),
+                text="caf\u00e9 \udcff",
+            )
+        )
         self.assertEqual(record["thing"], repr(thing))
         self.assertEqual(record["tags"], "{'a'}")
         self.assertEqual(record["raw"], "b'\\xff'")
@@ -225,8 +268,7 @@ class InstallTests(TestCase):
         app = service.Application("powerstrip")
         top.setServiceParent(app)
         observer = app.getComponent(ILogObserver)
-        observer({"log_format": "hello {x}", "x": 1, "log_time": 0.0, "log_namespace": "t",
-                  "log_level": LogLevel.info})
+        observer({"log_format": "hello {x}", "x": 1, "log_time": 0.0, "log_namespace": "t", "log_level": LogLevel.info})
         access.out.flush()
         with open(self.path, encoding="utf-8") as f:
             line = f.read()
@@ -304,9 +346,18 @@ class InstallTests(TestCase):
 
         cfg = os.path.join(self.dir, "adapters.yml")
         with open(cfg, "w") as f:
-            f.write(proxy.PASSTHROUGH)
-        config = self.twistd_config("-n", f"--logfile={self.path}", "powerstrip", "--log-format", "json",
-                                    "--config", cfg, "--listen", f"tcp:{unused_port()}:interface=127.0.0.1")
+            f.write(PASSTHROUGH)
+        config = self.twistd_config(
+            "-n",
+            f"--logfile={self.path}",
+            "powerstrip",
+            "--log-format",
+            "json",
+            "--config",
+            cfg,
+            "--listen",
+            f"tcp:{unused_port()}:interface=127.0.0.1",
+        )
         app = UnixApplicationRunner(config).createOrGetApplication()
         self.emit(app.getComponent(ILogObserver), "via twistd")
         self.assertEqual(self.read_lines(self.path)[0]["message"], "via twistd")
@@ -317,8 +368,9 @@ class InstallTests(TestCase):
         self.assertIn("--log-format must be one of text, json", str(error))
 
     def test_json_with_syslog_is_a_usage_error(self) -> None:
-        error = self.assertRaises(usage.UsageError, self.twistd_config, "--syslog", "powerstrip",
-                                  "--log-format", "json")
+        error = self.assertRaises(
+            usage.UsageError, self.twistd_config, "--syslog", "powerstrip", "--log-format", "json"
+        )
         self.assertIn("--syslog", str(error))
 
 
@@ -326,7 +378,7 @@ def access_events(events: list[dict]) -> list[dict]:
     return [e for e in events if e.get("log_namespace") == "powerstrip.access" and "status" in e]
 
 
-class RequestLogTests(proxy.ProxyTestCase):
+class RequestLogTests(ProxyTestCase):
     """What the proxy logs about requests carries the request id and the access fields."""
 
     def setUp(self) -> None:
@@ -360,27 +412,37 @@ class RequestLogTests(proxy.ProxyTestCase):
     def test_access_line_fields_and_response_header(self) -> Any:
         self.start()
         client = yield self.connect()
-        _, _, resp = yield self.roundtrip(client, proxy.request(b"GET", b"/v1.41/version?x=1"),
-                                          proxy.KeepAliveTests.VERSION)
+        _, _, resp = yield self.roundtrip(client, request(b"GET", b"/v1.41/version?x=1"), VERSION_RESPONSE)
         request_id = resp.value(b"powerstrip-request-id").decode()
         self.assertRegex(request_id, r"^[0-9a-f]{16}$")
         [record] = yield self.wait_for(request_id=request_id)
-        self.assertEqual({k: record[k] for k in ("level", "namespace", "method", "path", "status", "hooks")},
-                         {"level": "info", "namespace": "powerstrip.access", "method": "GET",
-                          "path": "/v1.41/version?x=1", "status": 200, "hooks": []})
+        self.assertEqual(
+            {k: record[k] for k in ("level", "namespace", "method", "path", "status", "hooks")},
+            {
+                "level": "info",
+                "namespace": "powerstrip.access",
+                "method": "GET",
+                "path": "/v1.41/version?x=1",
+                "status": 200,
+                "hooks": [],
+            },
+        )
         self.assertEqual(record["bytes"], len(resp.body))
         self.assertIsInstance(record["duration_ms"], float)
-        self.assertEqual(record["message"],
-                         f"#{request_id} GET /v1.41/version?x=1 -> 200 {len(resp.body)}B "
-                         f"{record['duration_ms']:.1f}ms")
+        self.assertEqual(
+            record["message"],
+            f"#{request_id} GET /v1.41/version?x=1 -> 200 {len(resp.body)}B {record['duration_ms']:.1f}ms",
+        )
 
     @defer.inlineCallbacks
     def test_access_line_lists_hooks(self) -> Any:
-        self.start(proxy.CREATE_PRE, hook=proxy.add_env)
+        self.start(CREATE_PRE, hook=add_env)
         client = yield self.connect()
         _, _, resp = yield self.roundtrip(
-            client, proxy.json_request(b"POST", b"/v1.41/containers/create", {"Image": "busybox"}),
-            proxy.json_response(b"201 Created", {"Id": "abc", "Warnings": []}))
+            client,
+            json_request(b"POST", b"/v1.41/containers/create", {"Image": "busybox"}),
+            json_response(b"201 Created", {"Id": "abc", "Warnings": []}),
+        )
         request_id = resp.value(b"powerstrip-request-id").decode()
         [record] = yield self.wait_for(request_id=request_id, status=201)
         [hook] = record["hooks"]
@@ -391,10 +453,12 @@ class RequestLogTests(proxy.ProxyTestCase):
     @defer.inlineCallbacks
     def test_adapter_fault_warning_carries_request_id(self) -> Any:
         port = unused_port()
-        self.start(f'version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [gone]\n'
-                   f"adapters:\n  gone: http://127.0.0.1:{port}/gone\n")
+        self.start(
+            f'version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [gone]\n'
+            f"adapters:\n  gone: http://127.0.0.1:{port}/gone\n"
+        )
         client = yield self.connect()
-        client.send(proxy.json_request(b"POST", b"/v1.41/containers/create", {"Image": "busybox"}))
+        client.send(json_request(b"POST", b"/v1.41/containers/create", {"Image": "busybox"}))
         resp = yield client.response()
         request_id = resp.value(b"powerstrip-request-id").decode()
         [warning] = yield self.wait_for(request_id=request_id, level="warn")
@@ -407,9 +471,9 @@ class RequestLogTests(proxy.ProxyTestCase):
         def refuse(call: Any, payload: dict) -> bytes:
             return reply(call, {"message": "no"}, code=403)
 
-        self.start(proxy.CREATE_PRE, verbose=True, hook=refuse)
+        self.start(CREATE_PRE, verbose=True, hook=refuse)
         client = yield self.connect()
-        client.send(proxy.json_request(b"POST", b"/v1.41/containers/create", {"Image": "busybox"}))
+        client.send(json_request(b"POST", b"/v1.41/containers/create", {"Image": "busybox"}))
         resp = yield client.response()
         request_id = resp.value(b"powerstrip-request-id").decode()
         yield self.wait_for(request_id=request_id, status=resp.code)
@@ -422,18 +486,18 @@ class RequestLogTests(proxy.ProxyTestCase):
     def test_stream_access_line_has_stream_bytes(self) -> Any:
         self.start()
         client = yield self.connect()
-        client.send(proxy.attach_request())
+        client.send(attach_request())
         conn, _ = yield self.dockerd.next_request()
-        conn.send(proxy.UPGRADED)
-        yield client.wait_bytes(len(proxy.UPGRADED))
+        conn.send(UPGRADED)
+        yield client.wait_bytes(len(UPGRADED))
         client.send(b"stdin")
         yield conn.wait_stream(5)
-        conn.send(proxy.FRAME)
-        yield client.wait_bytes(len(proxy.FRAME), len(proxy.UPGRADED))
+        conn.send(FRAME)
+        yield client.wait_bytes(len(FRAME), len(UPGRADED))
         conn.transport.loseConnection()
         yield client.wait_eof()
         client.transport.loseConnection()
-        [record] = yield self.wait_for(path=proxy.ATTACH_URI.decode(), status=101)
-        self.assertEqual((record["stream_bytes_in"], record["stream_bytes_out"]), (5, len(proxy.FRAME)))
+        [record] = yield self.wait_for(path=ATTACH_URI.decode(), status=101)
+        self.assertEqual((record["stream_bytes_in"], record["stream_bytes_out"]), (5, len(FRAME)))
         self.assertRegex(record["request_id"], r"^[0-9a-f]{16}$")
-        self.assertTrue(record["message"].endswith(f" stream in=5B out={len(proxy.FRAME)}B"), record)
+        self.assertTrue(record["message"].endswith(f" stream in=5B out={len(FRAME)}B"), record)

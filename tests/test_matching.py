@@ -12,8 +12,9 @@ from powerstrip.wire.rules import key_version, path_globs, request_path
 A, B, C, D = (AdapterSpec(n, f"http://{n}/hook") for n in "abcd")
 
 
-def rule(pattern: str, pre: tuple[AdapterSpec, ...] = (), post: tuple[AdapterSpec, ...] = (),
-         versions: str | None = None) -> Endpoint:
+def rule(
+    pattern: str, pre: tuple[AdapterSpec, ...] = (), post: tuple[AdapterSpec, ...] = (), versions: str | None = None
+) -> Endpoint:
     """An endpoint as :func:`powerstrip.config.spec.parse_config` would build it."""
     method, path = pattern.split()
     return Endpoint(pattern, method.upper(), path, pre, post, parse_versions(versions) if versions else ())
@@ -159,8 +160,9 @@ class MergeTests(MatchTestCase):
             rule("POST /*/containers/*", pre=(B,), post=(D,)),
             rule("* /*", post=(A,)),
         )
-        route = self.assertMatches(cfg, "POST", "/v1.41/containers/create",
-                                   "POST /*/containers/create", "POST /*/containers/*", "* /*")
+        route = self.assertMatches(
+            cfg, "POST", "/v1.41/containers/create", "POST /*/containers/create", "POST /*/containers/*", "* /*"
+        )
         self.assertEqual(route.pre, (A, B))
         self.assertEqual(route.post, (C, D, A))
 
@@ -212,13 +214,14 @@ class NoMatchTests(MatchTestCase):
 class FromYamlTests(MatchTestCase):
     def test_parsed_file(self) -> None:
         cfg = parse_config(
-            'endpoints:\n'
+            "endpoints:\n"
             '  "post /*/containers/create": {pre: [a, b]}\n'
             '  "* /*/containers/*": {pre: [b], post: [a]}\n'
             'adapters: {a: "http://a/", b: "http://b/"}\n'
         )
-        route = self.assertMatches(cfg, "POST", "/containers/create?name=x",
-                                   "post /*/containers/create", "* /*/containers/*")
+        route = self.assertMatches(
+            cfg, "POST", "/containers/create?name=x", "post /*/containers/create", "* /*/containers/*"
+        )
         self.assertEqual([a.name for a in route.pre], ["a", "b"])
         self.assertEqual([a.name for a in route.post], ["a"])
         self.assertNoMatch(cfg, "GET", "/v1.41/images/json")
@@ -227,8 +230,9 @@ class FromYamlTests(MatchTestCase):
 class DecodedPathTests(TestCase):
     def test_percent_encoded_path_still_matches(self) -> None:
         """dockerd decodes %XX before routing: an encoded create must not slip past the rule."""
-        cfg = parse_config('version: 1\nendpoints:\n  "POST /*/containers/create": {pre: [a]}\n'
-                           "adapters:\n  a: http://a/\n")
+        cfg = parse_config(
+            'version: 1\nendpoints:\n  "POST /*/containers/create": {pre: [a]}\nadapters:\n  a: http://a/\n'
+        )
         for path in ("/v1.41/containers/%63reate", "/containers/%63reate", "/v1.41/%63ontainers/create?name=x"):
             self.assertTrue(match(cfg, "POST", path).hooked, path)
 
@@ -236,10 +240,22 @@ class DecodedPathTests(TestCase):
 class PathIdentityTests(MatchTestCase):
     """The version prefix is never part of a path (issue 13, item 1)."""
 
-    SPELLINGS = ("POST /containers/create", "POST /*/containers/create", "POST /v1.41/containers/create",
-                 "POST /v1.*/containers/create", "POST /v*/containers/create", "POST /v1.4[01]/containers/create")
-    REQUESTS = ("/containers/create", "/v1.41/containers/create", "/v1.24/containers/create",
-                "/v1.56/containers/create?name=x", "/v1/containers/create", "/%76%31.41/containers/create")
+    SPELLINGS = (
+        "POST /containers/create",
+        "POST /*/containers/create",
+        "POST /v1.41/containers/create",
+        "POST /v1.*/containers/create",
+        "POST /v*/containers/create",
+        "POST /v1.4[01]/containers/create",
+    )
+    REQUESTS = (
+        "/containers/create",
+        "/v1.41/containers/create",
+        "/v1.24/containers/create",
+        "/v1.56/containers/create?name=x",
+        "/v1/containers/create",
+        "/%76%31.41/containers/create",
+    )
 
     def test_every_spelling_matches_every_version(self) -> None:
         for spelling in self.SPELLINGS:
@@ -268,8 +284,9 @@ class PathIdentityTests(MatchTestCase):
         self.assertEqual(path_globs("/version"), ("/version",))
         self.assertEqual(path_globs("/volumes/*"), ("/volumes/*",))
         self.assertEqual(path_globs("*"), ("*",))
-        self.assertEqual((key_version("/v1.41/info"), key_version("/*/info"), key_version("/volumes")),
-                         ("v1.41", None, None))
+        self.assertEqual(
+            (key_version("/v1.41/info"), key_version("/*/info"), key_version("/volumes")), ("v1.41", None, None)
+        )
 
     def test_versions_field(self) -> None:
         cfg = config(rule("POST /containers/create", pre=(A,), versions=">=1.44"))
@@ -286,7 +303,8 @@ class PathIdentityTests(MatchTestCase):
             self.assertEqual(match(cfg, "POST", f"/v{v}/containers/create").hooked, hit, v)
 
     def test_versions_from_yaml(self) -> None:
-        cfg = parse_config('endpoints:\n  "POST /containers/create": {pre: [a], versions: "==1.41"}\n'
-                           'adapters: {a: "http://a/"}\n')
+        cfg = parse_config(
+            'endpoints:\n  "POST /containers/create": {pre: [a], versions: "==1.41"}\nadapters: {a: "http://a/"}\n'
+        )
         self.assertTrue(match(cfg, "POST", "/v1.41/containers/create").hooked)
         self.assertFalse(match(cfg, "POST", "/v1.42/containers/create").hooked)

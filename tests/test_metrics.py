@@ -1,7 +1,7 @@
 """Prometheus metrics: what each kind of request adds, read back from the exposition text.
 
 The requests go through a real Powerstrip in front of the in-process fake
-dockerd and fake adapters of :mod:`tests.test_proxy`; the counts are read
+dockerd and fake adapters of :mod:`tests.support`; the counts are read
 by parsing what ``GET /metrics`` would serve (and, in :class:`EndpointTests`,
 what the admin listener does serve).
 """
@@ -26,8 +26,7 @@ from powerstrip.ops.metrics import DURATION_BUCKETS, Metrics, method_label
 from powerstrip.ops.reload import reload_config
 from powerstrip.proxy.route import Proxy
 from powerstrip.wire.endpoints import DockerAddress
-from tests.fakes import echo_pre, reply, unused_port
-from tests.test_proxy import (
+from tests.support import (
     FRAME,
     LAST_CHUNK,
     PASSTHROUGH,
@@ -35,9 +34,12 @@ from tests.test_proxy import (
     ProxyTestCase,
     attach_request,
     chunk,
+    echo_pre,
     json_request,
+    reply,
     request,
     response,
+    unused_port,
 )
 
 CREATE = "POST /*/containers/create"
@@ -46,8 +48,11 @@ HOOKED = f'version: 1\nendpoints:\n  "{CREATE}":\n    pre: [hook]\nadapters:\n  
 
 def parse(text: str) -> dict[tuple[str, frozenset], float]:
     """Exposition text → ``{(sample name, labels): value}``."""
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def scrape(resource: Proxy) -> dict[tuple[str, frozenset], float]:
@@ -83,8 +88,9 @@ class RequestTests(MetricsTestCase):
         """A pass-through request: route "none", method, code, duration, bytes out; nothing else."""
         resource = self.start()
         client = yield self.connect()
-        _, _, resp = yield self.roundtrip(client, request(b"GET", b"/_ping"),
-                                          response(b"200 OK", (b"Content-Length", b"2"), body=b"OK"))
+        _, _, resp = yield self.roundtrip(
+            client, request(b"GET", b"/_ping"), response(b"200 OK", (b"Content-Length", b"2"), body=b"OK")
+        )
         self.assertEqual(resp.code, 200)
         m = yield self.counted(resource, 1)
         self.assertEqual(value(m, "powerstrip_requests_total", route="none", method="GET", code="200"), 1)
@@ -103,9 +109,10 @@ class RequestTests(MetricsTestCase):
         resource = self.start(HOOKED, hook=echo_pre)
         client = yield self.connect()
         data = json_request(b"POST", b"/v1.41/containers/create", {"Image": "busybox"})
-        body = data[data.index(b"\r\n\r\n") + 4:]
-        _, _, resp = yield self.roundtrip(client, data, response(b"201 Created", (b"Content-Length", b"7"),
-                                                                 body=b'{"x":1}'))
+        body = data[data.index(b"\r\n\r\n") + 4 :]
+        _, _, resp = yield self.roundtrip(
+            client, data, response(b"201 Created", (b"Content-Length", b"7"), body=b'{"x":1}')
+        )
         self.assertEqual(resp.code, 201)
         m = yield self.counted(resource, 1)
         self.assertEqual(value(m, "powerstrip_requests_total", route=CREATE, method="POST", code="201"), 1)
@@ -127,8 +134,9 @@ class RequestTests(MetricsTestCase):
         self.assertEqual(resp.code, 403)
         m = yield self.counted(resource, 1)
         self.assertEqual(value(m, "powerstrip_requests_total", route=CREATE, method="POST", code="403"), 1)
-        self.assertEqual(value(m, "powerstrip_hook_calls_total", adapter="hook", phase="pre-hook",
-                               outcome="Refused"), 1)
+        self.assertEqual(
+            value(m, "powerstrip_hook_calls_total", adapter="hook", phase="pre-hook", outcome="Refused"), 1
+        )
         self.assertEqual(total(m, "powerstrip_hook_faults_total"), 0)
         self.assertEqual(value(m, "powerstrip_client_sent_bytes_total"), len(resp.body))
 
@@ -144,8 +152,9 @@ class RequestTests(MetricsTestCase):
         self.assertEqual(resp.code, 502)
         m = yield self.counted(resource, 1)
         self.assertEqual(value(m, "powerstrip_requests_total", route=CREATE, method="POST", code="502"), 1)
-        self.assertEqual(value(m, "powerstrip_hook_calls_total", adapter="hook", phase="pre-hook",
-                               outcome="AdapterFault"), 1)
+        self.assertEqual(
+            value(m, "powerstrip_hook_calls_total", adapter="hook", phase="pre-hook", outcome="AdapterFault"), 1
+        )
         self.assertEqual(value(m, "powerstrip_hook_faults_total", adapter="hook"), 1)
         self.assertEqual(value(m, "powerstrip_hook_duration_seconds_count", adapter="hook", phase="pre-hook"), 1)
 
@@ -165,14 +174,28 @@ class RequestTests(MetricsTestCase):
         resource = self.start()
         client = yield self.connect()
         body = b"\x00" * 100_000
-        yield self.roundtrip(client, request(b"PUT", b"/v1.41/containers/abc/archive?path=/",
-                                             (b"Content-Type", b"application/x-tar"),
-                                             (b"Content-Length", b"%d" % len(body)), body=body),
-                             response(b"200 OK", (b"Content-Length", b"0")))
-        yield self.roundtrip(client, request(b"POST", b"/v1.41/build", (b"Content-Type", b"application/x-tar"),
-                                             (b"Transfer-Encoding", b"chunked"),
-                                             body=chunk(b"abc") + chunk(b"defg") + LAST_CHUNK),
-                             response(b"200 OK", (b"Content-Length", b"0")))
+        yield self.roundtrip(
+            client,
+            request(
+                b"PUT",
+                b"/v1.41/containers/abc/archive?path=/",
+                (b"Content-Type", b"application/x-tar"),
+                (b"Content-Length", b"%d" % len(body)),
+                body=body,
+            ),
+            response(b"200 OK", (b"Content-Length", b"0")),
+        )
+        yield self.roundtrip(
+            client,
+            request(
+                b"POST",
+                b"/v1.41/build",
+                (b"Content-Type", b"application/x-tar"),
+                (b"Transfer-Encoding", b"chunked"),
+                body=chunk(b"abc") + chunk(b"defg") + LAST_CHUNK,
+            ),
+            response(b"200 OK", (b"Content-Length", b"0")),
+        )
         m = yield self.counted(resource, 2)
         self.assertEqual(value(m, "powerstrip_client_received_bytes_total"), len(body) + 7)
         self.assertEqual(value(m, "powerstrip_requests_total", route="none", method="PUT", code="200"), 1)
@@ -222,8 +245,9 @@ class RequestTests(MetricsTestCase):
         client.transport.abortConnection()
         m = yield self.counted(resource, 1)
         self.assertEqual(value(m, "powerstrip_requests_total", route=CREATE, method="POST", code="none"), 1)
-        self.assertEqual(value(m, "powerstrip_hook_calls_total", adapter="hook", phase="pre-hook",
-                               outcome="CancelledError"), 1)
+        self.assertEqual(
+            value(m, "powerstrip_hook_calls_total", adapter="hook", phase="pre-hook", outcome="CancelledError"), 1
+        )
         self.assertEqual(total(m, "powerstrip_hook_faults_total"), 0)
 
     @defer.inlineCallbacks
@@ -246,8 +270,9 @@ class RequestTests(MetricsTestCase):
         resource.access_log = False
         client = yield self.connect()
         for _ in range(3):
-            yield self.roundtrip(client, request(b"GET", b"/_ping"),
-                                 response(b"200 OK", (b"Content-Length", b"2"), body=b"OK"))
+            yield self.roundtrip(
+                client, request(b"GET", b"/_ping"), response(b"200 OK", (b"Content-Length", b"2"), body=b"OK")
+            )
         m = yield self.counted(resource, 3)
         self.assertEqual(value(m, "powerstrip_requests_total", route="none", method="GET", code="200"), 3)
         self.assertEqual(value(m, "powerstrip_client_sent_bytes_total"), 6)
@@ -258,8 +283,9 @@ class RequestTests(MetricsTestCase):
         first = self.start()
         second = self.start()  # the one self.connect() reaches
         client = yield self.connect()
-        yield self.roundtrip(client, request(b"GET", b"/_ping"),
-                             response(b"200 OK", (b"Content-Length", b"2"), body=b"OK"))
+        yield self.roundtrip(
+            client, request(b"GET", b"/_ping"), response(b"200 OK", (b"Content-Length", b"2"), body=b"OK")
+        )
         yield self.counted(second, 1)
         self.assertEqual(total(scrape(first), "powerstrip_requests_total"), 0)
 
@@ -299,14 +325,18 @@ class ReloadTests(TestCase):
         path = self.mktemp()
         with open(path, "w") as f:
             f.write("version: 1\nendpoints: {}\nadapters: {}\n")
-        resource = Proxy(reactor, parse_config(PASSTHROUGH, "x"),
-                                      DockerAddress.parse("unix:///nonexistent"), metrics=Metrics)
+        resource = Proxy(
+            reactor, parse_config(PASSTHROUGH, "x"), DockerAddress.parse("unix:///nonexistent"), metrics=Metrics
+        )
         self.addCleanup(resource.close)
         m = scrape(resource)
         self.assertEqual(value(m, "powerstrip_config_reloads_total", result="ok"), 0)
         self.assertEqual(value(m, "powerstrip_config_reloads_total", result="failed"), 0)
-        self.assertIn(("powerstrip_config_reloads_total", frozenset({("result", "failed")})), m,
-                      "the failed series exists before the first failure")
+        self.assertIn(
+            ("powerstrip_config_reloads_total", frozenset({("result", "failed")})),
+            m,
+            "the failed series exists before the first failure",
+        )
         self.assertTrue(reload_config(resource, path))
         self.assertFalse(reload_config(resource, path + ".missing"))
         self.assertFalse(reload_config(resource, path + ".missing"))
@@ -317,8 +347,10 @@ class ReloadTests(TestCase):
 
 class UnitTests(TestCase):
     def test_method_labels_are_bounded(self) -> None:
-        self.assertEqual([method_label(m) for m in ("GET", "post", "HEAD", "BREW", "X" * 100)],
-                         ["GET", "POST", "HEAD", "other", "other"])
+        self.assertEqual(
+            [method_label(m) for m in ("GET", "post", "HEAD", "BREW", "X" * 100)],
+            ["GET", "POST", "HEAD", "other", "other"],
+        )
 
     def test_buckets_span_a_millisecond_to_a_minute(self) -> None:
         self.assertEqual((DURATION_BUCKETS[0], DURATION_BUCKETS[-1]), (0.001, 60.0))
@@ -335,28 +367,46 @@ class EndpointTests(TestCase):
 
     @defer.inlineCallbacks
     def test_metrics_served_by_admin_site(self) -> Any:
-        proxy = Proxy(reactor, parse_config(PASSTHROUGH, "x"),
-                                   DockerAddress.parse(f"tcp://127.0.0.1:{unused_port()}"), metrics=Metrics)
+        proxy = Proxy(
+            reactor,
+            parse_config(PASSTHROUGH, "x"),
+            DockerAddress.parse(f"tcp://127.0.0.1:{unused_port()}"),
+            metrics=Metrics,
+        )
         self.addCleanup(proxy.close)
         proxy.metrics.reloaded(False)
         port = reactor.listenTCP(0, admin_site(reactor, proxy), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         base = f"http://127.0.0.1:{port.getHost().port}"
         resp = yield treq.get(base + "/metrics", persistent=False)
-        text = (yield resp.text("utf-8"))
+        text = yield resp.text("utf-8")
         self.assertEqual(resp.code, 200)
         self.assertTrue(resp.headers.getRawHeaders(b"content-type")[0].startswith(b"text/plain; version=0.0.4"))
         m = parse(text)
         self.assertEqual(value(m, "powerstrip_config_reloads_total", result="failed"), 1)
-        for name in ("powerstrip_requests_in_flight", "powerstrip_streams_active", "powerstrip_streams_total",
-                     "powerstrip_client_received_bytes_total", "powerstrip_client_sent_bytes_total"):
+        for name in (
+            "powerstrip_requests_in_flight",
+            "powerstrip_streams_active",
+            "powerstrip_streams_total",
+            "powerstrip_client_received_bytes_total",
+            "powerstrip_client_sent_bytes_total",
+        ):
             self.assertEqual(value(m, name), 0, name)
         families = {f.name for f in text_string_to_metric_families(text)}
-        self.assertLessEqual({"powerstrip_requests", "powerstrip_request_duration_seconds", "powerstrip_hook_calls",
-                              "powerstrip_hook_faults", "powerstrip_hook_duration_seconds"}, families)
+        self.assertLessEqual(
+            {
+                "powerstrip_requests",
+                "powerstrip_request_duration_seconds",
+                "powerstrip_hook_calls",
+                "powerstrip_hook_faults",
+                "powerstrip_hook_duration_seconds",
+            },
+            families,
+        )
         # Prometheus asking for OpenMetrics gets it.
-        resp = yield treq.get(base + "/metrics", persistent=False,
-                              headers={b"Accept": [b"application/openmetrics-text; version=1.0.0"]})
+        resp = yield treq.get(
+            base + "/metrics", persistent=False, headers={b"Accept": [b"application/openmetrics-text; version=1.0.0"]}
+        )
         body = yield resp.content()
         self.assertTrue(resp.headers.getRawHeaders(b"content-type")[0].startswith(b"application/openmetrics-text"))
         self.assertTrue(body.endswith(b"# EOF\n"), body[-40:])

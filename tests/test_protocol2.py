@@ -19,9 +19,16 @@ from twisted.web.server import NOT_DONE_YET, Request
 from powerstrip.hooks.peer import _peer_credentials
 from powerstrip.proxy.exchange import CLIENT_GONE
 from powerstrip.sdk.schema import validate
-from tests.fakes import reply
-from tests.test_proxy import ProxyTestCase, json_request, json_response, request
-from tests.test_tls import Certificates, client_creator
+from tests.support import (
+    Certificates,
+    ProxyTestCase,
+    client_creator,
+    echo_pre,
+    json_request,
+    json_response,
+    reply,
+    request,
+)
 
 CREATE = b"/v1.41/containers/create"
 
@@ -54,9 +61,12 @@ class PayloadTests(ProxyTestCase):
         self.start(config("a", "a", v2("a")), a=echo2)
         client = yield self.connect()
         _, _, resp = yield self.roundtrip(
-            client, json_request(b"POST", CREATE, {"Image": "busybox"}).replace(
-                b"\r\n\r\n", b"\r\nX-Trace: 1\r\nConnection: keep-alive, X-Hop\r\nX-Hop: no\r\n\r\n", 1),
-            json_response(b"201 Created", {"Id": "abc"}))
+            client,
+            json_request(b"POST", CREATE, {"Image": "busybox"}).replace(
+                b"\r\n\r\n", b"\r\nX-Trace: 1\r\nConnection: keep-alive, X-Hop\r\nX-Hop: no\r\n\r\n", 1
+            ),
+            json_response(b"201 Created", {"Id": "abc"}),
+        )
         pre, post = (payload for _, payload in self.adapters.calls)
         rid = resp.value(b"powerstrip-request-id").decode()
         self.assertEqual((pre["RequestId"], post["RequestId"]), (rid, rid))
@@ -73,8 +83,6 @@ class PayloadTests(ProxyTestCase):
 
     @defer.inlineCallbacks
     def test_v1_adapters_see_no_v2_fields(self) -> Any:
-        from tests.fakes import echo_pre
-
         self.start(config("one", adapters="  one: $BASE/one\n"), one=echo_pre)
         client = yield self.connect()
         yield self.roundtrip(client, json_request(b"POST", CREATE, {}), json_response(b"201 Created", {}))
@@ -86,15 +94,18 @@ class HeaderTests(ProxyTestCase):
     @defer.inlineCallbacks
     def test_pre_hook_replaces_headers(self) -> Any:
         def set_headers(call: Request, payload: dict) -> bytes:
-            req = dict(payload["ClientRequest"], Headers={"Content-Type": ["application/json"],
-                                                          "X-Tenant": ["blue", "green"]})
+            req = dict(
+                payload["ClientRequest"], Headers={"Content-Type": ["application/json"], "X-Tenant": ["blue", "green"]}
+            )
             return reply(call, {"PowerstripProtocolVersion": 2, "ModifiedClientRequest": req})
 
         self.start(config("a", adapters=v2("a")), a=set_headers)
         client = yield self.connect()
         req, _, _ = yield self.roundtrip(
-            client, json_request(b"POST", CREATE, {"Image": "x"}).replace(b"\r\n\r\n", b"\r\nX-Drop: 1\r\n\r\n", 1),
-            json_response(b"201 Created", {}))
+            client,
+            json_request(b"POST", CREATE, {"Image": "x"}).replace(b"\r\n\r\n", b"\r\nX-Drop: 1\r\n\r\n", 1),
+            json_response(b"201 Created", {}),
+        )
         self.assertEqual(req.values(b"x-tenant"), [b"blue", b"green"])
         self.assertEqual(req.values(b"x-drop"), [])
         self.assertEqual(req.values(b"content-length"), [b"%d" % len(req.body)])
@@ -108,8 +119,9 @@ class HeaderTests(ProxyTestCase):
 
         self.start(config(post="a", adapters=v2("a")), a=post)
         client = yield self.connect()
-        _, _, resp = yield self.roundtrip(client, json_request(b"POST", CREATE, {}),
-                                          json_response(b"201 Created", {"Id": "abc"}))
+        _, _, resp = yield self.roundtrip(
+            client, json_request(b"POST", CREATE, {}), json_response(b"201 Created", {"Id": "abc"})
+        )
         self.assertEqual((resp.code, resp.values(b"x-audit")), (202, [b"seen"]))
         self.assertEqual(resp.values(b"content-type"), [b"application/json"])  # ContentType wins
         self.assertEqual(resp.json(), {"Id": "abc"})
@@ -139,9 +151,18 @@ class ShortCircuitTests(ProxyTestCase):
     @defer.inlineCallbacks
     def test_pre_hook_answers_itself(self) -> Any:
         def answer(call: Request, payload: dict) -> bytes:
-            return reply(call, {"PowerstripProtocolVersion": 2, "ServerResponse": {
-                "Code": 201, "ContentType": "application/json", "Body": '{"Id": "cached"}',
-                "Headers": {"X-Served-By": ["cache"]}}})
+            return reply(
+                call,
+                {
+                    "PowerstripProtocolVersion": 2,
+                    "ServerResponse": {
+                        "Code": 201,
+                        "ContentType": "application/json",
+                        "Body": '{"Id": "cached"}',
+                        "Headers": {"X-Served-By": ["cache"]},
+                    },
+                },
+            )
 
         self.start(config("a, b", "b", v2("a") + v2("b")), a=answer, b=echo2)
         client = yield self.connect()
@@ -167,14 +188,19 @@ class ReplyCheckTests(ProxyTestCase):
         self.assertNothingReachedDocker()
 
     def test_version_1_reply_to_version_2_call(self) -> Any:
-        return self.assertFault({"PowerstripProtocolVersion": 1, "ModifiedClientRequest": {}},
-                                "reply has PowerstripProtocolVersion 1, expected 2")
+        return self.assertFault(
+            {"PowerstripProtocolVersion": 1, "ModifiedClientRequest": {}},
+            "reply has PowerstripProtocolVersion 1, expected 2",
+        )
 
     def test_schema_violation_names_the_field(self) -> Any:
         return self.assertFault(
-            {"PowerstripProtocolVersion": 2,
-             "ModifiedClientRequest": {"Method": "POST", "Request": "/x", "Body": None, "Headers": {"A": "1"}}},
-            "reply does not follow protocol 2: ModifiedClientRequest.Headers.A")
+            {
+                "PowerstripProtocolVersion": 2,
+                "ModifiedClientRequest": {"Method": "POST", "Request": "/x", "Body": None, "Headers": {"A": "1"}},
+            },
+            "reply does not follow protocol 2: ModifiedClientRequest.Headers.A",
+        )
 
 
 class UnwindTests(ProxyTestCase):
@@ -189,6 +215,7 @@ class UnwindTests(ProxyTestCase):
             if payload["Type"] == "unwind":
                 self.unwound.append((name, payload))
             return echo2(call, payload)
+
         return handle
 
     @defer.inlineCallbacks
@@ -202,9 +229,16 @@ class UnwindTests(ProxyTestCase):
 
     @defer.inlineCallbacks
     def test_later_refusal_unwinds_in_reverse_order(self) -> Any:
-        self.start(config("a, b, c, deny", adapters=v2("a", ", unwind: true") + v2("b") + v2("c", ", unwind: true")
-                          + "  deny: $BASE/deny\n"),
-                   a=self.recorder("a"), b=self.recorder("b"), c=self.recorder("c"), deny=refuse)
+        self.start(
+            config(
+                "a, b, c, deny",
+                adapters=v2("a", ", unwind: true") + v2("b") + v2("c", ", unwind: true") + "  deny: $BASE/deny\n",
+            ),
+            a=self.recorder("a"),
+            b=self.recorder("b"),
+            c=self.recorder("c"),
+            deny=refuse,
+        )
         client = yield self.connect()
         client.send(json_request(b"POST", CREATE, {"Image": "x"}))
         resp = yield client.response()
@@ -212,8 +246,9 @@ class UnwindTests(ProxyTestCase):
         unwound = yield self.unwinds(2)
         self.assertEqual([name for name, _ in unwound], ["c", "a"])
         payload = unwound[0][1]
-        self.assertEqual((payload["Stage"], payload["Failure"]), ("pre-hook", {"Adapter": "deny", "Code": 403,
-                                                                               "Message": "no"}))
+        self.assertEqual(
+            (payload["Stage"], payload["Failure"]), ("pre-hook", {"Adapter": "deny", "Code": 403, "Message": "no"})
+        )
         self.assertEqual(payload["RequestId"], resp.value(b"powerstrip-request-id").decode())
         self.assertEqual(payload["ServerResponse"]["Code"], 403)
         self.assertNothingReachedDocker()
@@ -222,22 +257,30 @@ class UnwindTests(ProxyTestCase):
     def test_docker_error_unwinds_with_its_body(self) -> Any:
         self.start(config("a", adapters=v2("a", ", unwind: true")), a=self.recorder("a"))
         client = yield self.connect()
-        _, _, resp = yield self.roundtrip(client, json_request(b"POST", CREATE, {"Image": "x"}),
-                                          json_response(b"409 Conflict", {"message": "name in use"}))
+        _, _, resp = yield self.roundtrip(
+            client,
+            json_request(b"POST", CREATE, {"Image": "x"}),
+            json_response(b"409 Conflict", {"message": "name in use"}),
+        )
         self.assertEqual(resp.code, 409)
         [(_, payload)] = yield self.unwinds(1)
-        self.assertEqual((payload["Stage"], payload["Failure"]), ("docker", {"Adapter": None, "Code": 409,
-                                                                             "Message": "name in use"}))
+        self.assertEqual(
+            (payload["Stage"], payload["Failure"]), ("docker", {"Adapter": None, "Code": 409, "Message": "name in use"})
+        )
         self.assertEqual(json.loads(payload["ServerResponse"]["Body"]), {"message": "name in use"})
         self.assertEqual(json.loads(payload["ClientRequest"]["Body"]), {"Image": "x"})
 
     @defer.inlineCallbacks
     def test_post_hook_fault_unwinds(self) -> Any:
-        self.start(config("a", "bad", v2("a", ", unwind: true") + "  bad: $BASE/bad\n"),
-                   a=self.recorder("a"), bad=lambda call, payload: reply(call, b"garbage"))
+        self.start(
+            config("a", "bad", v2("a", ", unwind: true") + "  bad: $BASE/bad\n"),
+            a=self.recorder("a"),
+            bad=lambda call, payload: reply(call, b"garbage"),
+        )
         client = yield self.connect()
-        _, _, resp = yield self.roundtrip(client, json_request(b"POST", CREATE, {}),
-                                          json_response(b"201 Created", {"Id": "abc"}))
+        _, _, resp = yield self.roundtrip(
+            client, json_request(b"POST", CREATE, {}), json_response(b"201 Created", {"Id": "abc"})
+        )
         self.assertEqual(resp.code, 502)
         [(_, payload)] = yield self.unwinds(1)
         self.assertEqual((payload["Stage"], payload["Failure"]["Adapter"]), ("post-hook", "bad"))
@@ -246,16 +289,21 @@ class UnwindTests(ProxyTestCase):
     def test_client_gone_during_pre_hooks_unwinds(self) -> Any:
         """The client left while a later pre-hook ran: dockerd never got the request,
         so what the earlier pre-hook set up is released (Stage client, no response)."""
-        self.start(config("a, slow", adapters=v2("a", ", unwind: true") + "  slow: $BASE/slow\n"),
-                   a=self.recorder("a"), slow=lambda call, payload: NOT_DONE_YET)
+        self.start(
+            config("a, slow", adapters=v2("a", ", unwind: true") + "  slow: $BASE/slow\n"),
+            a=self.recorder("a"),
+            slow=lambda call, payload: NOT_DONE_YET,
+        )
         client = yield self.connect()
         client.send(json_request(b"POST", CREATE, {"Image": "x"}))
         while len(self.adapters.calls) < 2:
             yield deferLater(reactor, 0.01, lambda: None)
         client.transport.abortConnection()
         [(_, payload)] = yield self.unwinds(1)
-        self.assertEqual((payload["Stage"], payload["Failure"], payload["ServerResponse"]),
-                         ("client", {"Adapter": None, "Code": None, "Message": CLIENT_GONE}, None))
+        self.assertEqual(
+            (payload["Stage"], payload["Failure"], payload["ServerResponse"]),
+            ("client", {"Adapter": None, "Code": None, "Message": CLIENT_GONE}, None),
+        )
         self.assertEqual(json.loads(payload["ClientRequest"]["Body"]), {"Image": "x"})
         self.assertEqual(validate(payload, "v2/unwind"), [])
         self.assertNothingReachedDocker()
@@ -285,8 +333,9 @@ class UnwindTests(ProxyTestCase):
                 return reply(call, {"message": "cannot release"}, code=500)
             return echo2(call, payload)
 
-        self.start(config("a, deny", adapters=v2("a", ", unwind: true") + "  deny: $BASE/deny\n"),
-                   a=broken, deny=refuse)
+        self.start(
+            config("a, deny", adapters=v2("a", ", unwind: true") + "  deny: $BASE/deny\n"), a=broken, deny=refuse
+        )
         client = yield self.connect()
         client.send(json_request(b"POST", CREATE, {}))
         resp = yield client.response()
@@ -306,8 +355,9 @@ class CallerTests(SynchronousTestCase):
                 return a
 
         caller = _peer_credentials(Transport())
-        self.assertEqual((caller.transport, caller.uid, caller.gid, caller.pid), ("unix", os.getuid(), os.getgid(),
-                                                                                  os.getpid()))
+        self.assertEqual(
+            (caller.transport, caller.uid, caller.gid, caller.pid), ("unix", os.getuid(), os.getgid(), os.getpid())
+        )
         self.assertEqual(caller.wire()["Uid"], os.getuid())
 
 
@@ -320,8 +370,11 @@ class TLSCallerTests(ProxyTestCase):
         yield self.roundtrip(client, json_request(b"POST", CREATE, {}), json_response(b"201 Created", {}))
         caller = self.adapters.calls[0][1]["Caller"]
         pem = (certs.client / "cert.pem").read_bytes()
-        der = x509.load_pem_x509_certificate(pem).public_bytes(encoding=__import__(
-            "cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]).Encoding.DER)
+        der = x509.load_pem_x509_certificate(pem).public_bytes(
+            encoding=__import__("cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]).Encoding.DER
+        )
         self.assertEqual((caller["Transport"], caller["User"]), ("tls", "alice"))
-        self.assertEqual(caller["Certificate"], {"Subject": "CN=alice", "CommonName": "alice",
-                                                 "Fingerprint": "sha256:" + hashlib.sha256(der).hexdigest()})
+        self.assertEqual(
+            caller["Certificate"],
+            {"Subject": "CN=alice", "CommonName": "alice", "Fingerprint": "sha256:" + hashlib.sha256(der).hexdigest()},
+        )

@@ -2,11 +2,11 @@
 
 Each test runs, on 127.0.0.1 in this reactor:
 
-- a fake dockerd (:class:`tests.fakes.FakeDockerd`) that records every byte
+- a fake dockerd (:class:`tests.support.FakeDockerd`) that records every byte
   it gets and answers exactly the bytes the test scripts, when it says so;
 - Powerstrip itself: a :class:`~powerstrip.proxy.front.FrontFactory` over a
   :class:`~powerstrip.proxy.route.Proxy` pointed at the fake;
-- a raw client (:class:`tests.fakes.RawClient`) sending exact bytes;
+- a raw client (:class:`tests.support.RawClient`) sending exact bytes;
 - when hooks are configured, fake adapters (a twisted.web Site).
 
 These are the Docker API's edge cases of the Docker wire notes (``docker-wire.md``, beside the project):
@@ -23,184 +23,37 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import NOT_DONE_YET, Request
 
-from powerstrip.config.spec import parse_config
-from powerstrip.ops.access import AccessLog
-from powerstrip.ops.metrics import Metrics
 from powerstrip.proxy.exchange import when_flushed
-from powerstrip.proxy.front import FrontFactory
-from powerstrip.proxy.route import Limits, Proxy
-from powerstrip.wire.endpoints import DockerAddress
-from powerstrip.wire.tls import DockerTLS, ListenerTLS
-from tests.fakes import (
+from powerstrip.proxy.route import Limits
+from tests.support import (
+    ATTACH_URI,
+    CREATE_PRE,
+    FRAME,
+    LAST_CHUNK,
+    UPGRADED,
+    VERSION_RESPONSE,
     DockerConnection,
-    FakeAdapters,
-    FakeDockerd,
-    Message,
-    RawClient,
-    Tracker,
-    connect,
+    ProxyTestCase,
+    add_env,
+    attach_request,
+    chunk,
     echo_post,
     echo_pre,
+    json_request,
+    json_response,
     reply,
+    request,
+    response,
     unused_port,
 )
-
-PASSTHROUGH = "version: 1\nendpoints: {}\nadapters: {}\n"
-
-ATTACH_URI = b"/v1.41/containers/abc/attach?stderr=1&stdin=1&stdout=1&stream=1"
-UPGRADED = (b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\n"
-            b"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
-#: A multiplexed stdout frame: [1, 0, 0, 0, size uint32 BE] + payload.
-FRAME = b"\x01\x00\x00\x00\x00\x00\x00\x06hello\n"
-
-
-def request(method: bytes, uri: bytes, *headers: tuple[bytes, bytes], body: bytes = b"",
-            version: bytes = b"HTTP/1.1", host: bool = True) -> bytes:
-    """The exact bytes of a request (``Host: docker`` first unless told otherwise)."""
-    lines = [method + b" " + uri + b" " + version]
-    if host:
-        lines.append(b"Host: docker")
-    lines.extend(k + b": " + v for k, v in headers)
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
-
-
-def attach_request(*extra: tuple[bytes, bytes]) -> bytes:
-    """``docker run``'s attach, as the CLI sends it (Upgrade, empty text/plain body)."""
-    return request(b"POST", ATTACH_URI, (b"Connection", b"Upgrade"), (b"Upgrade", b"tcp"),
-                   (b"Content-Type", b"text/plain"), (b"Content-Length", b"0"), *extra)
-
-
-def json_request(method: bytes, uri: bytes, obj: Any) -> bytes:
-    body = json.dumps(obj).encode()
-    return request(method, uri, (b"Content-Type", b"application/json"),
-                   (b"Content-Length", b"%d" % len(body)), body=body)
-
-
-def chunk(data: bytes) -> bytes:
-    """One chunk of a chunked body."""
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-LAST_CHUNK = b"0\r\n\r\n"
-
-
-def response(status: bytes, *headers: tuple[bytes, bytes], body: bytes = b"") -> bytes:
-    """The exact bytes of a response."""
-    lines = [b"HTTP/1.1 " + status]
-    lines.extend(k + b": " + v for k, v in headers)
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
-
-
-def json_response(status: bytes, obj: Any) -> bytes:
-    body = json.dumps(obj).encode()
-    return response(status, (b"Content-Type", b"application/json"), (b"Content-Length", b"%d" % len(body)),
-                    body=body)
 
 
 def contains(recorder: Any, needle: bytes) -> Any:
     """A predicate for :meth:`Recorder.wait`: ``needle`` has arrived."""
     return lambda: True if needle in recorder.data else None
-
-
-class ProxyTestCase(TestCase):
-    """A fake dockerd, fake adapters and (on :meth:`start`) Powerstrip in front of them."""
-
-    timeout = 10
-
-    def setUp(self) -> None:
-        self.tracker = Tracker()
-        self.ports: list[Any] = []
-        self.resources: list[Proxy] = []
-        self.proxy_transports: list[Any] = []  # Powerstrip's side of each client connection
-        self.dockerd = FakeDockerd(self.tracker)
-        self.dockerd_port = self.listen(self.dockerd)
-        self.adapters = FakeAdapters()
-        self.adapter_base = f"http://127.0.0.1:{self.listen(Site(self.adapters))}"
-        self.addCleanup(self._shutdown)
-
-    def listen(self, factory: Any) -> int:
-        self.tracker.track_factory(factory)
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.ports.append(port)
-        return port.getHost().port
-
-    def start(self, config: str = PASSTHROUGH, limits: Limits | None = None, docker: str | None = None,
-              tls: ListenerTLS | None = None, docker_tls: DockerTLS | None = None, verbose: bool = False,
-              site_options: dict | None = None, **handlers: Any) -> Proxy:
-        """Run Powerstrip with ``config`` (``$BASE`` is the fake adapters' URL) and adapter ``handlers``.
-
-        ``tls`` puts its listener behind TLS; ``docker_tls`` talks TLS to the
-        fake dockerd; ``site_options`` go to :class:`FrontFactory`.
-        """
-        self.adapters.handlers.update(handlers)
-        cfg = parse_config(config.replace("$BASE", self.adapter_base), "test")
-        address = DockerAddress.parse(docker or f"tcp://127.0.0.1:{self.dockerd_port}")
-        # Access lines as twisted.logger events (what a service without a log file writes).
-        resource = Proxy(reactor, cfg, address, limits or Limits(), docker_tls=docker_tls, verbose=verbose,
-                         metrics=Metrics, access_log=AccessLog(reactor))
-        # The pool's connections to dockerd are ended at clean-up like every other.
-        self.tracker.track_factory(resource.upstream._factory)
-        self.resources.append(resource)
-        site = FrontFactory(resource, **(site_options or {}))
-        self.proxy_port = self.listen(site if tls is None else tls.wrap(site))
-        build = site.buildProtocol
-
-        def build_and_record(addr: Any) -> Any:
-            channel = build(addr)
-            make_connection = channel.makeConnection
-
-            def connected(transport: Any) -> None:
-                self.proxy_transports.append(transport)
-                make_connection(transport)
-
-            channel.makeConnection = connected
-            return channel
-
-        site.buildProtocol = build_and_record
-        return resource
-
-    def connect(self, tls: Any = None) -> defer.Deferred:
-        """Fire with a new :class:`RawClient` connected to Powerstrip (over
-        TLS with the client connection creator ``tls``)."""
-        return connect(reactor, self.proxy_port, self.tracker, tls)
-
-    @defer.inlineCallbacks
-    def _shutdown(self) -> Any:
-        # A finished adapter call returns its connection to treq's pool a turn later.
-        yield deferLater(reactor, 0, lambda: None)
-        for resource in self.resources:
-            yield resource.close()
-        yield self.tracker.close_all()
-        for port in self.ports:
-            yield port.stopListening()
-
-    @defer.inlineCallbacks
-    def roundtrip(self, client: RawClient, data: bytes, answer: bytes, head_only: bool = False) -> Any:
-        """Send ``data``; dockerd answers its next request with ``answer``.
-
-        Fires with ``(request dockerd got, its connection, response the client got)``.
-        """
-        client.send(data)
-        conn, req = yield self.dockerd.next_request()
-        conn.send(answer)
-        resp = yield client.response(head_only=head_only)
-        return req, conn, resp
-
-    def assertNothingReachedDocker(self) -> None:
-        self.assertEqual(self.dockerd.connections, [], "dockerd was connected to")
-        self.assertEqual(self.dockerd.received, b"")
-
-    def assertDockerError(self, resp: Message, code: int, prefix: str) -> str:
-        """``resp`` is a Docker-style JSON error with ``code`` whose message starts with ``prefix``."""
-        self.assertEqual(resp.code, code, resp.raw)
-        self.assertEqual(resp.values(b"content-type"), [b"application/json"])
-        self.assertEqual(resp.value(b"content-length"), b"%d" % len(resp.body))
-        message = resp.json()["message"]
-        self.assertTrue(message.startswith(prefix), message)
-        return message
 
 
 # -- heads and bodies --------------------------------------------------------------
@@ -212,12 +65,17 @@ class StreamingResponseTests(ProxyTestCase):
         """dockerd's head reaches the client while dockerd still holds the body (``docker run``'s wait)."""
         self.start()
         client = yield self.connect()
-        client.send(request(b"POST", b"/v1.41/containers/abc/wait?condition=next-exit",
-                            (b"Content-Length", b"0")))
+        client.send(request(b"POST", b"/v1.41/containers/abc/wait?condition=next-exit", (b"Content-Length", b"0")))
         conn, req = yield self.dockerd.next_request()
         self.assertEqual(req.start, b"POST /v1.41/containers/abc/wait?condition=next-exit HTTP/1.1")
-        conn.send(response(b"200 OK", (b"Api-Version", b"1.41"), (b"Content-Type", b"application/json"),
-                           (b"Transfer-Encoding", b"chunked")))
+        conn.send(
+            response(
+                b"200 OK",
+                (b"Api-Version", b"1.41"),
+                (b"Content-Type", b"application/json"),
+                (b"Transfer-Encoding", b"chunked"),
+            )
+        )
         head = yield client.head()
         self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n"), head)
         self.assertEqual(client.data, head, "body bytes nobody sent")
@@ -234,8 +92,11 @@ class StreamingResponseTests(ProxyTestCase):
     @defer.inlineCallbacks
     def test_streaming_call_with_post_hook_relays_head_at_once(self) -> Any:
         """A post-hook matching ``wait`` is skipped: holding the response would deadlock ``docker run``."""
-        self.start('version: 1\nendpoints:\n  "POST /*/containers/*/wait":\n    post: [watcher]\n'
-                   "adapters:\n  watcher: $BASE/watcher\n", watcher=echo_post)
+        self.start(
+            'version: 1\nendpoints:\n  "POST /*/containers/*/wait":\n    post: [watcher]\n'
+            "adapters:\n  watcher: $BASE/watcher\n",
+            watcher=echo_post,
+        )
         client = yield self.connect()
         client.send(request(b"POST", b"/v1.41/containers/abc/wait?condition=removed", (b"Content-Length", b"0")))
         conn, _ = yield self.dockerd.next_request()
@@ -255,11 +116,21 @@ class StreamingResponseTests(ProxyTestCase):
         gzipped = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xff\x00\x01"
         stat = b"eyJuYW1lIjoiZiIsInNpemUiOjN9"
         req, _, resp = yield self.roundtrip(
-            client, request(b"GET", b"/v1.41/containers/abc/archive?path=/f"),
-            response(b"200 OK", (b"X-Docker-Test", b"a"), (b"Content-Encoding", b"gzip"),
-                     (b"X-Docker-Test", b"b"), (b"X-Docker-Container-Path-Stat", stat),
-                     (b"Keep-Alive", b"timeout=5"), (b"Connection", b"X-Secret"), (b"X-Secret", b"hop"),
-                     (b"Content-Length", b"%d" % len(gzipped)), body=gzipped))
+            client,
+            request(b"GET", b"/v1.41/containers/abc/archive?path=/f"),
+            response(
+                b"200 OK",
+                (b"X-Docker-Test", b"a"),
+                (b"Content-Encoding", b"gzip"),
+                (b"X-Docker-Test", b"b"),
+                (b"X-Docker-Container-Path-Stat", stat),
+                (b"Keep-Alive", b"timeout=5"),
+                (b"Connection", b"X-Secret"),
+                (b"X-Secret", b"hop"),
+                (b"Content-Length", b"%d" % len(gzipped)),
+                body=gzipped,
+            ),
+        )
         self.assertEqual(req.start, b"GET /v1.41/containers/abc/archive?path=/f HTTP/1.1")
         self.assertEqual(resp.code, 200)
         self.assertEqual(resp.values(b"x-docker-test"), [b"a", b"b"])
@@ -278,8 +149,10 @@ class StreamingResponseTests(ProxyTestCase):
         self.start()
         client = yield self.connect()
         _, _, resp = yield self.roundtrip(
-            client, request(b"GET", b"/v1.41/containers/abc/logs?stdout=1&follow=1"),
-            response(b"200 OK", (b"Transfer-Encoding", b"chunked"), body=chunk(FRAME) + LAST_CHUNK))
+            client,
+            request(b"GET", b"/v1.41/containers/abc/logs?stdout=1&follow=1"),
+            response(b"200 OK", (b"Transfer-Encoding", b"chunked"), body=chunk(FRAME) + LAST_CHUNK),
+        )
         self.assertNotIn(b"content-type", resp.names, resp.raw_head)
         self.assertEqual(resp.body, FRAME)
 
@@ -290,15 +163,22 @@ class StreamingResponseTests(ProxyTestCase):
         client = yield self.connect()
         stat = b"eyJuYW1lIjoiZiJ9"
         req, _, resp = yield self.roundtrip(
-            client, request(b"HEAD", b"/v1.41/containers/abc/archive?path=/f"),
-            response(b"200 OK", (b"X-Docker-Container-Path-Stat", stat), (b"Content-Type", b"application/x-tar"),
-                     (b"Content-Length", b"1234")),
-            head_only=True)
+            client,
+            request(b"HEAD", b"/v1.41/containers/abc/archive?path=/f"),
+            response(
+                b"200 OK",
+                (b"X-Docker-Container-Path-Stat", stat),
+                (b"Content-Type", b"application/x-tar"),
+                (b"Content-Length", b"1234"),
+            ),
+            head_only=True,
+        )
         self.assertEqual(req.method, b"HEAD")
         self.assertEqual(resp.values(b"x-docker-container-path-stat"), [stat])
         self.assertEqual(resp.values(b"content-length"), [b"1234"])
-        _, _, resp = yield self.roundtrip(client, request(b"GET", b"/_ping"),
-                                          response(b"200 OK", (b"Content-Length", b"2"), body=b"OK"))
+        _, _, resp = yield self.roundtrip(
+            client, request(b"GET", b"/_ping"), response(b"200 OK", (b"Content-Length", b"2"), body=b"OK")
+        )
         self.assertEqual((resp.code, resp.body), (200, b"OK"))
         self.assertEqual(client.rest, b"")
 
@@ -307,14 +187,21 @@ class StreamingResponseTests(ProxyTestCase):
         """BuildKit's many ``X-Docker-Expose-Session-Grpc-Method`` headers each reach dockerd."""
         self.start()
         client = yield self.connect()
-        methods = [b"/moby.filesync.v1.FileSync/DiffCopy", b"/moby.filesync.v1.FileSync/TarStream",
-                   b"/moby.filesync.v1.Auth/Credentials", b"/moby.filesync.v1.Auth/FetchToken",
-                   b"/grpc.health.v1.Health/Check", b"/moby.buildkit.secrets.v1.Secrets/GetSecret"]
+        methods = [
+            b"/moby.filesync.v1.FileSync/DiffCopy",
+            b"/moby.filesync.v1.FileSync/TarStream",
+            b"/moby.filesync.v1.Auth/Credentials",
+            b"/moby.filesync.v1.Auth/FetchToken",
+            b"/grpc.health.v1.Health/Check",
+            b"/moby.buildkit.secrets.v1.Secrets/GetSecret",
+        ]
         headers = [(b"X-Docker-Expose-Session-Uuid", b"u-1"), (b"X-Docker-Expose-Session-Name", b"ctx")]
         headers += [(b"X-Docker-Expose-Session-Grpc-Method", m) for m in methods]
         req, _, resp = yield self.roundtrip(
-            client, request(b"POST", b"/v1.41/build?session=u-1", *headers, (b"Content-Length", b"0")),
-            response(b"200 OK", (b"Content-Length", b"0")))
+            client,
+            request(b"POST", b"/v1.41/build?session=u-1", *headers, (b"Content-Length", b"0")),
+            response(b"200 OK", (b"Content-Length", b"0")),
+        )
         self.assertEqual(req.values(b"x-docker-expose-session-grpc-method"), methods)
         self.assertEqual(req.values(b"x-docker-expose-session-uuid"), [b"u-1"])
         self.assertEqual(resp.code, 200)
@@ -326,13 +213,15 @@ class StreamingResponseTests(ProxyTestCase):
         client = yield self.connect()
         client.send(request(b"GET", b"/v1.41/events"))
         conn, _ = yield self.dockerd.next_request()
-        conn.send(response(b"200 OK", (b"Content-Type", b"application/json"), (b"Transfer-Encoding", b"chunked")),
-                  chunk(b'{"status":"start"}\n'))
+        conn.send(
+            response(b"200 OK", (b"Content-Type", b"application/json"), (b"Transfer-Encoding", b"chunked")),
+            chunk(b'{"status":"start"}\n'),
+        )
         yield client.wait(contains(client, b'{"status":"start"}\n'), "the first event")
         conn.transport.loseConnection()
         yield client.wait_eof().addTimeout(3, reactor)
         self.assertTrue(client.data.endswith(chunk(b'{"status":"start"}\n')), client.data)
-        self.assertNotIn(LAST_CHUNK, client.data[client.data.find(b"\r\n\r\n"):])
+        self.assertNotIn(LAST_CHUNK, client.data[client.data.find(b"\r\n\r\n") :])
 
     @defer.inlineCallbacks
     def test_client_gone_closes_docker_stream(self) -> Any:
@@ -356,8 +245,11 @@ class StreamingResponseTests(ProxyTestCase):
         client.send(request(b"GET", b"/v1.41/containers/json"))
         client.transport.loseWriteConnection()
         conn, _ = yield self.dockerd.next_request()
-        conn.send(response(b"200 OK", (b"Content-Type", b"application/json"), (b"Transfer-Encoding", b"chunked")),
-                  chunk(b"[]"), LAST_CHUNK)
+        conn.send(
+            response(b"200 OK", (b"Content-Type", b"application/json"), (b"Transfer-Encoding", b"chunked")),
+            chunk(b"[]"),
+            LAST_CHUNK,
+        )
         resp = yield client.response()
         self.assertEqual((resp.code, resp.body), (200, b"[]"))
         yield client.wait_eof()
@@ -374,9 +266,15 @@ class RequestBodyTests(ProxyTestCase):
         self.start()
         client = yield self.connect()
         pieces = [b"tar header " * 10, b"file content\n" * 100, b"\x00" * 1024]
-        client.send(request(b"PUT", b"/v1.41/containers/abc/archive?path=/tmp",
-                            (b"Content-Type", b"text/plain"), (b"Transfer-Encoding", b"chunked")),
-                    chunk(pieces[0]))
+        client.send(
+            request(
+                b"PUT",
+                b"/v1.41/containers/abc/archive?path=/tmp",
+                (b"Content-Type", b"text/plain"),
+                (b"Transfer-Encoding", b"chunked"),
+            ),
+            chunk(pieces[0]),
+        )
         conn: DockerConnection = yield self.dockerd.next_connection()
         # The first piece reaches dockerd before the client sends the rest: streamed, not buffered.
         yield conn.wait(contains(conn, pieces[0]), "the first piece")
@@ -400,9 +298,18 @@ class RequestBodyTests(ProxyTestCase):
         self.start()
         client = yield self.connect()
         body = b"some tar bytes" * 50
-        client.send(request(b"PUT", b"/v1.41/containers/abc/archive?path=/tmp", (b"Content-Type", b"text/plain"),
-                            (b"Transfer-Encoding", b"chunked"), version=b"HTTP/1.0"),
-                    chunk(body[:300]), chunk(body[300:]), LAST_CHUNK)
+        client.send(
+            request(
+                b"PUT",
+                b"/v1.41/containers/abc/archive?path=/tmp",
+                (b"Content-Type", b"text/plain"),
+                (b"Transfer-Encoding", b"chunked"),
+                version=b"HTTP/1.0",
+            ),
+            chunk(body[:300]),
+            chunk(body[300:]),
+            LAST_CHUNK,
+        )
         resp = yield client.response()
         self.assertDockerError(resp, 400, "powerstrip: Transfer-Encoding in an HTTP/1.0 request")
         yield client.wait_eof()
@@ -414,8 +321,15 @@ class RequestBodyTests(ProxyTestCase):
         is done the next request on the connection is read (found by bench/soak.py: it was not)."""
         proxy = self.start()
         client = yield self.connect()
-        client.send(request(b"PUT", b"/v1.41/containers/abc/archive?path=/tmp", (b"Content-Type", b"application/x-tar"),
-                            (b"Content-Length", b"10")), b"01234")
+        client.send(
+            request(
+                b"PUT",
+                b"/v1.41/containers/abc/archive?path=/tmp",
+                (b"Content-Type", b"application/x-tar"),
+                (b"Content-Length", b"10"),
+            ),
+            b"01234",
+        )
         conn: DockerConnection = yield self.dockerd.next_connection()
         yield conn.wait(contains(conn, b"01234"), "the first half")
         [front] = proxy.connections
@@ -431,8 +345,9 @@ class RequestBodyTests(ProxyTestCase):
         conn2.send(response(b"200 OK", (b"Content-Length", b"0")))
         resp = yield client.response()
         self.assertEqual(resp.code, 200)
-        _, _, resp = yield self.roundtrip(client, request(b"GET", b"/_ping"),
-                                          response(b"200 OK", (b"Content-Length", b"2"), body=b"OK"))
+        _, _, resp = yield self.roundtrip(
+            client, request(b"GET", b"/_ping"), response(b"200 OK", (b"Content-Length", b"2"), body=b"OK")
+        )
         self.assertEqual(resp.body, b"OK")
 
     @defer.inlineCallbacks
@@ -454,8 +369,15 @@ class RequestBodyTests(ProxyTestCase):
         self.start()
         client = yield self.connect()
         body = bytes(range(256)) * 8
-        client.send(request(b"POST", b"/v1.41/images/load?quiet=1", (b"Content-Type", b"application/x-tar"),
-                            (b"Content-Length", b"%d" % len(body))), body[:1000])
+        client.send(
+            request(
+                b"POST",
+                b"/v1.41/images/load?quiet=1",
+                (b"Content-Type", b"application/x-tar"),
+                (b"Content-Length", b"%d" % len(body)),
+            ),
+            body[:1000],
+        )
         conn: DockerConnection = yield self.dockerd.next_connection()
         yield conn.wait(contains(conn, body[:1000]), "the first piece")
         client.send(body[1000:])
@@ -465,26 +387,45 @@ class RequestBodyTests(ProxyTestCase):
         self.assertNotIn(b"transfer-encoding", req.names)
         self.assertEqual(req.body, body)
         self.assertEqual(conn.stream, b"", "bytes past the declared length")
-        conn.send(response(b"200 OK", (b"Content-Type", b"application/json"), (b"Transfer-Encoding", b"chunked")),
-                  chunk(b'{"stream":"Loaded image"}\n'), LAST_CHUNK)
+        conn.send(
+            response(b"200 OK", (b"Content-Type", b"application/json"), (b"Transfer-Encoding", b"chunked")),
+            chunk(b'{"stream":"Loaded image"}\n'),
+            LAST_CHUNK,
+        )
         resp = yield client.response()
         self.assertEqual(resp.body, b'{"stream":"Loaded image"}\n')
 
     @defer.inlineCallbacks
     def test_non_json_body_with_pre_hook_streams_unseen(self) -> Any:
         """A pre-hook on ``docker cp`` in sees ``"Body": null``; 1 MiB of tar reaches dockerd intact."""
-        self.start('version: 1\nendpoints:\n  "PUT /*/containers/*/archive":\n    pre: [watcher]\n'
-                   "adapters:\n  watcher: $BASE/watcher\n", watcher=echo_pre)
+        self.start(
+            'version: 1\nendpoints:\n  "PUT /*/containers/*/archive":\n    pre: [watcher]\n'
+            "adapters:\n  watcher: $BASE/watcher\n",
+            watcher=echo_pre,
+        )
         client = yield self.connect()
         body = bytes(range(251)) * (1024 * 1024 // 251) + b"end"
         uri = b"/v1.41/containers/abc/archive?path=/tmp"
         req, _, resp = yield self.roundtrip(
-            client, request(b"PUT", uri, (b"Content-Type", b"application/x-tar"),
-                            (b"Content-Length", b"%d" % len(body)), body=body),
-            response(b"200 OK", (b"Content-Length", b"0")))
-        self.assertEqual(self.adapters.calls, [("watcher", {
-            "PowerstripProtocolVersion": 1, "Type": "pre-hook",
-            "ClientRequest": {"Method": "PUT", "Request": uri.decode(), "Body": None}})])
+            client,
+            request(
+                b"PUT", uri, (b"Content-Type", b"application/x-tar"), (b"Content-Length", b"%d" % len(body)), body=body
+            ),
+            response(b"200 OK", (b"Content-Length", b"0")),
+        )
+        self.assertEqual(
+            self.adapters.calls,
+            [
+                (
+                    "watcher",
+                    {
+                        "PowerstripProtocolVersion": 1,
+                        "Type": "pre-hook",
+                        "ClientRequest": {"Method": "PUT", "Request": uri.decode(), "Body": None},
+                    },
+                )
+            ],
+        )
         self.assertEqual(req.values(b"content-length"), [b"%d" % len(body)])
         self.assertEqual(len(req.body), len(body))
         self.assertTrue(req.body == body, "the body was changed on its way")
@@ -632,10 +573,17 @@ class UpgradeTests(ProxyTestCase):
         """BuildKit's ``/session``: ``101 Switching Protocols`` (no Content-Type), then dockerd's preface."""
         self.start()
         client = yield self.connect()
-        client.send(request(b"POST", b"/session", (b"Upgrade", b"h2c"), (b"Connection", b"Upgrade"),
-                            (b"X-Docker-Expose-Session-Uuid", b"u-1"),
-                            (b"X-Docker-Expose-Session-Grpc-Method", b"/a.A/One"),
-                            (b"X-Docker-Expose-Session-Grpc-Method", b"/b.B/Two")))
+        client.send(
+            request(
+                b"POST",
+                b"/session",
+                (b"Upgrade", b"h2c"),
+                (b"Connection", b"Upgrade"),
+                (b"X-Docker-Expose-Session-Uuid", b"u-1"),
+                (b"X-Docker-Expose-Session-Grpc-Method", b"/a.A/One"),
+                (b"X-Docker-Expose-Session-Grpc-Method", b"/b.B/Two"),
+            )
+        )
         conn, req = yield self.dockerd.next_request()
         self.assertEqual(req.start, b"POST /session HTTP/1.1")
         self.assertEqual(req.values(b"upgrade"), [b"h2c"])
@@ -681,9 +629,13 @@ class UpgradeTests(ProxyTestCase):
 
 
 class KeepAliveTests(ProxyTestCase):
-    PING = response(b"200 OK", (b"Api-Version", b"1.41"), (b"Content-Type", b"text/plain; charset=utf-8"),
-                    (b"Content-Length", b"2"), body=b"OK")
-    VERSION = json_response(b"200 OK", {"ApiVersion": "1.41", "Version": "20.10.24"})
+    PING = response(
+        b"200 OK",
+        (b"Api-Version", b"1.41"),
+        (b"Content-Type", b"text/plain; charset=utf-8"),
+        (b"Content-Length", b"2"),
+        body=b"OK",
+    )
 
     @defer.inlineCallbacks
     def test_sequential_requests_then_upgrade_on_same_connection(self) -> Any:
@@ -692,7 +644,7 @@ class KeepAliveTests(ProxyTestCase):
         client = yield self.connect()
         _, _, resp = yield self.roundtrip(client, request(b"GET", b"/_ping"), self.PING)
         self.assertEqual((resp.code, resp.body), (200, b"OK"))
-        _, _, resp = yield self.roundtrip(client, request(b"GET", b"/v1.41/version"), self.VERSION)
+        _, _, resp = yield self.roundtrip(client, request(b"GET", b"/v1.41/version"), VERSION_RESPONSE)
         self.assertEqual(resp.json()["ApiVersion"], "1.41")
         client.send(attach_request())
         conn, req = yield self.dockerd.next_request()
@@ -712,14 +664,13 @@ class KeepAliveTests(ProxyTestCase):
         """Three requests and stdin bytes in one segment: two answers in order, the 101, the stream."""
         self.start()
         client = yield self.connect()
-        client.send(request(b"GET", b"/_ping") + request(b"GET", b"/v1.41/version") + attach_request()
-                    + b"early stdin")
+        client.send(request(b"GET", b"/_ping") + request(b"GET", b"/v1.41/version") + attach_request() + b"early stdin")
         conn, req = yield self.dockerd.next_request()
         self.assertEqual(req.uri, b"/_ping")
         conn.send(self.PING)
         conn, req = yield self.dockerd.next_request()
         self.assertEqual(req.uri, b"/v1.41/version")
-        conn.send(self.VERSION)
+        conn.send(VERSION_RESPONSE)
         conn, req = yield self.dockerd.next_request()
         self.assertEqual(req.uri, ATTACH_URI)
         conn.send(UPGRADED)
@@ -743,8 +694,10 @@ class KeepAliveTests(ProxyTestCase):
         _, first, resp = yield self.roundtrip(client, request(b"GET", b"/_ping"), self.PING)
         self.assertEqual(resp.body, b"OK")
         _, second, resp = yield self.roundtrip(
-            client, request(b"POST", b"/v1.41/containers/abc/start", (b"Content-Length", b"0")),
-            response(b"204 No Content", (b"Api-Version", b"1.41")))
+            client,
+            request(b"POST", b"/v1.41/containers/abc/start", (b"Content-Length", b"0")),
+            response(b"204 No Content", (b"Api-Version", b"1.41")),
+        )
         self.assertIs(second, first)
         self.assertEqual((resp.code, resp.body), (204, b""))
         self.assertNotIn(b"transfer-encoding", resp.names, resp.raw_head)
@@ -766,25 +719,12 @@ class KeepAliveTests(ProxyTestCase):
         conn, req = yield self.dockerd.next_request()
         self.assertIsNot(conn, first)
         self.assertEqual(req.uri, b"/v1.41/version")
-        conn.send(self.VERSION)
+        conn.send(VERSION_RESPONSE)
         resp = yield client.response()
         self.assertEqual(resp.json()["Version"], "20.10.24")
 
 
 # -- hooks --------------------------------------------------------------
-
-
-CREATE_PRE = ('version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [hook]\n'
-              "adapters:\n  hook: $BASE/hook\n")
-
-
-def add_env(call: Request, payload: dict) -> bytes:
-    """A pre-hook that adds ``Env`` to the container config."""
-    req = dict(payload["ClientRequest"])
-    body = json.loads(req["Body"])
-    body["Env"] = ["POWERSTRIP_HOOKED=1"]
-    req["Body"] = json.dumps(body)
-    return reply(call, {"PowerstripProtocolVersion": 1, "ModifiedClientRequest": req})
 
 
 class HookTests(ProxyTestCase):
@@ -793,8 +733,10 @@ class HookTests(ProxyTestCase):
         self.start(CREATE_PRE, hook=add_env)
         client = yield self.connect()
         req, _, resp = yield self.roundtrip(
-            client, json_request(b"POST", b"/v1.41/containers/create?name=web", {"Image": "busybox"}),
-            json_response(b"201 Created", {"Id": "abc", "Warnings": []}))
+            client,
+            json_request(b"POST", b"/v1.41/containers/create?name=web", {"Image": "busybox"}),
+            json_response(b"201 Created", {"Id": "abc", "Warnings": []}),
+        )
         self.assertEqual(req.start, b"POST /v1.41/containers/create?name=web HTTP/1.1")
         self.assertEqual(req.json(), {"Image": "busybox", "Env": ["POWERSTRIP_HOOKED=1"]})
         self.assertEqual(req.values(b"content-length"), [b"%d" % len(req.body)])
@@ -807,12 +749,16 @@ class HookTests(ProxyTestCase):
     @defer.inlineCallbacks
     def test_client_gone_stops_the_chain_even_with_failure_ignore(self) -> Any:
         """The client left during an adapter call: the next adapter is not called for nobody."""
+
         def hang(call: Request, payload: dict) -> Any:
             return NOT_DONE_YET
 
-        self.start('version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [slow, next]\n'
-                   "adapters:\n  slow: {url: $BASE/slow, failure: ignore}\n  next: $BASE/next\n",
-                   slow=hang, next=add_env)
+        self.start(
+            'version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [slow, next]\n'
+            "adapters:\n  slow: {url: $BASE/slow, failure: ignore}\n  next: $BASE/next\n",
+            slow=hang,
+            next=add_env,
+        )
         client = yield self.connect()
         client.send(json_request(b"POST", b"/v1.41/containers/create", {"Image": "busybox"}))
         while not self.adapters.calls:
@@ -828,8 +774,10 @@ class HookTests(ProxyTestCase):
         self.start(CREATE_PRE, hook=add_env)
         client = yield self.connect()
         req, _, resp = yield self.roundtrip(
-            client, json_request(b"POST", b"/containers/create", {"Image": "busybox"}),
-            json_response(b"201 Created", {"Id": "abc"}))
+            client,
+            json_request(b"POST", b"/containers/create", {"Image": "busybox"}),
+            json_response(b"201 Created", {"Id": "abc"}),
+        )
         self.assertEqual([c[1]["ClientRequest"]["Request"] for c in self.adapters.calls], ["/containers/create"])
         self.assertEqual(req.uri, b"/containers/create")
         self.assertEqual(req.json()["Env"], ["POWERSTRIP_HOOKED=1"])
@@ -838,18 +786,33 @@ class HookTests(ProxyTestCase):
     @defer.inlineCallbacks
     def test_post_hook_rewrites_response(self) -> Any:
         def rewrite(call: Request, payload: dict) -> bytes:
-            return reply(call, {"PowerstripProtocolVersion": 1, "ModifiedServerResponse": {
-                "Code": 202, "ContentType": "text/plain", "Body": "rewritten by the hook\n"}})
+            return reply(
+                call,
+                {
+                    "PowerstripProtocolVersion": 1,
+                    "ModifiedServerResponse": {
+                        "Code": 202,
+                        "ContentType": "text/plain",
+                        "Body": "rewritten by the hook\n",
+                    },
+                },
+            )
 
-        self.start('version: 1\nendpoints:\n  "POST /*/containers/*/start":\n    post: [hook]\n'
-                   "adapters:\n  hook: $BASE/hook\n", hook=rewrite)
+        self.start(
+            'version: 1\nendpoints:\n  "POST /*/containers/*/start":\n    post: [hook]\n'
+            "adapters:\n  hook: $BASE/hook\n",
+            hook=rewrite,
+        )
         client = yield self.connect()
         _, _, resp = yield self.roundtrip(
-            client, request(b"POST", b"/v1.41/containers/abc/start", (b"Content-Length", b"0")),
-            json_response(b"200 OK", {"Id": "abc", "pad": "x" * 100}))
-        self.assertEqual(self.adapters.calls[0][1]["ServerResponse"],
-                         {"Code": 200, "ContentType": "application/json",
-                          "Body": json.dumps({"Id": "abc", "pad": "x" * 100})})
+            client,
+            request(b"POST", b"/v1.41/containers/abc/start", (b"Content-Length", b"0")),
+            json_response(b"200 OK", {"Id": "abc", "pad": "x" * 100}),
+        )
+        self.assertEqual(
+            self.adapters.calls[0][1]["ServerResponse"],
+            {"Code": 200, "ContentType": "application/json", "Body": json.dumps({"Id": "abc", "pad": "x" * 100})},
+        )
         self.assertEqual(resp.code, 202)
         self.assertEqual(resp.values(b"content-type"), [b"text/plain"])
         self.assertEqual(resp.values(b"content-length"), [b"22"])
@@ -863,11 +826,16 @@ class HookTests(ProxyTestCase):
             resp["Body"] = json.dumps({"message": "[hook] " + json.loads(resp["Body"])["message"]})
             return reply(call, {"PowerstripProtocolVersion": 1, "ModifiedServerResponse": resp})
 
-        self.start('version: 1\nendpoints:\n  "GET /*/containers/*/json":\n    post: [hook]\n'
-                   "adapters:\n  hook: $BASE/hook\n", hook=annotate)
+        self.start(
+            'version: 1\nendpoints:\n  "GET /*/containers/*/json":\n    post: [hook]\nadapters:\n  hook: $BASE/hook\n',
+            hook=annotate,
+        )
         client = yield self.connect()
-        _, _, resp = yield self.roundtrip(client, request(b"GET", b"/v1.41/containers/nope/json"),
-                                          json_response(b"404 Not Found", {"message": "No such container: nope"}))
+        _, _, resp = yield self.roundtrip(
+            client,
+            request(b"GET", b"/v1.41/containers/nope/json"),
+            json_response(b"404 Not Found", {"message": "No such container: nope"}),
+        )
         self.assertEqual(self.adapters.calls[0][1]["ServerResponse"]["Code"], 404)
         self.assertEqual(resp.code, 404)
         self.assertEqual(resp.json(), {"message": "[hook] No such container: nope"})
@@ -891,15 +859,26 @@ class HookTests(ProxyTestCase):
     @defer.inlineCallbacks
     def test_pre_hook_refusal_of_streamed_body(self) -> Any:
         """``docker cp`` in refused: the client gets the refusal though its tar was never read."""
+
         def refuse(call: Request, payload: dict) -> bytes:
             return reply(call, {"message": "no copying"}, code=403)
 
-        self.start('version: 1\nendpoints:\n  "PUT /*/containers/*/archive":\n    pre: [hook]\n'
-                   "adapters:\n  hook: $BASE/hook\n", hook=refuse)
+        self.start(
+            'version: 1\nendpoints:\n  "PUT /*/containers/*/archive":\n    pre: [hook]\n'
+            "adapters:\n  hook: $BASE/hook\n",
+            hook=refuse,
+        )
         client = yield self.connect()
         body = b"\x00" * (256 * 1024)
-        client.send(request(b"PUT", b"/v1.41/containers/abc/archive?path=/", (b"Content-Type", b"application/x-tar"),
-                            (b"Content-Length", b"%d" % len(body)), body=body))
+        client.send(
+            request(
+                b"PUT",
+                b"/v1.41/containers/abc/archive?path=/",
+                (b"Content-Type", b"application/x-tar"),
+                (b"Content-Length", b"%d" % len(body)),
+                body=body,
+            )
+        )
         resp = yield client.response()
         self.assertEqual((resp.code, resp.json()), (403, {"message": "no copying"}))
         self.assertNothingReachedDocker()
@@ -908,14 +887,25 @@ class HookTests(ProxyTestCase):
     def test_answer_before_the_body_is_read_says_connection_close(self) -> Any:
         """A refusal while the upload is still coming: the rest is read and dropped, then the connection
         ends -- and the answer says so, or a keep-alive client would send its next request into it."""
+
         def refuse(call: Request, payload: dict) -> bytes:
             return reply(call, {"message": "no copying"}, code=403)
 
-        self.start('version: 1\nendpoints:\n  "PUT /*/containers/*/archive":\n    pre: [hook]\n'
-                   "adapters:\n  hook: $BASE/hook\n", hook=refuse)
+        self.start(
+            'version: 1\nendpoints:\n  "PUT /*/containers/*/archive":\n    pre: [hook]\n'
+            "adapters:\n  hook: $BASE/hook\n",
+            hook=refuse,
+        )
         client = yield self.connect()
-        client.send(request(b"PUT", b"/v1.41/containers/abc/archive?path=/", (b"Content-Type", b"application/x-tar"),
-                            (b"Content-Length", b"%d" % (1 << 20)), body=b"\x00" * 1000))
+        client.send(
+            request(
+                b"PUT",
+                b"/v1.41/containers/abc/archive?path=/",
+                (b"Content-Type", b"application/x-tar"),
+                (b"Content-Length", b"%d" % (1 << 20)),
+                body=b"\x00" * 1000,
+            )
+        )
         resp = yield client.response()
         self.assertEqual(resp.code, 403)
         self.assertEqual(resp.values(b"connection"), [b"close"])
@@ -929,31 +919,40 @@ class HookTests(ProxyTestCase):
     def test_keep_alive_answers_do_not_say_close(self) -> Any:
         self.start()
         client = yield self.connect()
-        _, _, resp = yield self.roundtrip(client, request(b"GET", b"/_ping"),
-                                          response(b"200 OK", (b"Content-Length", b"2"), body=b"OK"))
+        _, _, resp = yield self.roundtrip(
+            client, request(b"GET", b"/_ping"), response(b"200 OK", (b"Content-Length", b"2"), body=b"OK")
+        )
         self.assertEqual(resp.values(b"connection"), [])
 
     @defer.inlineCallbacks
     def test_adapter_down_502_and_proxy_keeps_serving(self) -> Any:
         port = unused_port()
-        self.start(f'version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [gone]\n'
-                   f"adapters:\n  gone: http://127.0.0.1:{port}/gone\n")
+        self.start(
+            f'version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [gone]\n'
+            f"adapters:\n  gone: http://127.0.0.1:{port}/gone\n"
+        )
         client = yield self.connect()
         client.send(json_request(b"POST", b"/v1.41/containers/create", {"Image": "busybox"}))
         resp = yield client.response()
         self.assertDockerError(resp, 502, f"powerstrip: adapter 'gone' (http://127.0.0.1:{port}/gone): ")
         self.assertNothingReachedDocker()
         other = yield self.connect()
-        _, _, resp = yield self.roundtrip(other, request(b"GET", b"/v1.41/version"), KeepAliveTests.VERSION)
+        _, _, resp = yield self.roundtrip(other, request(b"GET", b"/v1.41/version"), VERSION_RESPONSE)
         self.assertEqual(resp.code, 200)
 
     @defer.inlineCallbacks
     def test_response_too_large_for_post_hooks(self) -> Any:
-        self.start('version: 1\nendpoints:\n  "GET /*/containers/json":\n    post: [hook]\n'
-                   "adapters:\n  hook: $BASE/hook\n", limits=Limits(max_response_body=100), hook=echo_post)
+        self.start(
+            'version: 1\nendpoints:\n  "GET /*/containers/json":\n    post: [hook]\nadapters:\n  hook: $BASE/hook\n',
+            limits=Limits(max_response_body=100),
+            hook=echo_post,
+        )
         client = yield self.connect()
-        _, _, resp = yield self.roundtrip(client, request(b"GET", b"/v1.41/containers/json"),
-                                          json_response(b"200 OK", [{"Id": f"c{i}"} for i in range(50)]))
+        _, _, resp = yield self.roundtrip(
+            client,
+            request(b"GET", b"/v1.41/containers/json"),
+            json_response(b"200 OK", [{"Id": f"c{i}"} for i in range(50)]),
+        )
         message = self.assertDockerError(resp, 502, "powerstrip: Docker's response is larger than 100 bytes")
         self.assertIn("--max-response-body", message)
         self.assertEqual(self.adapters.calls, [])

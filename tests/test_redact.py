@@ -17,7 +17,7 @@ from powerstrip.hooks import authz, redact
 from powerstrip.hooks.flow import ClientRequest, Flow, ServerResponse
 from powerstrip.hooks.interface import Refused
 from powerstrip.hooks.redact import REDACTED
-from tests.test_hooks import HookTestCase, send
+from tests.support import HookTestCase, reply
 
 LOGIN = '{"username":"bob","password":"hunter2-pw","serveraddress":"127.0.0.1:5000"}'
 SWARM = json.dumps({"ID": "c1", "JoinTokens": {"Worker": "SWMTKN-1-worker", "Manager": "SWMTKN-1-manager"}})
@@ -26,9 +26,11 @@ AUTH_HEADER = base64.urlsafe_b64encode(LOGIN.encode()).decode()
 
 def call(method: str, uri: str, body: str | None, response: str | None = None, headers: dict | None = None) -> dict:
     """A hook call as :meth:`powerstrip.hooks.chain.HookChain.payload` builds it."""
-    out: dict[str, Any] = {"PowerstripProtocolVersion": 2, "Type": "pre-hook",
-                           "ClientRequest": {"Method": method, "Request": uri, "Body": body,
-                                             "Headers": headers or {}}}
+    out: dict[str, Any] = {
+        "PowerstripProtocolVersion": 2,
+        "Type": "pre-hook",
+        "ClientRequest": {"Method": method, "Request": uri, "Body": body, "Headers": headers or {}},
+    }
     if response is not None:
         out["Type"] = "post-hook"
         out["ServerResponse"] = {"ContentType": "application/json", "Body": response, "Code": 200, "Headers": {}}
@@ -41,41 +43,63 @@ class RulesTests(TestCase):
 
     def test_login(self) -> None:
         shown = self.shown("POST", "/v1.41/auth", LOGIN, '{"Status":"Login Succeeded","IdentityToken":"tok-123"}')
-        self.assertEqual(json.loads(shown["ClientRequest"]["Body"]),
-                         {"username": "bob", "password": REDACTED, "serveraddress": "127.0.0.1:5000"})
-        self.assertEqual(json.loads(shown["ServerResponse"]["Body"]),
-                         {"Status": "Login Succeeded", "IdentityToken": REDACTED})
+        self.assertEqual(
+            json.loads(shown["ClientRequest"]["Body"]),
+            {"username": "bob", "password": REDACTED, "serveraddress": "127.0.0.1:5000"},
+        )
+        self.assertEqual(
+            json.loads(shown["ServerResponse"]["Body"]), {"Status": "Login Succeeded", "IdentityToken": REDACTED}
+        )
 
     def test_keys_match_as_go_matches_them(self) -> None:
         """Go decodes "PassWord", "AUTH" and "identitytoKen" into the same fields: all are hidden."""
         body = '{"PassWord":"a1","AUTH":"YTpi","identitytoKen":"t","RegistryToken":"r","Username":"bob"}'
         shown = json.loads(self.shown("POST", "/auth", body)["ClientRequest"]["Body"])
-        self.assertEqual(shown, {"PassWord": REDACTED, "AUTH": REDACTED, "identitytoKen": REDACTED,
-                                 "RegistryToken": REDACTED, "Username": "bob"})
-        shown = json.loads(self.shown("POST", "/secrets/create", '{"Name":"x","ſpec":1,"DATA":"c2VjcmV0"}')
-                           ["ClientRequest"]["Body"])
+        self.assertEqual(
+            shown,
+            {
+                "PassWord": REDACTED,
+                "AUTH": REDACTED,
+                "identitytoKen": REDACTED,
+                "RegistryToken": REDACTED,
+                "Username": "bob",
+            },
+        )
+        shown = json.loads(
+            self.shown("POST", "/secrets/create", '{"Name":"x","ſpec":1,"DATA":"c2VjcmV0"}')["ClientRequest"]["Body"]
+        )
         self.assertEqual(shown["DATA"], REDACTED)
 
     def test_every_route_of_the_table(self) -> None:
         for method, uri, body, where, path in (
-                ("POST", "/v1.41/swarm/join", '{"RemoteAddrs":["a"],"JoinToken":"SWMTKN-x"}', "req", ["JoinToken"]),
-                ("POST", "/swarm/unlock", '{"UnlockKey":"SWMKEY-1-x"}', "req", ["UnlockKey"]),
-                ("POST", "/swarm/init", '{"Spec":{"CAConfig":{"SigningCAKey":"PEM"}}}', "req",
-                 ["Spec", "CAConfig", "SigningCAKey"]),
-                ("POST", "/swarm/update?version=3", '{"CAConfig":{"SigningCAKey":"PEM"}}', "req",
-                 ["CAConfig", "SigningCAKey"]),
-                ("POST", "/v1.50/secrets/create", '{"Name":"s","Data":"c2VjcmV0"}', "req", ["Data"]),
-                ("POST", "/secrets/abc/update?version=1", '{"Data":"c2VjcmV0"}', "req", ["Data"]),
-                ("POST", "/configs/create", '{"Name":"c","Data":"Y29uZmln"}', "req", ["Data"]),
-                ("POST", "/configs/abc/update", '{"Data":"Y29uZmln"}', "req", ["Data"]),
-                ("GET", "/swarm", SWARM, "resp", ["JoinTokens", "Worker"]),
-                ("GET", "/v1.41/swarm", SWARM, "resp", ["JoinTokens", "Manager"]),
-                ("GET", "/swarm/unlockkey", '{"UnlockKey":"SWMKEY-1-x"}', "resp", ["UnlockKey"]),
-                ("GET", "/configs/abc", '{"Spec":{"Data":"Y29uZmln"}}', "resp", ["Spec", "Data"]),
-                ("GET", "/configs?filters=x", '[{"Spec":{"Data":"Y29uZmln"}},{"Spec":{}}]', "resp",
-                 [0, "Spec", "Data"]),
-                ("GET", "/%73wArm".replace("A", "a"), SWARM, "resp", ["JoinTokens", "Worker"])):  # dockerd decodes %XX
-            shown = (self.shown(method, uri, body) if where == "req" else self.shown(method, uri, None, body))
+            ("POST", "/v1.41/swarm/join", '{"RemoteAddrs":["a"],"JoinToken":"SWMTKN-x"}', "req", ["JoinToken"]),
+            ("POST", "/swarm/unlock", '{"UnlockKey":"SWMKEY-1-x"}', "req", ["UnlockKey"]),
+            (
+                "POST",
+                "/swarm/init",
+                '{"Spec":{"CAConfig":{"SigningCAKey":"PEM"}}}',
+                "req",
+                ["Spec", "CAConfig", "SigningCAKey"],
+            ),
+            (
+                "POST",
+                "/swarm/update?version=3",
+                '{"CAConfig":{"SigningCAKey":"PEM"}}',
+                "req",
+                ["CAConfig", "SigningCAKey"],
+            ),
+            ("POST", "/v1.50/secrets/create", '{"Name":"s","Data":"c2VjcmV0"}', "req", ["Data"]),
+            ("POST", "/secrets/abc/update?version=1", '{"Data":"c2VjcmV0"}', "req", ["Data"]),
+            ("POST", "/configs/create", '{"Name":"c","Data":"Y29uZmln"}', "req", ["Data"]),
+            ("POST", "/configs/abc/update", '{"Data":"Y29uZmln"}', "req", ["Data"]),
+            ("GET", "/swarm", SWARM, "resp", ["JoinTokens", "Worker"]),
+            ("GET", "/v1.41/swarm", SWARM, "resp", ["JoinTokens", "Manager"]),
+            ("GET", "/swarm/unlockkey", '{"UnlockKey":"SWMKEY-1-x"}', "resp", ["UnlockKey"]),
+            ("GET", "/configs/abc", '{"Spec":{"Data":"Y29uZmln"}}', "resp", ["Spec", "Data"]),
+            ("GET", "/configs?filters=x", '[{"Spec":{"Data":"Y29uZmln"}},{"Spec":{}}]', "resp", [0, "Spec", "Data"]),
+            ("GET", "/%73wArm".replace("A", "a"), SWARM, "resp", ["JoinTokens", "Worker"]),
+        ):  # dockerd decodes %XX
+            shown = self.shown(method, uri, body) if where == "req" else self.shown(method, uri, None, body)
             doc = json.loads(shown["ClientRequest" if where == "req" else "ServerResponse"]["Body"])
             for key in path:
                 doc = doc[key]
@@ -91,12 +115,28 @@ class RulesTests(TestCase):
         self.assertIsNone(self.shown("POST", "/auth", None)["ClientRequest"]["Body"])
 
     def test_headers(self) -> None:
-        shown = redact.payload(call("POST", "/images/create?fromImage=x", None, headers={
-            "X-Registry-Auth": [AUTH_HEADER], "x-registry-config": ["e30="], "Authorization": ["Basic x"],
-            "User-Agent": ["docker"]}))
-        self.assertEqual(shown["ClientRequest"]["Headers"], {
-            "X-Registry-Auth": [REDACTED], "x-registry-config": [REDACTED], "Authorization": [REDACTED],
-            "User-Agent": ["docker"]})
+        shown = redact.payload(
+            call(
+                "POST",
+                "/images/create?fromImage=x",
+                None,
+                headers={
+                    "X-Registry-Auth": [AUTH_HEADER],
+                    "x-registry-config": ["e30="],
+                    "Authorization": ["Basic x"],
+                    "User-Agent": ["docker"],
+                },
+            )
+        )
+        self.assertEqual(
+            shown["ClientRequest"]["Headers"],
+            {
+                "X-Registry-Auth": [REDACTED],
+                "x-registry-config": [REDACTED],
+                "Authorization": [REDACTED],
+                "User-Agent": ["docker"],
+            },
+        )
 
     def test_the_original_is_not_touched(self) -> None:
         original = call("POST", "/auth", LOGIN, headers={"X-Registry-Auth": [AUTH_HEADER]})
@@ -106,8 +146,12 @@ class RulesTests(TestCase):
 
 
 class RestoreTests(TestCase):
-    original = call("POST", "/v1.41/swarm/join", '{"JoinToken": "SWMTKN-1-x", "RemoteAddrs": ["m:2377"]}',
-                    headers={"X-Registry-Auth": [AUTH_HEADER], "Accept": ["*/*"]})
+    original = call(
+        "POST",
+        "/v1.41/swarm/join",
+        '{"JoinToken": "SWMTKN-1-x", "RemoteAddrs": ["m:2377"]}',
+        headers={"X-Registry-Auth": [AUTH_HEADER], "Accept": ["*/*"]},
+    )
     shown = redact.payload(original)
 
     def back(self, **request: Any) -> dict:
@@ -120,8 +164,9 @@ class RestoreTests(TestCase):
         self.assertEqual(self.back(**self.shown["ClientRequest"]), self.original["ClientRequest"])
 
     def test_placeholders_left_in_place_are_put_back(self) -> None:
-        back = self.back(Body='{"RemoteAddrs":["other:2377"],"JoinToken":"<redacted>"}',
-                         Headers={"x-registry-auth": [REDACTED]})
+        back = self.back(
+            Body='{"RemoteAddrs":["other:2377"],"JoinToken":"<redacted>"}', Headers={"x-registry-auth": [REDACTED]}
+        )
         self.assertEqual(json.loads(back["Body"]), {"RemoteAddrs": ["other:2377"], "JoinToken": "SWMTKN-1-x"})
         self.assertEqual(back["Headers"], {"x-registry-auth": [AUTH_HEADER]})
 
@@ -139,8 +184,9 @@ class RestoreTests(TestCase):
         original = call("POST", "/auth", "not json: hunter2")
         shown = redact.payload(original)
         reply = {"ModifiedClientRequest": {"Method": "POST", "Request": "/auth", "Body": REDACTED}}
-        self.assertEqual(redact.restore_reply(reply, shown, original)["ModifiedClientRequest"]["Body"],
-                         "not json: hunter2")
+        self.assertEqual(
+            redact.restore_reply(reply, shown, original)["ModifiedClientRequest"]["Body"], "not json: hunter2"
+        )
 
     def test_responses(self) -> None:
         original = call("GET", "/swarm", None, SWARM)
@@ -155,8 +201,12 @@ class RestoreTests(TestCase):
 
 
 def login_request() -> ClientRequest:
-    return ClientRequest("POST", "/v1.41/auth", [(b"Content-Type", b"application/json"),
-                                                 (b"X-Registry-Auth", AUTH_HEADER.encode())], LOGIN.encode())
+    return ClientRequest(
+        "POST",
+        "/v1.41/auth",
+        [(b"Content-Type", b"application/json"), (b"X-Registry-Auth", AUTH_HEADER.encode())],
+        LOGIN.encode(),
+    )
 
 
 class ChainTests(HookTestCase):
@@ -172,7 +222,8 @@ class ChainTests(HookTestCase):
         def handler(request: Request, payload: dict) -> bytes:
             key = "ModifiedClientRequest" if payload["Type"] == "pre-hook" else "ModifiedServerResponse"
             source = "ClientRequest" if payload["Type"] == "pre-hook" else "ServerResponse"
-            return send(request, json.dumps({"PowerstripProtocolVersion": version, key: payload[source]}).encode())
+            return reply(request, json.dumps({"PowerstripProtocolVersion": version, key: payload[source]}).encode())
+
         return handler
 
     def secret_adapter(self, name: str, handler: Any, protocol: int = 1, secrets: bool = False) -> AdapterSpec:
@@ -217,7 +268,7 @@ class ChainTests(HookTestCase):
 
         def deny(request: Request, payload: dict) -> bytes:
             password = json.loads(payload["ClientRequest"]["Body"])["password"]
-            return send(request, json.dumps({"message": f"bad password {password}"}).encode(), code=403)
+            return reply(request, json.dumps({"message": f"bad password {password}"}).encode(), code=403)
 
         adapter = self.secret_adapter("deny", deny, secrets=True)
         yield self.assertFailure(self.chain.run_pre(Flow(login_request(), Route(("t",), pre=(adapter,)))), Refused)
@@ -234,12 +285,13 @@ class ChainTests(HookTestCase):
         self.assertEqual(flow.response.body, SWARM.encode())
         self.assertNotIn("SWMTKN", json.dumps(self.adapters.calls))
         [(_, shown)] = self.adapters.calls
-        self.assertEqual(json.loads(shown["ServerResponse"]["Body"])["JoinTokens"],
-                         {"Worker": REDACTED, "Manager": REDACTED})
+        self.assertEqual(
+            json.loads(shown["ServerResponse"]["Body"])["JoinTokens"], {"Worker": REDACTED, "Manager": REDACTED}
+        )
 
     @defer.inlineCallbacks
     def test_unwind_calls_are_redacted(self) -> Any:
-        adapter = self.secret_adapter("u", lambda request, payload: send(request, b"{}"), protocol=2)
+        adapter = self.secret_adapter("u", lambda request, payload: reply(request, b"{}"), protocol=2)
         flow = Flow(login_request(), Route(("t",), pre=(adapter,)))
         flow.prepared.append(self.chain.adapter(adapter))
         yield self.chain.run_unwind(flow, "docker", None, "dockerd said no")
@@ -250,8 +302,15 @@ class ChainTests(HookTestCase):
 
 class AuthzTests(TestCase):
     def test_authz_payload_is_redacted(self) -> None:
-        flow = Flow(ClientRequest("POST", "/v1.41/secrets/create", [(b"Content-Type", b"application/json")],
-                                  b'{"Name":"s","Data":"c2VjcmV0LXZhbHVl"}'), Route())
+        flow = Flow(
+            ClientRequest(
+                "POST",
+                "/v1.41/secrets/create",
+                [(b"Content-Type", b"application/json")],
+                b'{"Name":"s","Data":"c2VjcmV0LXZhbHVl"}',
+            ),
+            Route(),
+        )
         original = authz.request_payload(flow)
         shown = redact.authz(original)
         self.assertIn("c2VjcmV0LXZhbHVl", base64.b64decode(original["RequestBody"]).decode())

@@ -20,8 +20,8 @@ from powerstrip.config.spec import AdapterSpec
 from powerstrip.hooks.flow import ClientRequest, Flow, ServerResponse
 from powerstrip.hooks.interface import AdapterFault, ShortCircuit
 from powerstrip.hooks.protocols import PROTOCOLS
+from powerstrip.sdk import Headers as SDKHeaders
 from powerstrip.sdk import schema
-from powerstrip.sdk.adapter import Headers as SDKHeaders
 from powerstrip.sdk.samples import samples
 from powerstrip.sdk.schema import SchemaError, check, load, validate
 
@@ -58,71 +58,109 @@ class ValidatorTests(TestCase):
         return check(instance, EVERYTHING)
 
     def test_valid(self) -> None:
-        self.assertEqual(self.errors({"n": 200, "items": [{"id": "a"}], "s": None, "x": 1.5, "one": 1.0,
-                                      "flag": False, "kind": "post-hook", "map": {"a": "b"}}), [])
+        self.assertEqual(
+            self.errors(
+                {
+                    "n": 200,
+                    "items": [{"id": "a"}],
+                    "s": None,
+                    "x": 1.5,
+                    "one": 1.0,
+                    "flag": False,
+                    "kind": "post-hook",
+                    "map": {"a": "b"},
+                }
+            ),
+            [],
+        )
 
     def test_types(self) -> None:
-        self.assertEqual(self.errors({"n": "200", "items": {}, "x": True, "flag": 0, "s": 5}), [
-            "n: \"200\" is not of type 'integer'",
-            "x: true is not of type 'number'",
-            "flag: 0 is not of type 'boolean'",
-            "s: 5 is not of type 'string' or 'null'",
-            "items: {} is not of type 'array'",
-        ])
+        self.assertEqual(
+            self.errors({"n": "200", "items": {}, "x": True, "flag": 0, "s": 5}),
+            [
+                "n: \"200\" is not of type 'integer'",
+                "x: true is not of type 'number'",
+                "flag: 0 is not of type 'boolean'",
+                "s: 5 is not of type 'string' or 'null'",
+                "items: {} is not of type 'array'",
+            ],
+        )
 
     def test_integer_is_not_bool_nor_a_float(self) -> None:
         for value in (True, False, 201.0):
-            self.assertEqual(self.errors({"n": value, "items": []}),
-                             [f"n: {json.dumps(value)} is not of type 'integer'"])
+            self.assertEqual(
+                self.errors({"n": value, "items": []}), [f"n: {json.dumps(value)} is not of type 'integer'"]
+            )
 
     def test_required_and_additional_properties(self) -> None:
-        self.assertEqual(self.errors({"extra": 1, "map": {"k": 2}}), [
-            "(root): 'n' is required",
-            "(root): 'items' is required",
-            "map.k: 2 is not of type 'string'",
-            "(root): unexpected key 'extra' (no other keys are allowed here)",
-        ])
+        self.assertEqual(
+            self.errors({"extra": 1, "map": {"k": 2}}),
+            [
+                "(root): 'n' is required",
+                "(root): 'items' is required",
+                "map.k: 2 is not of type 'string'",
+                "(root): unexpected key 'extra' (no other keys are allowed here)",
+            ],
+        )
 
     def test_minimum_and_maximum(self) -> None:
         self.assertEqual(self.errors({"n": 199, "items": []}), ["n: 199 is less than the minimum 200"])
         self.assertEqual(self.errors({"n": 700, "items": []}), ["n: 700 is greater than the maximum 599"])
 
     def test_enum_and_const_use_json_equality(self) -> None:
-        self.assertEqual(self.errors({"n": 200, "items": [], "kind": "x", "one": True}), [
-            'kind: "x" is not one of ["pre-hook", "post-hook"]',
-            "one: expected 1, got true",
-        ])
+        self.assertEqual(
+            self.errors({"n": 200, "items": [], "kind": "x", "one": True}),
+            [
+                'kind: "x" is not one of ["pre-hook", "post-hook"]',
+                "one: expected 1, got true",
+            ],
+        )
 
     def test_pattern_and_min_length(self) -> None:
-        self.assertEqual(self.errors({"n": 200, "items": [], "s": "", "titled": "x"}), [
-            "s: \"\" is shorter than 1 character(s)",
-            "s: \"\" does not match '^[a-z]+$'",
-            "titled: \"x\" is not a path (pattern '^/')",
-        ])
+        self.assertEqual(
+            self.errors({"n": 200, "items": [], "s": "", "titled": "x"}),
+            [
+                's: "" is shorter than 1 character(s)',
+                "s: \"\" does not match '^[a-z]+$'",
+                "titled: \"x\" is not a path (pattern '^/')",
+            ],
+        )
 
     def test_final_dollar_is_the_end_of_the_string(self) -> None:
         # Python's "$" would accept a trailing newline; JSON Schema's (ECMA-262) does not.
-        self.assertEqual(self.errors({"n": 200, "items": [], "s": "abc\n"}),
-                         ["s: \"abc\\n\" does not match '^[a-z]+$'"])
+        self.assertEqual(
+            self.errors({"n": 200, "items": [], "s": "abc\n"}), ["s: \"abc\\n\" does not match '^[a-z]+$'"]
+        )
 
     def test_items_and_ref_report_nested_paths(self) -> None:
-        self.assertEqual(self.errors({"n": 200, "items": [{"id": "a"}, {}, {"id": 3}]}), [
-            "items[1]: 'id' is required",
-            "items[2].id: 3 is not of type 'string'",
-        ])
+        self.assertEqual(
+            self.errors({"n": 200, "items": [{"id": "a"}, {}, {"id": 3}]}),
+            [
+                "items[1]: 'id' is required",
+                "items[2].id: 3 is not of type 'string'",
+            ],
+        )
 
     def test_odd_keys_are_quoted_in_paths(self) -> None:
-        self.assertEqual(check({"a b": {"c.d": 1}}, {"properties": {"a b": {"additionalProperties": False}}}),
-                         ['["a b"]: unexpected key \'c.d\' (no other keys are allowed here)'])
+        self.assertEqual(
+            check({"a b": {"c.d": 1}}, {"properties": {"a b": {"additionalProperties": False}}}),
+            ["[\"a b\"]: unexpected key 'c.d' (no other keys are allowed here)"],
+        )
 
     def test_long_values_are_cut_short(self) -> None:
         [error] = check("x" * 500, {"type": "integer"})
         self.assertLess(len(error), 100)
 
     def test_unknown_keywords_types_refs_and_patterns_are_refused(self) -> None:
-        for bad in ({"anyOf": []}, {"type": "date"}, {"$ref": "#/$defs/nothing"},
-                    {"$ref": "other.json#/x"}, {"pattern": "("},
-                    {"properties": {"a": {"format": "uri"}}}, {"items": False}):
+        for bad in (
+            {"anyOf": []},
+            {"type": "date"},
+            {"$ref": "#/$defs/nothing"},
+            {"$ref": "other.json#/x"},
+            {"pattern": "("},
+            {"properties": {"a": {"format": "uri"}}},
+            {"items": False},
+        ):
             self.assertRaises(SchemaError, check, 1, bad)
 
     def test_unknown_schema_names(self) -> None:
@@ -196,14 +234,20 @@ class SampleTests(TestCase):
         sample = copy.deepcopy(samples(1)[0].payload)
         sample["ClientRequest"]["Body"] = ""
         sample["Extra"] = 1
-        self.assertEqual(validate(sample, "v1/pre-hook"), [
-            'ClientRequest.Body: "" is shorter than 1 character(s)',
-            "(root): unexpected key 'Extra' (no other keys are allowed here)",
-        ])
-        self.assertEqual(validate(sample, "v1/post-hook")[:2], [
-            "(root): 'ServerResponse' is required",
-            'Type: expected "post-hook", got "pre-hook"',
-        ])
+        self.assertEqual(
+            validate(sample, "v1/pre-hook"),
+            [
+                'ClientRequest.Body: "" is shorter than 1 character(s)',
+                "(root): unexpected key 'Extra' (no other keys are allowed here)",
+            ],
+        )
+        self.assertEqual(
+            validate(sample, "v1/post-hook")[:2],
+            [
+                "(root): 'ServerResponse' is required",
+                'Type: expected "post-hook", got "pre-hook"',
+            ],
+        )
 
 
 # Where jsonschema departs from the standard: 201.0 is an integer to JSON
@@ -262,8 +306,9 @@ class PowerstripAgreesTests(TestCase):
         try:
             # The two steps of a hook call after the HTTP exchange: the reply
             # checked (once), then applied to the flow.
-            protocol.apply(protocol.check(json.loads(json.dumps(reply)), self.adapter, phase), flow, self.adapter,
-                           phase)
+            protocol.apply(
+                protocol.check(json.loads(json.dumps(reply)), self.adapter, phase), flow, self.adapter, phase
+            )
         except AdapterFault:
             return False
         return True
@@ -279,13 +324,17 @@ class PowerstripAgreesTests(TestCase):
             self.assertEqual(validate(reply, "v1/post-hook-reply") == [], accepted, reply)
 
     def test_the_error_names_the_field(self) -> None:
-        self.assertEqual(validate(post_reply(Code=700), "v1/post-hook-reply"),
-                         ["ModifiedServerResponse.Code: 700 is greater than the maximum 599"])
-        self.assertEqual(validate(pre_reply(Request="/x"), "v1/pre-hook-reply"),
-                         ["ModifiedClientRequest: 'Method' is required"])
+        self.assertEqual(
+            validate(post_reply(Code=700), "v1/post-hook-reply"),
+            ["ModifiedServerResponse.Code: 700 is greater than the maximum 599"],
+        )
+        self.assertEqual(
+            validate(pre_reply(Request="/x"), "v1/pre-hook-reply"), ["ModifiedClientRequest: 'Method' is required"]
+        )
 
 
 # -- protocol 2 ---------------------------------------------------------------------------
+
 
 def pre2_reply(**request: Any) -> dict:
     return {"PowerstripProtocolVersion": 2, "ModifiedClientRequest": request}
@@ -300,17 +349,39 @@ def post2_reply(**response: Any) -> dict:
 
 
 GO_ON = {"Method": "POST", "Request": "/v1.47/containers/create", "Body": '{"Image":"busybox"}'}
-OWNED = ["Connection", "Keep-Alive", "TE", "Trailer", "Trailers", "Transfer-Encoding", "Upgrade", "Content-Length",
-         "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection"]
+OWNED = [
+    "Connection",
+    "Keep-Alive",
+    "TE",
+    "Trailer",
+    "Trailers",
+    "Transfer-Encoding",
+    "Upgrade",
+    "Content-Length",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "Proxy-Connection",
+]
 #: Names that look like owned ones but are not.
-NOT_OWNED = ["Content-Type", "Content-Lengths", "Connections", "Tea", "T", "Upgrade-Insecure-Requests", "Proxy",
-             "X-Proxy-Id", "Keep", "Trailerx", "Host", "X-Registry-Auth"]
+NOT_OWNED = [
+    "Content-Type",
+    "Content-Lengths",
+    "Connections",
+    "Tea",
+    "T",
+    "Upgrade-Insecure-Requests",
+    "Proxy",
+    "X-Proxy-Id",
+    "Keep",
+    "Trailerx",
+    "Host",
+    "X-Registry-Auth",
+]
 
 #: Protocol 2 pre-hook replies, and whether Powerstrip accepts them.
 PRE2_CASES: list[tuple[Any, bool]] = [
     (pre2_reply(**GO_ON), True),
-    (pre2_reply(**GO_ON, Headers={"Content-Type": ["application/json"], "X-Tenant": ["a", "b"], "X-Empty": []}),
-     True),
+    (pre2_reply(**GO_ON, Headers={"Content-Type": ["application/json"], "X-Tenant": ["a", "b"], "X-Empty": []}), True),
     (pre2_reply(**GO_ON, Headers={}), True),  # no headers at all (Powerstrip keeps its own)
     (pre2_reply(**GO_ON, Headers={"X-Latin": ["caf\u00e9\t!"]}), True),
     ({**pre2_reply(**GO_ON, Extra=1), "Note": "extra keys are ignored"}, True),
@@ -362,9 +433,10 @@ POST2_CASES: list[tuple[Any, bool]] = [
 
 class V2SchemaTests(TestCase):
     def test_shipped(self) -> None:
-        self.assertEqual([n for n in schema.names() if n.startswith("v2/")],
-                         ["v2/event", "v2/post-hook", "v2/post-hook-reply", "v2/pre-hook", "v2/pre-hook-reply",
-                          "v2/unwind"])
+        self.assertEqual(
+            [n for n in schema.names() if n.startswith("v2/")],
+            ["v2/event", "v2/post-hook", "v2/post-hook-reply", "v2/pre-hook", "v2/pre-hook-reply", "v2/unwind"],
+        )
 
     def test_pre_hook_replies(self) -> None:
         for reply, valid in PRE2_CASES:
@@ -376,42 +448,66 @@ class V2SchemaTests(TestCase):
 
     def test_errors_name_the_field(self) -> None:
         for reply, error in [
-            (pre2_reply(**GO_ON, Headers={"Content-Length": ["5"]}),
-             'ModifiedClientRequest.Headers.Content-Length: "Content-Length" is one of Powerstrip\'s own headers '
-             "(hop-by-hop, or Content-Length), which is not allowed"),
-            (pre2_reply(**GO_ON, Headers={"Accept": "*/*"}),
-             "ModifiedClientRequest.Headers.Accept: \"*/*\" is not of type 'array'"),
-            (pre2_reply(**GO_ON, Headers={"Accept": ["a", 5]}),
-             "ModifiedClientRequest.Headers.Accept[1]: 5 is not of type 'string'"),
-            (pre2_reply(**GO_ON, Headers={"X-A": ["a\nb"]}),
-             'ModifiedClientRequest.Headers.X-A[0]: "a\\nb" is not a header value: Latin-1 text without CR, LF or '
-             "NUL (pattern '^[\\\\x01-\\\\x09\\\\x0b\\\\x0c\\\\x0e-\\\\xff]*$')"),
-            (pre2_reply(**GO_ON, Headers={"Bad Name": ["1"]}),
-             'ModifiedClientRequest.Headers["Bad Name"]: "Bad Name" is not a header name (an HTTP token) '
-             "(pattern \"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$\")"),
-            ({"PowerstripProtocolVersion": 2},
-             "(root): expected 'ModifiedClientRequest' (to go on) or 'ServerResponse' (to short-circuit)"),
-            ({**pre2_reply(**GO_ON), "ServerResponse": {"Code": 700}},
-             "(root): 'ModifiedClientRequest' (to go on) and 'ServerResponse' (to short-circuit) together; "
-             "only one is allowed"),
+            (
+                pre2_reply(**GO_ON, Headers={"Content-Length": ["5"]}),
+                'ModifiedClientRequest.Headers.Content-Length: "Content-Length" is one of Powerstrip\'s own headers '
+                "(hop-by-hop, or Content-Length), which is not allowed",
+            ),
+            (
+                pre2_reply(**GO_ON, Headers={"Accept": "*/*"}),
+                "ModifiedClientRequest.Headers.Accept: \"*/*\" is not of type 'array'",
+            ),
+            (
+                pre2_reply(**GO_ON, Headers={"Accept": ["a", 5]}),
+                "ModifiedClientRequest.Headers.Accept[1]: 5 is not of type 'string'",
+            ),
+            (
+                pre2_reply(**GO_ON, Headers={"X-A": ["a\nb"]}),
+                'ModifiedClientRequest.Headers.X-A[0]: "a\\nb" is not a header value: Latin-1 text without CR, LF or '
+                "NUL (pattern '^[\\\\x01-\\\\x09\\\\x0b\\\\x0c\\\\x0e-\\\\xff]*$')",
+            ),
+            (
+                pre2_reply(**GO_ON, Headers={"Bad Name": ["1"]}),
+                'ModifiedClientRequest.Headers["Bad Name"]: "Bad Name" is not a header name (an HTTP token) '
+                '(pattern "^[-!#$%&\'*+.^_`|~0-9A-Za-z]+$")',
+            ),
+            (
+                {"PowerstripProtocolVersion": 2},
+                "(root): expected 'ModifiedClientRequest' (to go on) or 'ServerResponse' (to short-circuit)",
+            ),
+            (
+                {**pre2_reply(**GO_ON), "ServerResponse": {"Code": 700}},
+                "(root): 'ModifiedClientRequest' (to go on) and 'ServerResponse' (to short-circuit) together; "
+                "only one is allowed",
+            ),
             (short_circuit(Code=99), "ServerResponse.Code: 99 is less than the minimum 100"),
-            (short_circuit(Code=200, Headers={"trailers": []}),
-             'ServerResponse.Headers.trailers: "trailers" is one of Powerstrip\'s own headers (hop-by-hop, or '
-             "Content-Length), which is not allowed"),
-            ({"PowerstripProtocolVersion": 1, "ModifiedClientRequest": GO_ON},
-             "PowerstripProtocolVersion: expected 2, got 1"),
+            (
+                short_circuit(Code=200, Headers={"trailers": []}),
+                'ServerResponse.Headers.trailers: "trailers" is one of Powerstrip\'s own headers (hop-by-hop, or '
+                "Content-Length), which is not allowed",
+            ),
+            (
+                {"PowerstripProtocolVersion": 1, "ModifiedClientRequest": GO_ON},
+                "PowerstripProtocolVersion: expected 2, got 1",
+            ),
         ]:
             self.assertEqual(validate(reply, "v2/pre-hook-reply")[:1], [error], reply)
-        self.assertEqual(validate(post2_reply(Code=200, Headers={"Upgrade": ["h2c"]}), "v2/post-hook-reply"),
-                         ['ModifiedServerResponse.Headers.Upgrade: "Upgrade" is one of Powerstrip\'s own headers '
-                          "(hop-by-hop, or Content-Length), which is not allowed"])
+        self.assertEqual(
+            validate(post2_reply(Code=200, Headers={"Upgrade": ["h2c"]}), "v2/post-hook-reply"),
+            [
+                'ModifiedServerResponse.Headers.Upgrade: "Upgrade" is one of Powerstrip\'s own headers '
+                "(hop-by-hop, or Content-Length), which is not allowed"
+            ],
+        )
 
     def test_owned_headers_in_any_letter_case(self) -> None:
         for name in OWNED:
             for spelled in (name, name.lower(), name.upper(), name.swapcase()):
-                for reply, which in [(pre2_reply(**GO_ON, Headers={spelled: ["x"]}), "v2/pre-hook-reply"),
-                                     (short_circuit(Code=200, Headers={spelled: ["x"]}), "v2/pre-hook-reply"),
-                                     (post2_reply(Code=200, Headers={spelled: ["x"]}), "v2/post-hook-reply")]:
+                for reply, which in [
+                    (pre2_reply(**GO_ON, Headers={spelled: ["x"]}), "v2/pre-hook-reply"),
+                    (short_circuit(Code=200, Headers={spelled: ["x"]}), "v2/pre-hook-reply"),
+                    (post2_reply(Code=200, Headers={spelled: ["x"]}), "v2/post-hook-reply"),
+                ]:
                     [error] = validate(reply, which)
                     self.assertIn(f".Headers.{spelled}: ", error)
         for name in NOT_OWNED:
@@ -425,8 +521,9 @@ class V2SchemaTests(TestCase):
                 sdk_accepts = False
             else:
                 sdk_accepts = True
-            self.assertEqual(validate(pre2_reply(**GO_ON, Headers={name: ["x"]}), "v2/pre-hook-reply") == [],
-                             sdk_accepts, name)
+            self.assertEqual(
+                validate(pre2_reply(**GO_ON, Headers={name: ["x"]}), "v2/pre-hook-reply") == [], sdk_accepts, name
+            )
 
     def test_call_schemas_are_exact(self) -> None:
         create = copy.deepcopy(next(s.payload for s in samples(2) if s.name == "create"))
@@ -435,31 +532,40 @@ class V2SchemaTests(TestCase):
         create["Caller"]["Certificate"] = {"Subject": "CN=x", "CommonName": None, "Fingerprint": "sha256:ab"}
         create["Caller"]["Uid"] = -1
         del create["Caller"]["User"]
-        self.assertEqual(validate(create, "v2/pre-hook"), [
-            'RequestId: "B599371CAAC4BEBB" is not 16 lower-case hex digits (pattern \'^[0-9a-f]{16}$\')',
-            "Caller: 'User' is required",
-            "Caller.Uid: -1 is less than the minimum 0",
-            'Caller.Certificate.Fingerprint: "sha256:ab" is not sha256: and 64 lower-case hex digits '
-            "(pattern '^sha256:[0-9a-f]{64}$')",
-            'ClientRequest.Headers.Content-Length: "Content-Length" is one of Powerstrip\'s own headers '
-            "(hop-by-hop, or Content-Length), which is not allowed",
-        ])
+        self.assertEqual(
+            validate(create, "v2/pre-hook"),
+            [
+                "RequestId: \"B599371CAAC4BEBB\" is not 16 lower-case hex digits (pattern '^[0-9a-f]{16}$')",
+                "Caller: 'User' is required",
+                "Caller.Uid: -1 is less than the minimum 0",
+                'Caller.Certificate.Fingerprint: "sha256:ab" is not sha256: and 64 lower-case hex digits '
+                "(pattern '^sha256:[0-9a-f]{64}$')",
+                'ClientRequest.Headers.Content-Length: "Content-Length" is one of Powerstrip\'s own headers '
+                "(hop-by-hop, or Content-Length), which is not allowed",
+            ],
+        )
         unwind = copy.deepcopy(next(s.payload for s in samples(2) if s.hook == "unwind"))
         unwind["Stage"] = "dockerd"
         del unwind["Failure"]["Adapter"]
         unwind["Failure"]["Code"] = "409"
-        self.assertEqual(validate(unwind, "v2/unwind"), [
-            'Stage: "dockerd" is not one of ["pre-hook", "docker", "post-hook", "client"]',
-            "Failure: 'Adapter' is required",
-            "Failure.Code: \"409\" is not of type 'integer' or 'null'",
-        ])
+        self.assertEqual(
+            validate(unwind, "v2/unwind"),
+            [
+                'Stage: "dockerd" is not one of ["pre-hook", "docker", "post-hook", "client"]',
+                "Failure: 'Adapter' is required",
+                "Failure.Code: \"409\" is not of type 'integer' or 'null'",
+            ],
+        )
         event = copy.deepcopy(next(s.payload for s in samples(2) if s.hook == "event"))
         event["Event"]["timeNano"] = "now"
         event["RequestId"] = "b599371caac4bebb"
-        self.assertEqual(validate(event, "v2/event"), [
-            "Event.timeNano: \"now\" is not of type 'integer'",
-            "(root): unexpected key 'RequestId' (no other keys are allowed here)",
-        ])
+        self.assertEqual(
+            validate(event, "v2/event"),
+            [
+                "Event.timeNano: \"now\" is not of type 'integer'",
+                "(root): unexpected key 'RequestId' (no other keys are allowed here)",
+            ],
+        )
 
     def test_the_fast_path_agrees_with_the_messages(self) -> None:
         # validate() answers a valid instance without working out messages; check() always works them out.
@@ -469,15 +575,20 @@ class V2SchemaTests(TestCase):
         cases += [(s.payload, f"v2/{other}") for s in samples(2) for other in ("pre-hook", "unwind", "event")]
         for instance, name in cases:
             self.assertEqual(validate(instance, name), check(instance, load(name)), (name, instance))
-        everything = [{"n": 200, "items": [], "s": "", "titled": "x"}, {"n": True, "items": [{}]},
-                      {"n": 599, "items": [{"id": "a"}], "map": {"a": 1}}, {"n": 200.5, "items": []}]
+        everything = [
+            {"n": 200, "items": [], "s": "", "titled": "x"},
+            {"n": True, "items": [{}]},
+            {"n": 599, "items": [{"id": "a"}], "map": {"a": 1}},
+            {"n": 200.5, "items": []},
+        ]
         for instance in everything:
             self.assertEqual(check(instance, EVERYTHING) == [], schema._compile(EVERYTHING, EVERYTHING, {})(instance))
 
     def test_validation_is_fast(self) -> None:
         create = next(s.payload for s in samples(2) if s.name == "create")["ClientRequest"]
-        reply = pre2_reply(**{k: create[k] for k in ("Method", "Request", "Body")},
-                           Headers={**create["Headers"], "X-Tenant": ["blue"]})
+        reply = pre2_reply(
+            **{k: create[k] for k in ("Method", "Request", "Body")}, Headers={**create["Headers"], "X-Tenant": ["blue"]}
+        )
         self.assertEqual(validate(reply, "v2/pre-hook-reply"), [])
         started = time.perf_counter()
         for _ in range(1000):
@@ -492,8 +603,10 @@ class NewKeywordTests(TestCase):
     ONE_OF: dict = {
         "type": "object",
         "properties": {"a": {"type": "integer"}, "b": {"type": "string"}},
-        "oneOf": [{"title": "an a", "required": ["a"], "not": {"required": ["b"]}},
-                  {"title": "a b", "required": ["b"], "not": {"required": ["a"]}}],
+        "oneOf": [
+            {"title": "an a", "required": ["a"], "not": {"required": ["b"]}},
+            {"title": "a b", "required": ["b"], "not": {"required": ["a"]}},
+        ],
     }
 
     def test_one_of(self) -> None:
@@ -504,29 +617,45 @@ class NewKeywordTests(TestCase):
         self.assertEqual(check({"a": "1"}, self.ONE_OF), ["a: \"1\" is not of type 'integer'"])
 
     def test_one_of_reports_the_branch_meant(self) -> None:
-        schema = {"oneOf": [{"type": "object", "required": ["x"], "properties": {"x": {"minimum": 5}}},
-                            {"type": "string"}]}
+        schema = {
+            "oneOf": [{"type": "object", "required": ["x"], "properties": {"x": {"minimum": 5}}}, {"type": "string"}]
+        }
         self.assertEqual(check({"x": 1}, schema), ["x: 1 is less than the minimum 5"])
-        self.assertEqual(check(5, schema), ['(root): expected {"type": "object", "required": ["x"], "properties": '
-                                            '{"x":... or {"type": "string"}'])
-        self.assertEqual(check({"x": 5}, {"oneOf": [{"required": ["x"]}, {"type": "object"}]}),
-                         ['(root): {"required": ["x"]} and {"type": "object"} together; only one is allowed'])
+        self.assertEqual(
+            check(5, schema),
+            ['(root): expected {"type": "object", "required": ["x"], "properties": {"x":... or {"type": "string"}'],
+        )
+        self.assertEqual(
+            check({"x": 5}, {"oneOf": [{"required": ["x"]}, {"type": "object"}]}),
+            ['(root): {"required": ["x"]} and {"type": "object"} together; only one is allowed'],
+        )
 
     def test_not(self) -> None:
-        self.assertEqual(check("a", {"not": {"const": "a"}}), ['(root): "a" is valid against {"const": "a"}, '
-                                                                "which is not allowed"])
-        self.assertEqual(check("a", {"not": {"const": "a", "title": "the letter a"}}),
-                         ['(root): "a" is the letter a, which is not allowed'])
+        self.assertEqual(
+            check("a", {"not": {"const": "a"}}), ['(root): "a" is valid against {"const": "a"}, which is not allowed']
+        )
+        self.assertEqual(
+            check("a", {"not": {"const": "a", "title": "the letter a"}}),
+            ['(root): "a" is the letter a, which is not allowed'],
+        )
         self.assertEqual(check("b", {"not": {"const": "a"}}), [])
 
     def test_property_names_lead_with_the_key(self) -> None:
         schema = {"properties": {"h": {"propertyNames": {"pattern": "^[a-z]+$"}}}}
-        self.assertEqual(check({"h": {"ok": 1, "Not-OK": 2}}, schema),
-                         ["h.Not-OK: \"Not-OK\" does not match '^[a-z]+$'"])
+        self.assertEqual(
+            check({"h": {"ok": 1, "Not-OK": 2}}, schema), ["h.Not-OK: \"Not-OK\" does not match '^[a-z]+$'"]
+        )
 
     def test_bad_uses_are_refused(self) -> None:
-        for bad in ({"oneOf": []}, {"oneOf": {}}, {"oneOf": [5]}, {"not": 5}, {"propertyNames": []},
-                    {"properties": {"a": {"oneOf": [{"format": "uri"}]}}}, {"not": {"anyOf": []}}):
+        for bad in (
+            {"oneOf": []},
+            {"oneOf": {}},
+            {"oneOf": [5]},
+            {"not": 5},
+            {"propertyNames": []},
+            {"properties": {"a": {"oneOf": [{"format": "uri"}]}}},
+            {"not": {"anyOf": []}},
+        ):
             self.assertRaises(SchemaError, check, 1, bad)
 
 
@@ -551,18 +680,22 @@ class V2SampleTests(TestCase):
         self.assertEqual((create["Caller"]["Transport"], create["Caller"]["Uid"]), ("unix", 1000))
         self.assertEqual(by_name["create-201"]["RequestId"], create["RequestId"])  # one request, one id
         inspect = by_name["inspect"]["Caller"]
-        self.assertEqual((inspect["Transport"], inspect["User"], inspect["Certificate"]["CommonName"]),
-                         ("tls", "alice", "alice"))
+        self.assertEqual(
+            (inspect["Transport"], inspect["User"], inspect["Certificate"]["CommonName"]), ("tls", "alice", "alice")
+        )
         self.assertEqual(by_name["start-404"]["Caller"]["Transport"], "tcp")
         self.assertIn("Api-Version", by_name["start-204"]["ServerResponse"]["Headers"])
         self.assertIsNone(by_name["create-201-unseen-body"]["ClientRequest"]["Body"])
         self.assertEqual((by_name["create-409"]["Stage"], by_name["create-409"]["Failure"]["Code"]), ("docker", 409))
         refused = by_name["create-refused"]
-        self.assertEqual((refused["Stage"], refused["Failure"]["Adapter"], refused["ServerResponse"]["Code"]),
-                         ("pre-hook", "policy", 403))
+        self.assertEqual(
+            (refused["Stage"], refused["Failure"]["Adapter"], refused["ServerResponse"]["Code"]),
+            ("pre-hook", "policy", 403),
+        )
         die = by_name["container-die"]["Event"]
-        self.assertEqual((die["Type"], die["Action"], die["Actor"]["Attributes"]["exitCode"]),
-                         ("container", "die", "137"))
+        self.assertEqual(
+            (die["Type"], die["Action"], die["Actor"]["Attributes"]["exitCode"]), ("container", "die", "137")
+        )
 
 
 class V2PowerstripAgreesTests(TestCase):
@@ -571,14 +704,19 @@ class V2PowerstripAgreesTests(TestCase):
     adapter = AdapterSpec("a", "http://127.0.0.1:9/hook", protocol=2)
 
     def powerstrip_accepts(self, reply: Any, expect: str) -> bool:
-        flow = Flow(ClientRequest("POST", "/v1.47/containers/create", [(b"Content-Type", b"application/json")],
-                                  b'{"Image":"busybox"}'), Route())
+        flow = Flow(
+            ClientRequest(
+                "POST", "/v1.47/containers/create", [(b"Content-Type", b"application/json")], b'{"Image":"busybox"}'
+            ),
+            Route(),
+        )
         flow.response = ServerResponse(201, [(b"Content-Type", b"application/json")], b'{"Id":"abc"}')
         phase = "pre-hook" if expect == "ModifiedClientRequest" else "post-hook"
         protocol = PROTOCOLS[self.adapter.protocol]
         try:
-            protocol.apply(protocol.check(json.loads(json.dumps(reply)), self.adapter, phase), flow, self.adapter,
-                           phase)
+            protocol.apply(
+                protocol.check(json.loads(json.dumps(reply)), self.adapter, phase), flow, self.adapter, phase
+            )
         except ShortCircuit:
             return True
         except AdapterFault:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from unittest import mock
 
 from twisted.python import usage
@@ -11,17 +12,14 @@ from twisted.trial.unittest import TestCase
 from powerstrip.ops.metrics import Metrics
 from powerstrip.ops.service import DEFAULT_LISTEN, Options, docker_url_for, make_service
 from powerstrip.wire.endpoints import DockerAddress
+from tests.support import CA, parse_options
 
 VALID = 'version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [a]\nadapters:\n  a: http://a/x\n'
 
 
 class OptionsTests(TestCase):
     def parse(self, *argv: str, env: dict | None = None) -> Options:
-        options = Options()
-        with mock.patch.dict(os.environ, env or {}, clear=True), \
-                mock.patch("powerstrip.ops.service.DEFAULT_CONFIG", self.mktemp()):
-            options.parseOptions(list(argv))
-        return options
+        return parse_options(self, *argv, env=env)
 
     def config_file(self, text: str) -> str:
         path = self.mktemp()
@@ -38,15 +36,27 @@ class OptionsTests(TestCase):
 
     def test_environment(self) -> None:
         path = self.config_file(VALID)
-        options = self.parse(env={"POWERSTRIP_CONFIG": path, "DOCKER_HOST": "tcp://10.0.0.1:2376",
-                                   "POWERSTRIP_LISTEN": "tcp:2400 unix:/tmp/ps.sock"})
+        options = self.parse(
+            env={
+                "POWERSTRIP_CONFIG": path,
+                "DOCKER_HOST": "tcp://10.0.0.1:2376",
+                "POWERSTRIP_LISTEN": "tcp:2400 unix:/tmp/ps.sock",
+            }
+        )
         self.assertEqual(options["listen"], ["tcp:2400", "unix:/tmp/ps.sock"])
         self.assertEqual(options["docker_address"], DockerAddress("tcp", "10.0.0.1", 2376))
         self.assertEqual(len(options["config_obj"].endpoints), 1)
 
     def test_options_beat_environment(self) -> None:
-        options = self.parse("--docker", "127.0.0.1:2377", "--listen", "tcp:2401", "--max-json-body", "1k",
-                             env={"DOCKER_HOST": "tcp://10.0.0.1:2376", "POWERSTRIP_LISTEN": "tcp:2400"})
+        options = self.parse(
+            "--docker",
+            "127.0.0.1:2377",
+            "--listen",
+            "tcp:2401",
+            "--max-json-body",
+            "1k",
+            env={"DOCKER_HOST": "tcp://10.0.0.1:2376", "POWERSTRIP_LISTEN": "tcp:2400"},
+        )
         self.assertEqual(str(options["docker_address"]), "tcp://127.0.0.1:2377")
         self.assertEqual(options["listen"], ["tcp:2401"])
         self.assertEqual(options["max-json-body"], 1024)
@@ -113,10 +123,7 @@ class ReloadTests(TestCase):
 class AccessLogOptionTests(TestCase):
     def test_access_log_on_by_default_and_can_be_turned_off(self) -> None:
         for argv, expected in (([], True), (["--no-access-log"], False)):
-            options = Options()
-            with mock.patch.dict(os.environ, {}, clear=True), \
-                    mock.patch("powerstrip.ops.service.DEFAULT_CONFIG", self.mktemp()):
-                options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", *argv])
+            options = parse_options(self, "--listen", "tcp:0:interface=127.0.0.1", *argv)
             top = make_service(options)
             site = next(s for s in top if hasattr(s, "factory")).factory
             self.assertIs(site.proxy.access_log is not None, expected)
@@ -150,13 +157,10 @@ class StaleSocketTests(TestCase):
 class TLSOptionTests(TestCase):
     """``--tls``/``--tlsverify`` for listeners, ``DOCKER_TLS_VERIFY`` for dockerd."""
 
-    parse = OptionsTests.parse
+    def parse(self, *argv: str, env: dict | None = None) -> Options:
+        return parse_options(self, *argv, env=env)
 
     def setUp(self) -> None:
-        from pathlib import Path
-
-        from tests.certs import CA
-
         ca = CA()
         self.server = ca.write(Path(self.mktemp()), "localhost", server=True)
         self.client = ca.write(Path(self.mktemp()), "alice", server=False)
@@ -168,8 +172,14 @@ class TLSOptionTests(TestCase):
     def test_tlsverify_wraps_tcp_listeners_only(self) -> None:
         from powerstrip.wire.tls import HalfCloseableTLSFactory
 
-        options = self.parse("--tlsverify", *self.tls_args("tlscacert", "tlscert", "tlskey"),
-                             "--listen", "tcp:0:interface=127.0.0.1", "--listen", f"unix:{self.mktemp()}")
+        options = self.parse(
+            "--tlsverify",
+            *self.tls_args("tlscacert", "tlscert", "tlskey"),
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--listen",
+            f"unix:{self.mktemp()}",
+        )
         self.assertEqual(options["listener_tls"].ca, str(self.server / "ca.pem"))
         factories = [s.factory for s in make_service(options) if hasattr(s, "factory")]
         self.assertEqual([type(f).__name__ for f in factories], ["HalfCloseableTLSFactory", "FrontFactory"])
@@ -180,8 +190,7 @@ class TLSOptionTests(TestCase):
             (["--tlsverify", *self.tls_args("tlscert", "tlskey")], "--tlsverify needs --tlscacert"),
             (["--tls", *self.tls_args("tlscert")], "--tls needs --tlskey"),
             (self.tls_args("tlscert", "tlskey"), "--tlscert needs --tls or --tlsverify"),
-            (["--tls", *self.tls_args("tlscert", "tlskey"), "--listen", "unix:/tmp/x.sock"],
-             "apply to tcp: listeners"),
+            (["--tls", *self.tls_args("tlscert", "tlskey"), "--listen", "unix:/tmp/x.sock"], "apply to tcp: listeners"),
             (["--docker-tlsverify"], "--docker-tlsverify needs a tcp:// Docker address"),
         ]
         for argv, message in cases:
@@ -203,14 +212,16 @@ class TLSOptionTests(TestCase):
         # Meaningless for a unix socket, as for the docker CLI:
         self.assertIsNone(self.parse(env=env)["docker_tls"])
         self.assertIsNone(self.parse("--docker", "tcp://127.0.0.1:2376")["docker_tls"])
-        options = self.parse("--docker", "tcp://127.0.0.1:2376", "--docker-tlsverify",
-                             "--docker-cert-path", str(self.client))
+        options = self.parse(
+            "--docker", "tcp://127.0.0.1:2376", "--docker-tlsverify", "--docker-cert-path", str(self.client)
+        )
         self.assertEqual(options["docker_tls"], DockerTLS(str(self.client)))
 
     def test_docker_cert_path_without_certificates_stops_the_start(self) -> None:
         with self.assertRaises(SystemExit) as ctx:
-            self.parse("--docker", "tcp://127.0.0.1:2376",
-                       env={"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": "/nonexistent"})
+            self.parse(
+                "--docker", "tcp://127.0.0.1:2376", env={"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": "/nonexistent"}
+            )
         self.assertIn("/nonexistent/ca.pem", str(ctx.exception))
 
 

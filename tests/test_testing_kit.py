@@ -47,8 +47,12 @@ class KitTests(TestCase):
     def test_recording_adapter_sees_pre_and_post_hooks(self) -> None:
         adapter = RecordingAdapter()
         self.addCleanup(adapter.stop)
-        proxy = self.proxy({"endpoints": {"POST /*/containers/create": {"pre": ["rec"], "post": ["rec"]}},
-                            "adapters": {"rec": adapter.url}})
+        proxy = self.proxy(
+            {
+                "endpoints": {"POST /*/containers/create": {"pre": ["rec"], "post": ["rec"]}},
+                "adapters": {"rec": adapter.url},
+            }
+        )
         status, headers, body = proxy.request("POST", CREATE, {"Image": "busybox"})
         self.assertEqual((status, json.loads(body)["Id"]), (201, "abc"))
         self.assertRegex(headers["powerstrip-request-id"], "^[0-9a-f]{16}$")
@@ -65,15 +69,18 @@ class KitTests(TestCase):
         proxy.request("GET", "/v1.47/version")
         with self.assertRaises(AssertionError) as caught:
             adapter.assert_received("pre-hook", "POST /*/containers/create")
-        self.assertEqual(str(caught.exception),
-                         "expected some pre-hook call(s) for POST /*/containers/create, got 0; "
-                         "the adapter received:\n  pre-hook GET /v1.47/version")
+        self.assertEqual(
+            str(caught.exception),
+            "expected some pre-hook call(s) for POST /*/containers/create, got 0; "
+            "the adapter received:\n  pre-hook GET /v1.47/version",
+        )
 
     def test_refusal_never_reaches_the_fake_docker(self) -> None:
         adapter = RecordingAdapter(refuse_privileged)
         self.addCleanup(adapter.stop)
-        proxy = self.proxy({"endpoints": {"POST /*/containers/create": {"pre": ["rec"]}},
-                            "adapters": {"rec": adapter.url}})
+        proxy = self.proxy(
+            {"endpoints": {"POST /*/containers/create": {"pre": ["rec"]}}, "adapters": {"rec": adapter.url}}
+        )
         status, _, body = proxy.request("POST", CREATE, {"HostConfig": {"Privileged": True}})
         self.assertEqual((status, json.loads(body)), (403, {"message": "no privileged containers"}))
         self.assertEqual(self.docker.received("POST /*/containers/create"), [])
@@ -85,8 +92,9 @@ class KitTests(TestCase):
         self.addCleanup(served.stop)
         for url in (served.url, "python:tests.sdk_adapters.sample:adapter"):
             self.docker.requests.clear()
-            proxy = self.proxy({"endpoints": {"POST /*/containers/create": {"pre": ["sample"]}},
-                                "adapters": {"sample": url}})
+            proxy = self.proxy(
+                {"endpoints": {"POST /*/containers/create": {"pre": ["sample"]}}, "adapters": {"sample": url}}
+            )
             status, _, _ = proxy.request("POST", CREATE, {"Image": "busybox"})
             self.assertEqual(status, 201, url)
             [(_, _, sent)] = self.docker.received("POST /*/containers/create")

@@ -1,8 +1,8 @@
 """TLS on both ends, on the wire: client certificates, TLS to dockerd, half-close over TLS.
 
-The fake dockerd and raw client of :mod:`tests.test_proxy`, with
-certificates from :mod:`tests.certs`. End-to-end runs with the docker CLIs
-and real dockerds are in ``tests/e2e/test_tls_e2e.py``.
+The fake dockerd, raw client and certificates of :mod:`tests.support`.
+End-to-end runs with the docker CLIs and real dockerds are in
+``tests/e2e/test_tls_e2e.py``.
 """
 
 from __future__ import annotations
@@ -14,31 +14,16 @@ from twisted.internet import defer, ssl
 from twisted.trial.unittest import TestCase
 
 from powerstrip.wire.tls import DockerTLS, ListenerTLS, TLSConfigError
-from tests.certs import CA
-from tests.test_proxy import FRAME, UPGRADED, ProxyTestCase, attach_request, json_response, request
-
-
-def client_creator(directory: Path) -> Any:
-    """What a docker CLI with ``DOCKER_CERT_PATH=directory`` presents and trusts."""
-    pem = {name: (directory / name).read_bytes() for name in ("ca.pem", "cert.pem", "key.pem")}
-    return ssl.optionsForClientTLS("localhost", trustRoot=ssl.Certificate.loadPEM(pem["ca.pem"]),
-                                   clientCertificate=ssl.PrivateCertificate.loadPEM(pem["cert.pem"] + pem["key.pem"]))
-
-
-class Certificates:
-    """One CA's server and client certificates, plus a client from another CA."""
-
-    def __init__(self, root: Path) -> None:
-        ca, rogue = CA(), CA("rogue CA")
-        self.server = ca.write(root / "server", "localhost", server=True)
-        self.client = ca.write(root / "client", "alice", server=False)
-        self.rogue = rogue.write(root / "rogue", "mallory", server=False)
-        # The rogue client trusts the right server: only its own certificate is wrong.
-        (self.rogue / "ca.pem").write_bytes((self.server / "ca.pem").read_bytes())
-
-    def listener(self, verify: bool = True) -> ListenerTLS:
-        s = self.server
-        return ListenerTLS(str(s / "cert.pem"), str(s / "key.pem"), str(s / "ca.pem") if verify else None)
+from tests.support import (
+    FRAME,
+    UPGRADED,
+    Certificates,
+    ProxyTestCase,
+    attach_request,
+    client_creator,
+    json_response,
+    request,
+)
 
 
 class TLSListenerTests(ProxyTestCase):
@@ -50,8 +35,9 @@ class TLSListenerTests(ProxyTestCase):
     def test_verified_client_is_proxied(self) -> Any:
         self.start(tls=self.certs.listener())
         client = yield self.connect(client_creator(self.certs.client))
-        req, _, resp = yield self.roundtrip(client, request(b"GET", b"/v1.41/version"),
-                                            json_response(b"200 OK", {"Version": "x"}))
+        req, _, resp = yield self.roundtrip(
+            client, request(b"GET", b"/v1.41/version"), json_response(b"200 OK", {"Version": "x"})
+        )
         self.assertEqual(req.uri, b"/v1.41/version")
         self.assertEqual(resp.json(), {"Version": "x"})
 
@@ -59,7 +45,8 @@ class TLSListenerTests(ProxyTestCase):
     def test_client_without_certificate_is_refused_before_any_request(self) -> Any:
         self.start(tls=self.certs.listener())
         anonymous = ssl.optionsForClientTLS(
-            "localhost", trustRoot=ssl.Certificate.loadPEM((self.certs.server / "ca.pem").read_bytes()))
+            "localhost", trustRoot=ssl.Certificate.loadPEM((self.certs.server / "ca.pem").read_bytes())
+        )
         client = yield self.connect(anonymous)
         client.send(request(b"GET", b"/v1.41/version"))
         yield client.wait_closed()
@@ -149,8 +136,9 @@ class TLSUpstreamTests(ProxyTestCase):
     def test_request_over_tls(self) -> Any:
         self.start(docker=self.docker_url(), docker_tls=DockerTLS(str(self.certs.client)))
         client = yield self.connect()
-        req, _, resp = yield self.roundtrip(client, request(b"GET", b"/v1.41/info"),
-                                            json_response(b"200 OK", {"ID": "x"}))
+        req, _, resp = yield self.roundtrip(
+            client, request(b"GET", b"/v1.41/info"), json_response(b"200 OK", {"ID": "x"})
+        )
         self.assertEqual(req.uri, b"/v1.41/info")
         self.assertEqual(resp.json(), {"ID": "x"})
 

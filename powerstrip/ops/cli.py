@@ -175,7 +175,7 @@ def explain(config: Config, call: str) -> str:
     lines.append(f"  pre-hooks:  {_names(route.pre)}")
     post = _names(route.post)
     if route.post and streams_unhooked(path):
-        post += "  (skipped: this call's response streams, see the README's limits)"
+        post += "  (skipped: this call's response streams; see docs/security.md, What passes unhooked)"
     lines.append(f"  post-hooks: {post}")
     return "\n".join(lines)
 

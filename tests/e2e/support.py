@@ -4,6 +4,10 @@ The tests talk to the daemon at ``unix:///var/run/docker.sock`` (override with
 ``POWERSTRIP_TEST_DOCKER``). Without a daemon they are skipped, except under
 CI (``CI`` set), where a missing daemon is a failure: CI must not go green
 having tested nothing.
+
+This is the one support module of the end-to-end tests: what more than one
+of them uses lives here (TLS certificates, a real registry, second dockerds,
+Powerstrip and adapter processes), so that no test module imports another.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -24,6 +30,7 @@ from typing import Any
 from twisted.trial.unittest import SkipTest
 
 from powerstrip.sdk.testing import AdapterProcess, PowerstripProcess, free_port, wait_for_port
+from tests.certs import CA
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER_SOCK = os.environ.get("POWERSTRIP_TEST_DOCKER", "unix:///var/run/docker.sock")
@@ -33,16 +40,23 @@ LABEL = "powerstrip-e2e=1"
 PASSTHROUGH = "version: 1\nendpoints: {}\nadapters: {}\n"
 
 
-def run(cmd: list[str], *, host: str | None = None, input: bytes | None = None, timeout: float = 60,
-        env: dict | None = None, user: int | None = None, group: int | None = None) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str],
+    *,
+    host: str | None = None,
+    input: bytes | None = None,
+    timeout: float = 60,
+    env: dict | None = None,
+    user: int | None = None,
+    group: int | None = None,
+) -> subprocess.CompletedProcess:
     """Run ``cmd`` with ``DOCKER_HOST=host`` (as ``user``/``group`` if given); returns the
     completed process (bytes output)."""
     full_env = {**os.environ, **(env or {})}
     full_env.pop("DOCKER_CONTEXT", None)
     if host is not None:
         full_env["DOCKER_HOST"] = host
-    return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout, env=full_env, user=user,
-                          group=group)
+    return subprocess.run(cmd, input=input, capture_output=True, timeout=timeout, env=full_env, user=user, group=group)
 
 
 def direct(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -86,18 +100,26 @@ def ensure_busybox_image() -> None:
         for d in ("etc", "tmp", "root"):
             Path(root, d).mkdir()
         tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run([CLIS["docker 28"], "-H", DOCKER_SOCK, "import", "-", IMAGE], stdin=tar.stdout,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [CLIS["docker 28"], "-H", DOCKER_SOCK, "import", "-", IMAGE],
+            stdin=tar.stdout,
+            check=True,
+            capture_output=True,
+        )
         tar.wait()
 
 
 class Powerstrip(PowerstripProcess):
     """A real ``twistd -n powerstrip`` process run from this checkout, in front of the real dockerd."""
 
-    def __init__(self, config_text: str = PASSTHROUGH, extra: list[str] | None = None,
-                 env: dict | None = None) -> None:
-        super().__init__(config_text, docker=DOCKER_SOCK, args=extra or (),
-                         env={"PYTHONPATH": str(REPO), **(env or {})}, cwd=str(REPO))
+    def __init__(self, config_text: str = PASSTHROUGH, extra: list[str] | None = None, env: dict | None = None) -> None:
+        super().__init__(
+            config_text,
+            docker=DOCKER_SOCK,
+            args=extra or (),
+            env={"PYTHONPATH": str(REPO), **(env or {})},
+            cwd=str(REPO),
+        )
 
     def rss_kib(self, field: str = "VmRSS") -> int:
         """The process's resident memory (``VmRSS``) or its peak (``VmHWM``), in KiB."""
@@ -114,9 +136,14 @@ def shell_policy_adapter(test: Any) -> str:
         raise RuntimeError("socat is needed for the shell adapter test (apt-get install socat)")
     port = free_port()
     proc = subprocess.Popen(
-        [socat, f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
-         f"SYSTEM:sh {REPO / 'examples' / 'policy_adapter.sh'}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            socat,
+            f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
+            f"SYSTEM:sh {REPO / 'examples' / 'policy_adapter.sh'}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     test.addCleanup(lambda: (proc.terminate(), proc.wait(10)))
     wait_for_port(port, proc, "socat")
     return f"http://127.0.0.1:{port}/policy"
@@ -148,8 +175,7 @@ class SecondDockerd:
         # Its own bridge: with "--bridge none" dockerd deletes docker0, which
         # belongs to the main daemon (and would break its containers).
         self.bridge = f"ps{uuid.uuid4().hex[:10]}"
-        subprocess.run(["ip", "link", "add", "name", self.bridge, "type", "bridge"], check=True,
-                       capture_output=True)
+        subprocess.run(["ip", "link", "add", "name", self.bridge, "type", "bridge"], check=True, capture_output=True)
         self.proc: subprocess.Popen | None = None
         try:
             self.start()
@@ -161,10 +187,28 @@ class SecondDockerd:
         """Start it (again, on the same data) and wait until it answers."""
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                ["dockerd", "--data-root", str(self.data_root), "--exec-root", str(self.dir / "exec"),
-                 "--pidfile", str(self.dir / "pid"), "-H", self.host, *self.args, "--storage-driver", "vfs",
-                 "--bridge", self.bridge, "--iptables=false", "--ip6tables=false"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                [
+                    "dockerd",
+                    "--data-root",
+                    str(self.data_root),
+                    "--exec-root",
+                    str(self.dir / "exec"),
+                    "--pidfile",
+                    str(self.dir / "pid"),
+                    "-H",
+                    self.host,
+                    *self.args,
+                    "--storage-driver",
+                    "vfs",
+                    "--bridge",
+                    self.bridge,
+                    "--iptables=false",
+                    "--ip6tables=false",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         deadline = time.monotonic() + 60
         while self.direct("version", "--format", "{{.Server.Version}}", timeout=10).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -214,8 +258,9 @@ class LabelAdapter:
         if unix:
             sock = self.dir / "label.sock"
             self.url = "http+unix://" + str(sock).replace("/", "%2F") + "/adapter"
-            self.proc = subprocess.Popen([*cmd, "--unix", str(sock)], stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [*cmd, "--unix", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             deadline = time.monotonic() + 20
             while not sock.exists() and self.proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -224,8 +269,9 @@ class LabelAdapter:
             return
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/adapter"
-        self.proc = subprocess.Popen([*cmd, "--port", str(self.port)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [*cmd, "--port", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_for_port(self.port, self.proc, "label adapter")
 
     def payloads(self) -> list[dict]:
@@ -290,3 +336,138 @@ def timed_lines(proc: subprocess.Popen, want: int | None = None, timeout: float 
             line, buf = buf.split(b"\n", 1)
             lines.append((time.monotonic(), line))
     return lines
+
+
+# -- TLS certificates, made once per run ----------------------------------------------
+
+_tls: dict[str, dict[str, Path]] = {}
+
+
+def certs() -> dict[str, Path]:
+    """Certificate directories (Docker's layout), made once: ``server`` (for
+    Powerstrip's listener and a TLS dockerd), ``client``, and ``wrong`` (a
+    client certificate from another CA, trusting the right server CA), ``ca-only``
+    (the right CA, no client certificate). Removed at exit."""
+    if "certs" not in _tls:
+        base = Path(tempfile.mkdtemp(prefix="pstls-"))
+        atexit.register(shutil.rmtree, base, True)
+        ca, other = CA(), CA("some other CA")
+        dirs = {
+            "server": ca.write(base / "server", "localhost", server=True),
+            "client": ca.write(base / "client", "powerstrip-e2e-client", server=False),
+            "wrong": other.write(base / "wrong", "intruder", server=False),
+        }
+        (dirs["wrong"] / "ca.pem").write_bytes(ca.pem)
+        dirs["ca-only"] = base / "ca-only"
+        dirs["ca-only"].mkdir()
+        (dirs["ca-only"] / "ca.pem").write_bytes(ca.pem)
+        _tls["certs"] = dirs
+    return _tls["certs"]
+
+
+def tls_env(cert_dir: Path) -> dict[str, str]:
+    """The docker CLI's environment for TLS with the certificates in ``cert_dir``."""
+    return {"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(cert_dir)}
+
+
+# -- a real registry, started once per run --------------------------------------------
+#
+# Debian's ``docker-registry`` (the CNCF distribution registry 2.8) on loopback (dockerd
+# treats loopback registries as insecure-allowed, so no TLS is needed) with htpasswd
+# (bcrypt) authentication. dockerd reaches it through a throttling TCP relay, so that a
+# push or pull of a few MiB takes a couple of seconds and its progress stream is seen
+# arriving as it happens.
+
+REGISTRY = "/usr/bin/docker-registry"
+USER, PASSWORD = "alice", "s3cret-e2e"
+#: Bytes per second, each way, per connection through the relay: 3 MiB take about 1.5 s.
+RATE = 2 * 1024 * 1024
+
+_registry: dict[str, Registry] = {}
+
+
+class Throttle:
+    """A TCP relay on a free loopback port to ``target``, at most ``RATE`` bytes/s each way."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        chunk = 64 * 1024
+        try:
+            while data := src.recv(chunk):
+                dst.sendall(data)
+                time.sleep(len(data) / RATE)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        """Stop accepting (open relays end with their connections)."""
+        self.server.close()
+
+
+class Registry:
+    """``docker-registry serve`` on a free loopback port, htpasswd auth, storage in a temp dir."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="ps-registry-"))
+        self.port = free_port()
+        entry = subprocess.run(["htpasswd", "-nbB", USER, PASSWORD], capture_output=True, text=True, check=True)
+        (self.dir / "htpasswd").write_text(entry.stdout.strip() + "\n")
+        (self.dir / "config.yml").write_text(f"""\
+version: 0.1
+log: {{level: warn}}
+storage:
+  filesystem: {{rootdirectory: {self.dir / "data"}}}
+http: {{addr: "127.0.0.1:{self.port}"}}
+auth:
+  htpasswd: {{realm: powerstrip-e2e, path: {self.dir / "htpasswd"}}}
+""")
+        self.log = open(self.dir / "registry.log", "wb")
+        self.proc = subprocess.Popen(
+            [REGISTRY, "serve", str(self.dir / "config.yml")],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.proc, "docker-registry", self.dir / "registry.log")
+        self.relay = Throttle(self.port)
+        #: What image names start with: the registry as dockerd reaches it (through the relay).
+        self.host = f"127.0.0.1:{self.relay.port}"
+
+    def stop(self) -> None:
+        """Stop it and remove its storage."""
+        self.relay.stop()
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def registry() -> Registry:
+    """The registry of this test run, started once."""
+    if "registry" not in _registry:
+        missing = [tool for tool in (REGISTRY, shutil.which("htpasswd")) if not tool or not os.path.exists(tool)]
+        if missing or not shutil.which("htpasswd"):
+            what = "docker-registry and htpasswd (apt-get install docker-registry apache2-utils)"
+            if os.environ.get("CI"):
+                raise RuntimeError(f"the registry end-to-end tests need {what} under CI (see ci/test.sh)")
+            raise SkipTest(f"{what} not installed")
+        _registry["registry"] = Registry()
+        atexit.register(_registry["registry"].stop)
+    return _registry["registry"]

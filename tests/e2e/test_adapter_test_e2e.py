@@ -34,8 +34,14 @@ from tests.e2e.support import DOCKER_SOCK, REPO, LabelAdapter, require_daemon, s
 def adapter_test(*args: str) -> subprocess.CompletedProcess:
     """Run ``powerstrip adapter-test ARGS`` from this checkout; text output."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "powerstrip.ops.cli", "adapter-test", *args],
-                          capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "powerstrip.ops.cli", "adapter-test", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=env,
+    )
 
 
 class LabelAdapterTests(TestCase):
@@ -45,8 +51,9 @@ class LabelAdapterTests(TestCase):
         lines = result.stdout.splitlines()
         self.assertEqual(lines[0], f"{adapter.url}: 8 protocol-1 sample call(s), timeout 10s")
         self.assertEqual([line.split(None, 4)[4] for line in lines[1:-1]], ["valid"] * 8)
-        self.assertEqual(lines[-1], "8 call(s): 8 valid, 0 refused, 0 invalid, 0 fault(s): "
-                                    "the adapter speaks protocol 1")
+        self.assertEqual(
+            lines[-1], "8 call(s): 8 valid, 0 refused, 0 invalid, 0 fault(s): the adapter speaks protocol 1"
+        )
         self.assertEqual([p["Type"] for p in adapter.payloads()], ["pre-hook"] * 3 + ["post-hook"] * 5)
 
     def test_over_tcp(self) -> None:
@@ -69,15 +76,18 @@ class ShellPolicyAdapterTests(TestCase):
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
         lines = result.stdout.splitlines()
         self.assertEqual([line.split(None, 4)[4] for line in lines[1:-1]], ["valid"] * 3)
-        self.assertEqual(lines[-1], "3 call(s): 3 valid, 0 refused, 0 invalid, 0 fault(s): "
-                                    "the adapter speaks protocol 1")
+        self.assertEqual(
+            lines[-1], "3 call(s): 3 valid, 0 refused, 0 invalid, 0 fault(s): the adapter speaks protocol 1"
+        )
 
     def test_it_is_no_post_hook(self) -> None:
         result = adapter_test(self.url)
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
         lines = result.stdout.splitlines()
-        self.assertEqual([line.split(None, 4)[4] for line in lines[1:-1]],
-                         ["valid"] * 3 + ["INVALID: (root): 'ModifiedServerResponse' is required"] * 5)
+        self.assertEqual(
+            [line.split(None, 4)[4] for line in lines[1:-1]],
+            ["valid"] * 3 + ["INVALID: (root): 'ModifiedServerResponse' is required"] * 5,
+        )
         self.assertTrue(lines[-1].endswith("NOT protocol 1"), lines[-1])
 
 
@@ -89,8 +99,11 @@ class Http10AdapterTests(TestCase):
         self.calls = self.dir / "calls.jsonl"
         port = free_port()
         self.url = f"http://127.0.0.1:{port}/"
-        proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "e2e" / "http10_adapter.py"), str(port),
-                                 str(self.calls)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "e2e" / "http10_adapter.py"), str(port), str(self.calls)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
         def stop() -> None:
             proc.terminate()
@@ -117,8 +130,10 @@ class Http10AdapterTests(TestCase):
 
     def test_through_the_proxy(self) -> None:
         require_daemon()
-        config = {"endpoints": {"GET /*/containers/json": {"pre": ["h10"], "post": ["h10"]}},
-                  "adapters": {"h10": self.url}}
+        config = {
+            "endpoints": {"GET /*/containers/json": {"pre": ["h10"], "post": ["h10"]}},
+            "adapters": {"h10": self.url},
+        }
         with PowerstripProcess(config, docker=DOCKER_SOCK) as proxy:
             for _ in range(25):  # back to back, as `watch docker ps` would not even manage
                 status, _, body = proxy.request("GET", "/v1.41/containers/json")

@@ -16,14 +16,14 @@ from twisted.trial.unittest import TestCase
 
 from powerstrip.ops.exposure import in_container
 from powerstrip.sdk.testing import PowerstripProcess, free_port, wait_for_port
-from tests.certs import CA
-from tests.e2e.support import DOCKER_SOCK, require_daemon
+from tests.e2e.support import CA, DOCKER_SOCK, require_daemon
 
 
 def healthcheck(*args: str) -> subprocess.CompletedProcess:
     """``powerstrip healthcheck ARGS`` as a command."""
-    return subprocess.run([sys.executable, "-m", "powerstrip.ops.cli", "healthcheck", *args], capture_output=True,
-                          text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "powerstrip.ops.cli", "healthcheck", *args], capture_output=True, text=True, timeout=30
+    )
 
 
 class AdminE2ETests(TestCase):
@@ -43,11 +43,17 @@ class AdminE2ETests(TestCase):
             admin = healthcheck("--admin", f"tcp:{port}")
         serves = "reads the routes, adapter names and metrics (/metrics) and the adapters file's path (/readyz)"
         if in_container():  # as CI may well be: the warning says what to check instead
-            self.assertIn(f"WARNING: --admin tcp:{port} accepts connections from any address that reaches this "
-                          f"container, without TLS; anyone who can connect {serves}. Running in a container", log)
+            self.assertIn(
+                f"WARNING: --admin tcp:{port} accepts connections from any address that reaches this "
+                f"container, without TLS; anyone who can connect {serves}. Running in a container",
+                log,
+            )
         else:
-            self.assertIn(f"WARNING: --admin tcp:{port} accepts connections from other hosts without TLS. Anyone "
-                          f"who can reach it {serves}.", log)
+            self.assertIn(
+                f"WARNING: --admin tcp:{port} accepts connections from other hosts without TLS. Anyone "
+                f"who can reach it {serves}.",
+                log,
+            )
         self.assertEqual({a["docker"] for a in answers}, {"ok"})
         ages = [a["docker_checked_seconds_ago"] for a in answers]
         # Three probes in quick succession: the first made the check, the others reused it.
@@ -64,8 +70,16 @@ class AdminE2ETests(TestCase):
         server = ca.write(base / "server", "localhost", server=True)
         client = ca.write(base / "client", "prometheus", server=False)
         port = free_port()
-        args = ["--admin", f"tcp:{port}:interface=0.0.0.0", "--admin-tlscert", str(server / "cert.pem"),
-                "--admin-tlskey", str(server / "key.pem"), "--admin-tlscacert", str(server / "ca.pem")]
+        args = [
+            "--admin",
+            f"tcp:{port}:interface=0.0.0.0",
+            "--admin-tlscert",
+            str(server / "cert.pem"),
+            "--admin-tlskey",
+            str(server / "key.pem"),
+            "--admin-tlscacert",
+            str(server / "ca.pem"),
+        ]
         with PowerstripProcess(docker=DOCKER_SOCK, args=args) as proxy:
             wait_for_port(port, proxy.proc, "admin listener")
             context = ssl.create_default_context(cafile=str(client / "ca.pem"))

@@ -34,8 +34,17 @@ class AuthzPluginProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "examples" / "authz_plugin.py"), "--port", str(self.port),
-             "--record", str(self.record)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                str(REPO / "examples" / "authz_plugin.py"),
+                "--port",
+                str(self.port),
+                "--record",
+                str(self.record),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for_port(self.port, self.proc, "authz plugin")
 
     def calls(self) -> list[dict]:
@@ -46,9 +55,11 @@ class AuthzPluginProcess:
 
     def creates(self) -> list[dict]:
         """The container-create specs it was shown, decoded."""
-        return [json.loads(base64.b64decode(c["RequestBody"])) for c in self.calls()
-                if c["Method"] == "AuthZPlugin.AuthZReq" and "/containers/create" in c["RequestUri"]
-                and "RequestBody" in c]
+        return [
+            json.loads(base64.b64decode(c["RequestBody"]))
+            for c in self.calls()
+            if c["Method"] == "AuthZPlugin.AuthZReq" and "/containers/create" in c["RequestUri"] and "RequestBody" in c
+        ]
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -57,8 +68,10 @@ class AuthzPluginProcess:
 
 
 def config(plugin_url: str, pre: str = "[authz]", extra: str = "") -> str:
-    return (f'version: 1\nendpoints:\n  "* *":\n    pre: {pre}\nadapters:\n'
-            f"  authz:\n    url: {plugin_url}\n    type: authz\n{extra}")
+    return (
+        f'version: 1\nendpoints:\n  "* *":\n    pre: {pre}\nadapters:\n'
+        f"  authz:\n    url: {plugin_url}\n    type: authz\n{extra}"
+    )
 
 
 class _AuthzE2E:
@@ -103,9 +116,12 @@ class _AuthzE2E:
         self.assertEqual(methods, {"AuthZPlugin.AuthZReq"})
 
     def test_authz_sees_what_an_earlier_pre_hook_made(self) -> None:
-        self.start(config(self.plugin.url, pre="[env_inject, authz]",
-                          extra="  env_inject: python:examples.env_inject:adapter\n"),
-                   env={"INJECT_ENV": "AUTHZ_SAW=injected"})
+        self.start(
+            config(
+                self.plugin.url, pre="[env_inject, authz]", extra="  env_inject: python:examples.env_inject:adapter\n"
+            ),
+            env={"INJECT_ENV": "AUTHZ_SAW=injected"},
+        )
         result = self.docker("run", "--rm", "--label", LABEL, "--name", self.name(), IMAGE, "env")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn(b"AUTHZ_SAW=injected\n", result.stdout)
@@ -160,8 +176,13 @@ class RawAPITests(TestCase):
             name = f"ps-authz-{uuid.uuid4().hex[:10]}"
             self.addCleanup(direct, "rm", "-f", name)
             self.names.append(name)
-            conn.request("POST", f"/v1.41/containers/create?name={name}",
-                         body=iter([body]) if chunked else body, headers=headers, encode_chunked=chunked)
+            conn.request(
+                "POST",
+                f"/v1.41/containers/create?name={name}",
+                body=iter([body]) if chunked else body,
+                headers=headers,
+                encode_chunked=chunked,
+            )
             resp = conn.getresponse()
             return resp.status, json.loads(resp.read())
         finally:
@@ -198,8 +219,11 @@ class RawAPITests(TestCase):
 
     def test_plain_create_is_allowed(self) -> None:
         self.names = []
-        code, answer = self.send(json.dumps({"Image": IMAGE, "Cmd": ["true"], "Labels": {"powerstrip-e2e": "1"}})
-                                 .encode(), {"Content-Type": "application/json"}, chunked=True)
+        code, answer = self.send(
+            json.dumps({"Image": IMAGE, "Cmd": ["true"], "Labels": {"powerstrip-e2e": "1"}}).encode(),
+            {"Content-Type": "application/json"},
+            chunked=True,
+        )
         self.assertEqual(code, 201, answer)
 
 
@@ -213,18 +237,31 @@ class AuthzPluginRules(TestCase):
         return authz_plugin.authorize(call)
 
     def test_allowed(self) -> None:
-        for body in [None, b'{"Image":"busybox"}', b'{"HostConfig":{"Privileged":false}}', b'{"Privileged":null}',
-                     b'{"Labels":{"Privileged":"true"}}', b"[]"]:
+        for body in [
+            None,
+            b'{"Image":"busybox"}',
+            b'{"HostConfig":{"Privileged":false}}',
+            b'{"Privileged":null}',
+            b'{"Labels":{"Privileged":"true"}}',
+            b"[]",
+        ]:
             self.assertEqual(self.ask(body), {"Allow": True}, body)
 
     def test_denied(self) -> None:
-        for body in [b'{"HostConfig":{"Privileged":true}}', b'{"Privileged":true}',
-                     b'{"hostconfig":{"PRIVILEGED":true}}', b'{"HostConfig":{"Privileged":true},"HostConfig":{}}',
-                     b'{"Privileged":true,"Privileged":false}',
-                     b' {"HostConfig":{"Privileged":true}} trailing', b'{"Ho\xc5\xbftConfig":{"Privileged":true}}']:
+        for body in [
+            b'{"HostConfig":{"Privileged":true}}',
+            b'{"Privileged":true}',
+            b'{"hostconfig":{"PRIVILEGED":true}}',
+            b'{"HostConfig":{"Privileged":true},"HostConfig":{}}',
+            b'{"Privileged":true,"Privileged":false}',
+            b' {"HostConfig":{"Privileged":true}} trailing',
+            b'{"Ho\xc5\xbftConfig":{"Privileged":true}}',
+        ]:
             self.assertEqual(self.ask(body), {"Allow": False, "Msg": "privileged containers are not allowed"}, body)
-        self.assertEqual(self.ask(b'{"Privileged":true,"Cmd":["sh"]}', "/v1.47/containers/web/exec"),
-                         {"Allow": False, "Msg": "privileged exec is not allowed"})
+        self.assertEqual(
+            self.ask(b'{"Privileged":true,"Cmd":["sh"]}', "/v1.47/containers/web/exec"),
+            {"Allow": False, "Msg": "privileged exec is not allowed"},
+        )
 
     def test_unreadable_body_is_denied(self) -> None:
         self.assertFalse(self.ask(b"not json")["Allow"])

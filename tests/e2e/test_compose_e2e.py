@@ -73,8 +73,11 @@ def compose_v2() -> str | None:
         if candidate is None or not os.access(candidate, os.X_OK) or str(candidate) == COMPOSE_V1:
             continue
         try:
-            version = subprocess.run([str(candidate), "version", "--short"], capture_output=True, text=True,
-                                     timeout=30).stdout.strip().lstrip("v")
+            version = (
+                subprocess.run([str(candidate), "version", "--short"], capture_output=True, text=True, timeout=30)
+                .stdout.strip()
+                .lstrip("v")
+            )
         except (OSError, subprocess.TimeoutExpired):
             continue
         if version[:1].isdigit() and int(version.split(".")[0]) >= 2:
@@ -176,8 +179,12 @@ class _Compose:
     # -- running compose -------------------------------------------------------------
 
     def env(self, host: str) -> dict[str, str]:
-        env = {**os.environ, "DOCKER_HOST": host, "DOCKER_CONFIG": str(self.docker_config()),
-               "COMPOSE_PROGRESS": "plain"}
+        env = {
+            **os.environ,
+            "DOCKER_HOST": host,
+            "DOCKER_CONFIG": str(self.docker_config()),
+            "COMPOSE_PROGRESS": "plain",
+        }
         env.pop("DOCKER_CONTEXT", None)
         return env
 
@@ -188,10 +195,17 @@ class _Compose:
     def argv(self, *args: str) -> list[str]:
         return [*self.client, "-p", self.project, "-f", str(self.dir / "compose.yml"), *args]
 
-    def compose_run(self, host: str, *args: str, input: bytes | None = None, env: dict | None = None,
-                    timeout: float = 180) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(*args), input=input, capture_output=True, timeout=timeout,
-                              cwd=self.dir, env={**self.env(host), **(env or {})})
+    def compose_run(
+        self, host: str, *args: str, input: bytes | None = None, env: dict | None = None, timeout: float = 180
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self.argv(*args),
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+            cwd=self.dir,
+            env={**self.env(host), **(env or {})},
+        )
 
     def through(self, *args: str, **kw) -> bytes:
         """Run compose through Powerstrip; it must succeed; its stdout."""
@@ -212,14 +226,21 @@ class _Compose:
         return out
 
     def popen(self, *args: str) -> subprocess.Popen:
-        proc = subprocess.Popen(self.argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.dir,
-                                env=self.env(self.proxy.url))
+        proc = subprocess.Popen(
+            self.argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.dir, env=self.env(self.proxy.url)
+        )
         self.addCleanup(lambda: (proc.kill(), proc.wait(), proc.stdout.close(), proc.stderr.close()))
         return proc
 
     def container(self, service: str) -> str:
-        ids = direct("ps", "-q", "--filter", f"label=com.docker.compose.project={self.project}",
-                     "--filter", f"label=com.docker.compose.service={service}").stdout.split()
+        ids = direct(
+            "ps",
+            "-q",
+            "--filter",
+            f"label=com.docker.compose.project={self.project}",
+            "--filter",
+            f"label=com.docker.compose.service={service}",
+        ).stdout.split()
         self.assertEqual(len(ids), 1, f"one {service} container expected, got {ids}")
         return ids[0].decode()
 
@@ -315,23 +336,35 @@ class _Compose:
         self.audit.assert_received("pre-hook", "POST /*/containers/*/exec")
         # With a tty: script(1) gives compose a real terminal.
         cmd = " ".join(self.argv("exec", "web", "sh", "-c", "'tty; echo tty-ok; exit 4'"))
-        result = subprocess.run(["script", "-qec", cmd, "/dev/null"], input=b"", capture_output=True, timeout=60,
-                                cwd=self.dir, env=self.env(self.proxy.url))
+        result = subprocess.run(
+            ["script", "-qec", cmd, "/dev/null"],
+            input=b"",
+            capture_output=True,
+            timeout=60,
+            cwd=self.dir,
+            env=self.env(self.proxy.url),
+        )
         self.assertEqual(result.returncode, 4, result.stdout + result.stderr)
         self.assertIn(b"/dev/pts/", result.stdout)
         self.assertIn(b"tty-ok\r\n", result.stdout)
 
     def run_rm_with_stdin(self) -> None:
         before = len(self.rewrite.received("pre-hook", "POST /*/containers/create"))
-        out = self.same("run", "--rm", "-T", "--no-deps", "web", "sh", "-c", "cat; echo; echo ran",
-                        input=b"from stdin")
+        out = self.same("run", "--rm", "-T", "--no-deps", "web", "sh", "-c", "cat; echo; echo ran", input=b"from stdin")
         self.assertEqual(out, b"from stdin\nran\n")
-        through = self.through("run", "--rm", "-T", "--no-deps", "web", "sh", "-c", "cat; echo $POWERSTRIP_HOOKED",
-                               input=b"in:")
+        through = self.through(
+            "run", "--rm", "-T", "--no-deps", "web", "sh", "-c", "cat; echo $POWERSTRIP_HOOKED", input=b"in:"
+        )
         self.assertEqual(through, b"in:1\n")
         self.assertEqual(len(self.rewrite.received("pre-hook", "POST /*/containers/create")), before + 2)
-        left = direct("ps", "-aq", "--filter", f"label=com.docker.compose.project={self.project}",
-                      "--filter", "label=com.docker.compose.oneoff=True").stdout
+        left = direct(
+            "ps",
+            "-aq",
+            "--filter",
+            f"label=com.docker.compose.project={self.project}",
+            "--filter",
+            "label=com.docker.compose.oneoff=True",
+        ).stdout
         self.assertEqual(left, b"", "run --rm must leave no container behind")
 
     def cp_both_ways(self) -> None:
@@ -407,8 +440,11 @@ class ComposeV1(_Compose, TestCase):
         bindir = self.dir / "bin"
         bindir.mkdir()
         (bindir / "docker").symlink_to(CLIS["docker 20.10"])
-        self.build_env = {"COMPOSE_DOCKER_CLI_BUILD": "1", "DOCKER_BUILDKIT": "1",
-                          "PATH": f"{bindir}:{os.environ['PATH']}"}
+        self.build_env = {
+            "COMPOSE_DOCKER_CLI_BUILD": "1",
+            "DOCKER_BUILDKIT": "1",
+            "PATH": f"{bindir}:{os.environ['PATH']}",
+        }
 
     def build(self) -> None:
         super().build()

@@ -32,8 +32,12 @@ from tests.e2e.support import DOCKER_SOCK, REPO, require_daemon
 
 def _copy_checkout(dest: Path) -> None:
     """Tracked and unignored files of the checkout, as a fresh clone has them."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, check=True).stdout.split(b"\0")
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
     for name in filter(None, files):
         src = REPO / os.fsdecode(name)
         if src.is_file():
@@ -54,21 +58,40 @@ class EditableInstallTests(TestCase):
         self.env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DOCKER_HOST")}
 
     def venv_run(self, *cmd: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([str(self.venv / "bin" / cmd[0]), *cmd[1:]], cwd=self.elsewhere, env=self.env,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [str(self.venv / "bin" / cmd[0]), *cmd[1:]],
+            cwd=self.elsewhere,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def test_default_editable_install_then_twistd_from_anywhere(self) -> None:
         require_daemon()
         # The README's command, from the checkout; no --config-settings.
-        install = subprocess.run([str(self.venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-                                  "-e", "."], cwd=self.checkout, env=self.env, capture_output=True, text=True,
-                                 timeout=600)
+        install = subprocess.run(
+            [str(self.venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "-e", "."],
+            cwd=self.checkout,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         self.assertEqual(install.returncode, 0, install.stdout + install.stderr)
-        where = self.venv_run("python", "-c", "import powerstrip, twisted.plugins.powerstrip_plugin as p; "
-                                              "print(powerstrip.__file__); print(p.__file__)")
-        self.assertEqual(where.stdout.split(), [str(self.checkout / "powerstrip" / "__init__.py"),
-                                                str(self.checkout / "twisted" / "plugins" / "powerstrip_plugin.py")],
-                         where.stderr)
+        where = self.venv_run(
+            "python",
+            "-c",
+            "import powerstrip, twisted.plugins.powerstrip_plugin as p; print(powerstrip.__file__); print(p.__file__)",
+        )
+        self.assertEqual(
+            where.stdout.split(),
+            [
+                str(self.checkout / "powerstrip" / "__init__.py"),
+                str(self.checkout / "twisted" / "plugins" / "powerstrip_plugin.py"),
+            ],
+            where.stderr,
+        )
         listed = self.venv_run("twistd", "--help")
         self.assertEqual(listed.returncode, 0, listed.stderr)
         commands = [line.split()[0] for line in listed.stdout.splitlines() if line.startswith("    ") and line.split()]
@@ -76,9 +99,22 @@ class EditableInstallTests(TestCase):
         self.assertIn("powerstrip-adapter", commands, listed.stdout)
         # And it runs: a pass-through answering /_ping from dockerd, no pid file left behind.
         port = free_port()
-        proc = subprocess.Popen([str(self.venv / "bin" / "twistd"), "-n", "--pidfile=", "powerstrip",
-                                 "--docker", DOCKER_SOCK, "--listen", f"tcp:{port}:interface=127.0.0.1"],
-                                cwd=self.elsewhere, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                str(self.venv / "bin" / "twistd"),
+                "-n",
+                "--pidfile=",
+                "powerstrip",
+                "--docker",
+                DOCKER_SOCK,
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+            ],
+            cwd=self.elsewhere,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 30
             while True:

@@ -116,8 +116,10 @@ class DockerdRestart(TestCase):
         try:
             wait_for(lambda: len(self.received()) >= len(expected), what)
         except AssertionError:
-            self.fail(f"{what}: got {self.summary(self.received())}, expected {self.summary(expected)}\n"
-                      f"{self.proxy.log_text()[-4000:]}")
+            self.fail(
+                f"{what}: got {self.summary(self.received())}, expected {self.summary(expected)}\n"
+                f"{self.proxy.log_text()[-4000:]}"
+            )
         time.sleep(0.5)  # anything extra (a duplicate) would come now
 
     @staticmethod
@@ -155,10 +157,15 @@ class DockerdRestart(TestCase):
         self.assertEqual(len({json.dumps(e, sort_keys=True) for e in got}), len(got), "no duplicates")
         for name in ("before-1", "before-2", "during-1", "during-2", "after-1"):
             actions = [e["Action"] for e in got if e["Actor"]["Attributes"].get("name") == name]
-            self.assertEqual([a for a in actions if a in ("create", "start", "die")][:3],
-                             ["create", "start", "die"], f"{name}: {actions}")
-        self.assertEqual([e["Action"] for e in got if e["Actor"]["Attributes"].get("name") == "before-1"],
-                         ["create", "attach", "start", "die", "attach", "start", "die"])
+            self.assertEqual(
+                [a for a in actions if a in ("create", "start", "die")][:3],
+                ["create", "start", "die"],
+                f"{name}: {actions}",
+            )
+        self.assertEqual(
+            [e["Action"] for e in got if e["Actor"]["Attributes"].get("name") == "before-1"],
+            ["create", "attach", "start", "die", "attach", "start", "die"],
+        )
         log = self.proxy.log_text()
         self.assertEqual(log.count("events: not following Docker events"), 1, log[-4000:])
         self.assertEqual(log.count(" again"), 1, log[-4000:])
@@ -170,8 +177,11 @@ class DockerdRestart(TestCase):
 def scrape(port: int) -> dict[tuple[str, frozenset], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         text = r.read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(samples: dict, name: str, **labels: str) -> float:
@@ -219,16 +229,19 @@ class AdapterDown(TestCase):
             self.assertEqual(got, ["create", "start", "die"], cid)
         # A scrape with nothing waiting for rec (the shared daemon may have other events going on).
         samples: list[dict] = []
-        wait_for(lambda: samples.append(scrape(admin)) or value(samples[-1], "powerstrip_event_queue_depth",
-                                                                  adapter="rec") == 0, "rec's queue to be empty")
+        wait_for(
+            lambda: (
+                samples.append(scrape(admin)) or value(samples[-1], "powerstrip_event_queue_depth", adapter="rec") == 0
+            ),
+            "rec's queue to be empty",
+        )
         m = samples[-1]
         received = value(m, "powerstrip_events_received_total")
         self.assertGreaterEqual(received, 12)
         self.assertEqual(value(m, "powerstrip_event_queue_depth", adapter="dead"), 5)
         # Every event rec took went to dead's queue too: 5 wait there, the rest were dropped.
         matched = value(m, "powerstrip_events_delivered_total", adapter="rec")
-        self.assertEqual(value(m, "powerstrip_events_dropped_total", adapter="dead", reason="queue_full"),
-                         matched - 5)
+        self.assertEqual(value(m, "powerstrip_events_dropped_total", adapter="dead", reason="queue_full"), matched - 5)
         self.assertGreaterEqual(value(m, "powerstrip_event_delivery_failures_total", adapter="dead"), 1)
         self.assertEqual(value(m, "powerstrip_events_delivered_total", adapter="dead"), 0)
         self.assertGreaterEqual(matched, 12)

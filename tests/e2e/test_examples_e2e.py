@@ -99,10 +99,13 @@ ALL = [("docker 28", TWISTD), ("docker 28", IN_PROCESS), ("docker 20.10", TWISTD
 
 # --- env_inject ---------------------------------------------------------------
 
+
 class _EnvInject(_Example):
     example = "env_inject"
-    settings = {"INJECT_ENV": "PS_STAGE=staging,PS_EMPTY=,PS_URL=http://proxy:3128/?a=b,PS_KEEP=injected",
-                "INJECT_LABELS": "com.example.team=payments,com.example.keep=injected"}
+    settings = {
+        "INJECT_ENV": "PS_STAGE=staging,PS_EMPTY=,PS_URL=http://proxy:3128/?a=b,PS_KEEP=injected",
+        "INJECT_LABELS": "com.example.team=payments,com.example.keep=injected",
+    }
 
     def endpoints(self) -> str:
         return '  "POST /*/containers/create":\n    pre: [ex]\n'
@@ -122,13 +125,26 @@ class _EnvInject(_Example):
         result = self.docker("create", "--name", name, "--label", LABEL, "--label", "mine=1", IMAGE, "true")
         self.assertEqual(result.returncode, 0, result.stderr)
         labels = self.labels(name)
-        self.assertEqual((labels.get("com.example.team"), labels.get("com.example.keep"), labels.get("mine")),
-                         ("payments", "injected", "1"))
+        self.assertEqual(
+            (labels.get("com.example.team"), labels.get("com.example.keep"), labels.get("mine")),
+            ("payments", "injected", "1"),
+        )
 
     def test_values_the_user_set_are_kept(self) -> None:
         name = self.name()
-        result = self.docker("run", "--name", name, "--label", LABEL, "-e", "PS_KEEP=mine",
-                             "--label", "com.example.keep=mine", IMAGE, "env")
+        result = self.docker(
+            "run",
+            "--name",
+            name,
+            "--label",
+            LABEL,
+            "-e",
+            "PS_KEEP=mine",
+            "--label",
+            "com.example.keep=mine",
+            IMAGE,
+            "env",
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         env = result.stdout.decode().splitlines()
         self.assertEqual([line for line in env if line.startswith("PS_KEEP=")], ["PS_KEEP=mine"])
@@ -165,6 +181,7 @@ class EnvInjectRules(TestCase):
 
 # --- policy -------------------------------------------------------------------
 
+
 class _Policy(_Example):
     example = "policy"
     settings = {"POLICY_ALLOWED_BINDS": "/srv,/tmp"}
@@ -194,11 +211,22 @@ class _Policy(_Example):
         # The CLI may clean the path itself; either way /etc is what gets refused.
         self.assertRefused("-v", "/srv/../etc:/host-etc", IMAGE, "true", message=self.outside)
         self.assertRefused("-v", "/srv/../etc:/host-etc", IMAGE, "true", message=b"/etc")
-        self.assertRefused("--mount", "type=bind,source=/etc,target=/host-etc", IMAGE, "true",
-                           message=b"bind mount /etc " + self.outside)
+        self.assertRefused(
+            "--mount",
+            "type=bind,source=/etc,target=/host-etc",
+            IMAGE,
+            "true",
+            message=b"bind mount /etc " + self.outside,
+        )
         # Several violations are all named.
-        self.assertRefused("--privileged", "-v", "/root:/r", IMAGE, "true",
-                           message=b"privileged containers are not allowed; bind mount /root " + self.outside)
+        self.assertRefused(
+            "--privileged",
+            "-v",
+            "/root:/r",
+            IMAGE,
+            "true",
+            message=b"privileged containers are not allowed; bind mount /root " + self.outside,
+        )
 
     def test_allowed_binds_and_volumes_work(self) -> None:
         (self.tmp / "hello").write_text("from the host\n")
@@ -208,8 +236,18 @@ class _Policy(_Example):
         # A named volume looks like "name:/dst" in Binds, and is not a bind mount.
         volume = f"ps-example-{uuid.uuid4().hex[:10]}"
         self.addCleanup(direct, "volume", "rm", "-f", volume)
-        result = self.docker("run", "--rm", "--label", LABEL, "-v", f"{volume}:/data", IMAGE,
-                             "sh", "-c", "echo kept > /data/f && cat /data/f")
+        result = self.docker(
+            "run",
+            "--rm",
+            "--label",
+            LABEL,
+            "-v",
+            f"{volume}:/data",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo kept > /data/f && cat /data/f",
+        )
         self.assertEqual((result.returncode, result.stdout), (0, b"kept\n"), result.stderr)
 
     def test_privileged_exec_is_refused(self) -> None:
@@ -244,25 +282,43 @@ class PolicyRules(TestCase):
 
     def test_allow_list(self) -> None:
         self.assertEqual(self.check({"Binds": ["/srv:/a", "/srv/x/y:/b:ro", "/tmp/../tmp/z:/c"]}), [])
-        self.assertEqual(self.check({"Binds": ["/srvx:/a"]}),
-                         ["bind mount /srvx is outside the allowed paths /srv, /tmp"])
-        self.assertEqual(self.check({"Binds": ["/srv/../etc:/a"]}),
-                         ["bind mount /srv/../etc (/etc) is outside the allowed paths /srv, /tmp"])
-        self.assertEqual(policy.violations({"HostConfig": {"Binds": ["/srv:/a"]}}, ()),
-                         ["bind mount /srv is not allowed (POLICY_ALLOWED_BINDS allows none)"])
+        self.assertEqual(
+            self.check({"Binds": ["/srvx:/a"]}), ["bind mount /srvx is outside the allowed paths /srv, /tmp"]
+        )
+        self.assertEqual(
+            self.check({"Binds": ["/srv/../etc:/a"]}),
+            ["bind mount /srv/../etc (/etc) is outside the allowed paths /srv, /tmp"],
+        )
+        self.assertEqual(
+            policy.violations({"HostConfig": {"Binds": ["/srv:/a"]}}, ()),
+            ["bind mount /srv is not allowed (POLICY_ALLOWED_BINDS allows none)"],
+        )
 
     def test_what_is_a_bind(self) -> None:
         # Named and anonymous volumes, tmpfs: not binds.
-        self.assertEqual(self.check({"Binds": ["data:/etc", "/anon"], "Mounts": [
-            {"Type": "volume", "Source": "data", "Target": "/x"}, {"Type": "tmpfs", "Target": "/t"}]}), [])
-        self.assertEqual(self.check({"Mounts": [{"Type": "bind", "Source": "/", "Target": "/host"}]}),
-                         ["bind mount / is outside the allowed paths /srv, /tmp"])
-        self.assertEqual(self.check({"Mounts": [{"Type": "bind", "Source": "etc", "Target": "/x"}]}),
-                         ["bind mount source 'etc' is not an absolute path"])
+        self.assertEqual(
+            self.check(
+                {
+                    "Binds": ["data:/etc", "/anon"],
+                    "Mounts": [{"Type": "volume", "Source": "data", "Target": "/x"}, {"Type": "tmpfs", "Target": "/t"}],
+                }
+            ),
+            [],
+        )
+        self.assertEqual(
+            self.check({"Mounts": [{"Type": "bind", "Source": "/", "Target": "/host"}]}),
+            ["bind mount / is outside the allowed paths /srv, /tmp"],
+        )
+        self.assertEqual(
+            self.check({"Mounts": [{"Type": "bind", "Source": "etc", "Target": "/x"}]}),
+            ["bind mount source 'etc' is not an absolute path"],
+        )
 
     def test_other_rules(self) -> None:
-        self.assertEqual(self.check({"Privileged": True, "NetworkMode": "host"}),
-                         ["privileged containers are not allowed", "the host network is not allowed"])
+        self.assertEqual(
+            self.check({"Privileged": True, "NetworkMode": "host"}),
+            ["privileged containers are not allowed", "the host network is not allowed"],
+        )
         self.assertEqual(self.check({"Privileged": False, "NetworkMode": "bridge"}), [])
         self.assertEqual(policy.violations({"Image": "busybox"}, self.allowed), [])
 
@@ -332,6 +388,7 @@ class SlowReqRules(TestCase):
 
 
 # --- debug --------------------------------------------------------------------
+
 
 class _Debug(_Example):
     example = "debug"

@@ -157,7 +157,7 @@ def drip(sock: socket.socket, data: bytes, interval: float, limit: float = 30) -
         readable, _, _ = select.select([sock], [], [], 0 if sent == 0 else interval)
         if readable or time.monotonic() - started > limit:
             return sent, started
-        sock.sendall(data[sent:sent + 1])
+        sock.sendall(data[sent : sent + 1])
     return len(data), started
 
 
@@ -270,8 +270,9 @@ class StrictReading(_RawSocketTest):
         self.assertTrue(any(name in json.dumps(p) for p in self.adapter.payloads()))
         # The chunked form too (the framing the refusals below get wrong).
         name = unique(self)
-        reply, _ = exchange(self.proxy.port, message(create_line(name), CT, b"Transfer-Encoding: chunked",
-                                                     body=chunked()))
+        reply, _ = exchange(
+            self.proxy.port, message(create_line(name), CT, b"Transfer-Encoding: chunked", body=chunked())
+        )
         self.assertEqual(reply.status, 201, reply.body)
         self.assertTrue(container_exists(name))
 
@@ -292,21 +293,27 @@ class StrictReading(_RawSocketTest):
     def test_obs_fold_is_400_at_once(self) -> None:
         """A folded header line: 400 at once, not after --client-timeout (30 s here)."""
         name = unique(self)
-        reply = self.refused(name, message(create_line(name), CT, length(), b"X-Note: a", b" folded"),
-                             "obsolete line folding")
+        reply = self.refused(
+            name, message(create_line(name), CT, length(), b"X-Note: a", b" folded"), "obsolete line folding"
+        )
         self.assertLess(reply.elapsed, 1.0)
         name = unique(self)
-        reply = self.refused(name, message(create_line(name), b"Content-Type: application/", b"\tjson", length()),
-                             "obsolete line folding")
+        reply = self.refused(
+            name,
+            message(create_line(name), b"Content-Type: application/", b"\tjson", length()),
+            "obsolete line folding",
+        )
         self.assertLess(reply.elapsed, 1.0)
 
     def test_bare_lf_line_ends_are_400_at_once(self) -> None:
         """LF without CR: a whole head of them, one line, or the blank line; 400 at once."""
         name = unique(self)
         head = b"\n".join((create_line(name), b"Host: docker", CT, length())) + b"\n\n"
-        for data in (head + BODY,
-                     message(create_line(name), CT + b"\n" + length()),
-                     message(create_line(name), CT, length()).replace(b"\r\n\r\n", b"\r\n\n", 1)):
+        for data in (
+            head + BODY,
+            message(create_line(name), CT + b"\n" + length()),
+            message(create_line(name), CT, length()).replace(b"\r\n\r\n", b"\r\n\n", 1),
+        ):
             with self.subTest(data[:90]):
                 reply = self.refused(name, data, "")
                 self.assertRegex(reply.json_message(), "bare LF|control character")
@@ -316,19 +323,23 @@ class StrictReading(_RawSocketTest):
         for second in (length(), b"Content-Length: 0"):
             with self.subTest(second):
                 name = unique(self)
-                self.refused(name, message(create_line(name), CT, length(), second),
-                             "more than one Content-Length")
+                self.refused(name, message(create_line(name), CT, length(), second), "more than one Content-Length")
 
     def test_two_transfer_encoding_chunked_then_identity(self) -> None:
         name = unique(self)
-        self.refused(name, message(create_line(name), CT, b"Transfer-Encoding: chunked",
-                                   b"Transfer-Encoding: identity", body=chunked()),
-                     "more than one Transfer-Encoding")
+        self.refused(
+            name,
+            message(
+                create_line(name), CT, b"Transfer-Encoding: chunked", b"Transfer-Encoding: identity", body=chunked()
+            ),
+            "more than one Transfer-Encoding",
+        )
 
     def test_two_content_type_json_first(self) -> None:
         name = unique(self)
-        self.refused(name, message(create_line(name), CT, b"Content-Type: text/plain", length()),
-                     "more than one Content-Type")
+        self.refused(
+            name, message(create_line(name), CT, b"Content-Type: text/plain", length()), "more than one Content-Type"
+        )
 
     def test_two_host(self) -> None:
         name = unique(self)
@@ -338,27 +349,37 @@ class StrictReading(_RawSocketTest):
         for te in (b"gzip", b"chunked, identity", b"gzip, chunked", b"identity"):
             with self.subTest(te):
                 name = unique(self)
-                self.refused(name, message(create_line(name), CT, b"Transfer-Encoding: " + te, body=chunked()),
-                             "unsupported Transfer-Encoding")
+                self.refused(
+                    name,
+                    message(create_line(name), CT, b"Transfer-Encoding: " + te, body=chunked()),
+                    "unsupported Transfer-Encoding",
+                )
 
     def test_content_length_and_transfer_encoding(self) -> None:
-        for order in ((length(chunked()), b"Transfer-Encoding: chunked"),
-                      (b"Transfer-Encoding: chunked", length(chunked()))):
+        for order in (
+            (length(chunked()), b"Transfer-Encoding: chunked"),
+            (b"Transfer-Encoding: chunked", length(chunked())),
+        ):
             with self.subTest(order):
                 name = unique(self)
-                self.refused(name, message(create_line(name), CT, *order, body=chunked()),
-                             "both Content-Length and Transfer-Encoding")
+                self.refused(
+                    name,
+                    message(create_line(name), CT, *order, body=chunked()),
+                    "both Content-Length and Transfer-Encoding",
+                )
 
     def test_non_ascii_byte_in_content_type(self) -> None:
         """``applİcation/json`` (U+0130 as UTF-8): Python lower-cases it to "application/json"."""
         name = unique(self)
-        self.refused(name, message(create_line(name), "Content-Type: applİcation/json".encode(), length()),
-                     "non-ASCII byte in Content-Type")
+        self.refused(
+            name,
+            message(create_line(name), "Content-Type: applİcation/json".encode(), length()),
+            "non-ASCII byte in Content-Type",
+        )
 
     def test_request_line_with_two_spaces(self) -> None:
         name = unique(self)
-        self.refused(name, message(create_line(name).replace(b" ", b"  ", 1), CT, length()),
-                     "malformed request line")
+        self.refused(name, message(create_line(name).replace(b" ", b"  ", 1), CT, length()), "malformed request line")
 
     def test_absolute_form_target(self) -> None:
         name = unique(self)
@@ -371,9 +392,11 @@ class StrictReading(_RawSocketTest):
 
     def test_transfer_encoding_in_http_1_0(self) -> None:
         name = unique(self)
-        self.refused(name, message(create_line(name, b"HTTP/1.0"), CT, b"Transfer-Encoding: chunked",
-                                   body=chunked()),
-                     "Transfer-Encoding in an HTTP/1.0 request")
+        self.refused(
+            name,
+            message(create_line(name, b"HTTP/1.0"), CT, b"Transfer-Encoding: chunked", body=chunked()),
+            "Transfer-Encoding in an HTTP/1.0 request",
+        )
 
 
 class OpenFileLimit(TestCase):
@@ -428,8 +451,9 @@ class MaxConnections(_RawSocketTest):
         reply, closed = exchange(self.proxy.port, message(create_line(name), CT, length()))
         self.assertEqual(reply.status, 503, reply.body)
         self.assertEqual(reply.header("content-type"), "application/json")
-        self.assertIn(f"too many client connections (the limit is {self.N}, see --max-connections)",
-                      reply.json_message())
+        self.assertIn(
+            f"too many client connections (the limit is {self.N}, see --max-connections)", reply.json_message()
+        )
         self.assertTrue(closed)
         self.assertNothingCreated(name)
         self.assertIn("turning away a client", self.proxy.log_text())
@@ -472,9 +496,17 @@ class MaxBuffered(_RawSocketTest):
         self.adapter = LabelAdapter()
         self.addCleanup(self.adapter.stop)
         admin = free_port()
-        self.proxy = Powerstrip(hooked_config(self.adapter.url),
-                                extra=["--max-buffered", "88k", "--admin", f"tcp:{admin}:interface=127.0.0.1",
-                                       "--client-timeout", LONG_TIMEOUT])
+        self.proxy = Powerstrip(
+            hooked_config(self.adapter.url),
+            extra=[
+                "--max-buffered",
+                "88k",
+                "--admin",
+                f"tcp:{admin}:interface=127.0.0.1",
+                "--client-timeout",
+                LONG_TIMEOUT,
+            ],
+        )
         self.addCleanup(self.proxy.stop)
         # 40 KiB bodies, 30 KiB of each sent first: two whole bodies fit under 88 KiB, three parts do not.
         body = probe_body(pad=40 * 1024)
@@ -523,8 +555,10 @@ class Deadlines(_RawSocketTest):
     def setUp(self) -> None:
         require_daemon()
         # The pre-hook's adapter is never reached: no dripped body is ever complete.
-        self.proxy = Powerstrip(hooked_config(f"http://127.0.0.1:{free_port()}/never-called"),
-                                extra=["--client-timeout", f"{SHORT_TIMEOUT:g}"])
+        self.proxy = Powerstrip(
+            hooked_config(f"http://127.0.0.1:{free_port()}/never-called"),
+            extra=["--client-timeout", f"{SHORT_TIMEOUT:g}"],
+        )
         self.addCleanup(self.proxy.stop)
 
     def test_head_dripped_is_408_within_one_timeout(self) -> None:
@@ -571,7 +605,7 @@ class Deadlines(_RawSocketTest):
             for i in range(pieces):
                 time.sleep(DRIP)
                 self.assertEqual(select.select([sock], [], [], 0)[0], [], "answered before the upload ended")
-                sock.sendall(data[i * size:(i + 1) * size])
+                sock.sendall(data[i * size : (i + 1) * size])
             reply = read_reply(sock, started)
         self.assertEqual(reply.status, 200, reply.head + reply.body)
         self.assertGreater(reply.elapsed, 3 * SHORT_TIMEOUT)

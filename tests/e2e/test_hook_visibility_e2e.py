@@ -31,8 +31,11 @@ def _privileged(doc: object, exec_: bool) -> bool:
     if exec_:
         return doc.get("Privileged") is True
     host = doc.get("HostConfig") or {}
-    return isinstance(host, dict) and (host.get("Privileged") is True or host.get("NetworkMode") == "host"
-                                       or any(str(b).startswith("/:") for b in host.get("Binds") or []))
+    return isinstance(host, dict) and (
+        host.get("Privileged") is True
+        or host.get("NetworkMode") == "host"
+        or any(str(b).startswith("/:") for b in host.get("Binds") or [])
+    )
 
 
 def blind_reply(payload: dict) -> tuple[int, dict]:
@@ -47,8 +50,14 @@ def blind_reply(payload: dict) -> tuple[int, dict]:
     return echo(payload)
 
 
-def raw(port: int, target: str, body: bytes, headers: list[bytes] = (), chunked: bool = False,
-        content_type: bytes | None = b"application/json") -> tuple[int, bytes]:
+def raw(
+    port: int,
+    target: str,
+    body: bytes,
+    headers: list[bytes] = (),
+    chunked: bool = False,
+    content_type: bytes | None = b"application/json",
+) -> tuple[int, bytes]:
     """One request written byte for byte; ``(status, body)`` of the answer."""
     head = [f"POST {target} HTTP/1.1".encode(), b"Host: docker"]
     if content_type is not None:
@@ -82,56 +91,143 @@ PRIV = ',"HostConfig":{"Privileged":true}'
 # "hook shown": None = the hook is not called; a dict = what it must see of HostConfig.
 CREATE_PROBES = [
     # item 2
-    ("two Content-Types, JSON first", create(PRIV), b"application/json", [b"Content-Type: text/plain"], False,
-     400, None),
-    ("two Content-Types, chunked", create(PRIV), b"application/json", [b"Content-Type: text/plain"], True,
-     400, None),
+    (
+        "two Content-Types, JSON first",
+        create(PRIV),
+        b"application/json",
+        [b"Content-Type: text/plain"],
+        False,
+        400,
+        None,
+    ),
+    ("two Content-Types, chunked", create(PRIV), b"application/json", [b"Content-Type: text/plain"], True, 400, None),
     ("Content-Type applİcation/json", create(PRIV), "applİcation/json".encode(), [], False, 400, None),
     ("Content-Type text/plain on JSON", create(PRIV), b"text/plain", [], False, 400, None),
     ("Content-Type text/plain, chunked", create(PRIV), b"text/plain", [], True, 400, None),
     ("no Content-Type", create(PRIV), None, [], False, 403, {"Privileged": True}),
-    ("non-UTF-8 byte in a string", create(',"Domainname":"\xff"' + PRIV).replace(b"\xc3\xbf", b"\xff"),
-     b"application/json", [], False, 400, None),
-    ("non-UTF-8, chunked", create(',"Domainname":"\xff"' + PRIV).replace(b"\xc3\xbf", b"\xff"),
-     b"application/json", [], True, 400, None),
+    (
+        "non-UTF-8 byte in a string",
+        create(',"Domainname":"\xff"' + PRIV).replace(b"\xc3\xbf", b"\xff"),
+        b"application/json",
+        [],
+        False,
+        400,
+        None,
+    ),
+    (
+        "non-UTF-8, chunked",
+        create(',"Domainname":"\xff"' + PRIV).replace(b"\xc3\xbf", b"\xff"),
+        b"application/json",
+        [],
+        True,
+        400,
+        None,
+    ),
     ("trailing bytes", create(PRIV) + b"garbage", b"application/json", [], False, 400, None),
     ("a second value after", create(PRIV) + b'{"Image":"x"}', b"application/json", [], True, 400, None),
     # item 3
-    ("lower-case keys", b'{"image":"%s","labels":{"%s":"%s"},"hostconfig":{"privileged":true}}'
-     % (IMAGE.encode(), *LABEL.encode().split(b"=")), b"application/json", [], False, 403, {"Privileged": True}),
-    ("HoſtConfig (U+017F)", create(',"HoſtConfig":{"Privileged":true}'), b"application/json", [], False,
-     403, {"Privileged": True}),
-    ("NetworKMode (U+212A Kelvin)", create(',"HostConfig":{"NetworKMode":"host"}'), b"application/json", [],
-     False, 403, {"NetworkMode": "host"}),
-    ("Bindſ of / (U+017F)", create(',"HostConfig":{"Bindſ":["/:/host"]}'), b"application/json", [], True,
-     403, {"Binds": ["/:/host"]}),
-    ("PRIVILEGED upper case", create(',"HOSTCONFIG":{"PRIVILEGED":true}'), b"application/json", [], False,
-     403, {"Privileged": True}),
-    ("escaped key \\u0050rivileged", create(',"HostConfig":{"\\u0050rivileged":true}'), b"application/json", [],
-     False, 403, {"Privileged": True}),
-    ("top-level Privileged (dockerd 20.10 legacy)", create(',"Privileged":true'), b"application/json", [],
-     False, 400, None),
+    (
+        "lower-case keys",
+        b'{"image":"%s","labels":{"%s":"%s"},"hostconfig":{"privileged":true}}'
+        % (IMAGE.encode(), *LABEL.encode().split(b"=")),
+        b"application/json",
+        [],
+        False,
+        403,
+        {"Privileged": True},
+    ),
+    (
+        "HoſtConfig (U+017F)",
+        create(',"HoſtConfig":{"Privileged":true}'),
+        b"application/json",
+        [],
+        False,
+        403,
+        {"Privileged": True},
+    ),
+    (
+        "NetworKMode (U+212A Kelvin)",
+        create(',"HostConfig":{"NetworKMode":"host"}'),
+        b"application/json",
+        [],
+        False,
+        403,
+        {"NetworkMode": "host"},
+    ),
+    (
+        "Bindſ of / (U+017F)",
+        create(',"HostConfig":{"Bindſ":["/:/host"]}'),
+        b"application/json",
+        [],
+        True,
+        403,
+        {"Binds": ["/:/host"]},
+    ),
+    (
+        "PRIVILEGED upper case",
+        create(',"HOSTCONFIG":{"PRIVILEGED":true}'),
+        b"application/json",
+        [],
+        False,
+        403,
+        {"Privileged": True},
+    ),
+    (
+        "escaped key \\u0050rivileged",
+        create(',"HostConfig":{"\\u0050rivileged":true}'),
+        b"application/json",
+        [],
+        False,
+        403,
+        {"Privileged": True},
+    ),
+    (
+        "top-level Privileged (dockerd 20.10 legacy)",
+        create(',"Privileged":true'),
+        b"application/json",
+        [],
+        False,
+        400,
+        None,
+    ),
     ("top-level privileged, lower case", create(',"privileged":true'), b"application/json", [], True, 400, None),
-    ("top-level Binds beside HostConfig", create(',"Binds":["/:/host"],"HostConfig":{}'), b"application/json",
-     [], False, 400, None),
+    (
+        "top-level Binds beside HostConfig",
+        create(',"Binds":["/:/host"],"HostConfig":{}'),
+        b"application/json",
+        [],
+        False,
+        400,
+        None,
+    ),
     ("duplicate HostConfig", create(PRIV + ',"HostConfig":{}'), b"application/json", [], False, 400, None),
     ("HostConfig and hostconfig", create(PRIV + ',"hostconfig":{}'), b"application/json", [], False, 400, None),
-    ("duplicate Privileged at depth", create(',"HostConfig":{"Privileged":false,"Privileged":true}'),
-     b"application/json", [], False, 400, None),
-    ("Privileged and privileged at depth", create(',"HostConfig":{"Privileged":false,"privileged":true}'),
-     b"application/json", [], True, 400, None),
+    (
+        "duplicate Privileged at depth",
+        create(',"HostConfig":{"Privileged":false,"Privileged":true}'),
+        b"application/json",
+        [],
+        False,
+        400,
+        None,
+    ),
+    (
+        "Privileged and privileged at depth",
+        create(',"HostConfig":{"Privileged":false,"privileged":true}'),
+        b"application/json",
+        [],
+        True,
+        400,
+        None,
+    ),
     # our variants
-    ("nested 200 deep", create(',"X":' + "[" * 200 + "]" * 200 + PRIV), b"application/json", [], False,
-     400, None),
-    ("nested 20000 deep", create(',"X":' + "[" * 20000 + "]" * 20000 + PRIV), b"application/json", [], True,
-     400, None),
+    ("nested 200 deep", create(',"X":' + "[" * 200 + "]" * 200 + PRIV), b"application/json", [], False, 400, None),
+    ("nested 20000 deep", create(',"X":' + "[" * 20000 + "]" * 20000 + PRIV), b"application/json", [], True, 400, None),
     ("number 1e400", create(',"StopTimeout":1e400' + PRIV), b"application/json", [], False, 400, None),
-    ("integer 2**64", create(',"StopTimeout":18446744073709551616' + PRIV), b"application/json", [], False,
-     400, None),
+    ("integer 2**64", create(',"StopTimeout":18446744073709551616' + PRIV), b"application/json", [], False, 400, None),
     ("NaN", create(',"StopTimeout":NaN' + PRIV), b"application/json", [], False, 400, None),
     ("-Infinity", create(',"StopTimeout":-Infinity' + PRIV), b"application/json", [], False, 400, None),
-    ("lone surrogate escape", create(',"Domainname":"\\ud800"' + PRIV), b"application/json", [], False,
-     400, None),
+    ("lone surrogate escape", create(',"Domainname":"\\ud800"' + PRIV), b"application/json", [], False, 400, None),
     ("UTF-8 BOM", b"\xef\xbb\xbf" + create(PRIV), b"application/json", [], False, 400, None),
     ("an array, not an object", b"[" + create(PRIV) + b"]", b"application/json", [], False, 400, None),
 ]
@@ -168,17 +264,30 @@ class _Visibility:
             except docker.errors.NotFound:
                 continue  # removed meanwhile
             host = info["HostConfig"]
-            self.assertFalse(host["Privileged"] or host["NetworkMode"] == "host"
-                             or any(b.startswith("/:") for b in host.get("Binds") or []),
-                             f"a privileged container exists: {info['Name']}")
+            self.assertFalse(
+                host["Privileged"]
+                or host["NetworkMode"] == "host"
+                or any(b.startswith("/:") for b in host.get("Binds") or []),
+                f"a privileged container exists: {info['Name']}",
+            )
             for exec_id in info.get("ExecIDs") or []:
                 self.assertFalse(self.client.api.exec_inspect(exec_id)["Privileged"], "a privileged exec exists")
 
     def calls_for(self, marker: str) -> list[dict]:
         return [c for c in self.recorder.calls if marker in c["ClientRequest"]["Request"]]
 
-    def probe(self, target: str, marker: str, body: bytes, ctype: bytes | None, headers: list, chunked: bool,
-              expected: int, shown: dict | None, what: str) -> None:
+    def probe(
+        self,
+        target: str,
+        marker: str,
+        body: bytes,
+        ctype: bytes | None,
+        headers: list,
+        chunked: bool,
+        expected: int,
+        shown: dict | None,
+        what: str,
+    ) -> None:
         status, answer = raw(self.proxy.port, target, body, headers, chunked, ctype)
         want = expected if expected == 400 else self.seen_status
         self.assertEqual(status, want, f"{what}: {answer[:300]!r}")
@@ -200,10 +309,12 @@ class _Visibility:
         for what, body, ctype, headers, chunked, expected, shown in CREATE_PROBES:
             name = f"ps-vis-{uuid.uuid4().hex[:10]}"
             self.addCleanup(direct, "rm", "-f", name)
-            self.probe(f"/v1.41/containers/create?name={name}", name, body, ctype, headers, chunked, expected,
-                       shown, what)
-            self.assertEqual(direct("ps", "-aq", "--filter", f"name=^/{name}$").stdout, b"",
-                             f"{what}: dockerd created the container")
+            self.probe(
+                f"/v1.41/containers/create?name={name}", name, body, ctype, headers, chunked, expected, shown, what
+            )
+            self.assertEqual(
+                direct("ps", "-aq", "--filter", f"name=^/{name}$").stdout, b"", f"{what}: dockerd created the container"
+            )
 
     def test_exec_probes(self) -> None:
         box = f"ps-vis-{uuid.uuid4().hex[:10]}"
@@ -211,20 +322,39 @@ class _Visibility:
         self.assertEqual(direct("run", "-d", "--name", box, "--label", LABEL, IMAGE, "sleep", "300").returncode, 0)
         cmd = '"Cmd":["true"]'
         for what, body, ctype, chunked, expected in [
-            ("exec Privileged", '{"Privileged":true,' + cmd + '}', b"application/json", False, 403),
-            ("exec privileged lower case", '{"privileged":true,' + cmd + '}', b"application/json", True, 403),
-            ("exec Privileged, no Content-Type", '{"Privileged":true,' + cmd + '}', None, False, 403),
-            ("exec text/plain", '{"Privileged":true,' + cmd + '}', b"text/plain", False, 400),
-            ("exec duplicate Privileged", '{"Privileged":false,"Privileged":true,' + cmd + '}', b"application/json",
-             False, 400),
-            ("exec Privileged/PRIVILEGED", '{"Privileged":false,"PRIVILEGED":true,' + cmd + '}', b"application/json",
-             True, 400),
-            ("exec trailing data", '{"Privileged":true,' + cmd + '}]', b"application/json", False, 400),
+            ("exec Privileged", '{"Privileged":true,' + cmd + "}", b"application/json", False, 403),
+            ("exec privileged lower case", '{"privileged":true,' + cmd + "}", b"application/json", True, 403),
+            ("exec Privileged, no Content-Type", '{"Privileged":true,' + cmd + "}", None, False, 403),
+            ("exec text/plain", '{"Privileged":true,' + cmd + "}", b"text/plain", False, 400),
+            (
+                "exec duplicate Privileged",
+                '{"Privileged":false,"Privileged":true,' + cmd + "}",
+                b"application/json",
+                False,
+                400,
+            ),
+            (
+                "exec Privileged/PRIVILEGED",
+                '{"Privileged":false,"PRIVILEGED":true,' + cmd + "}",
+                b"application/json",
+                True,
+                400,
+            ),
+            ("exec trailing data", '{"Privileged":true,' + cmd + "}]", b"application/json", False, 400),
         ]:
             marker = uuid.uuid4().hex[:10]
             # A query parameter dockerd ignores lets the test find the hook call of this probe.
-            self.probe(f"/v1.41/containers/{box}/exec?probe={marker}", marker, body.encode(), ctype, [],
-                       chunked, expected, {"Privileged": True} if expected == 403 else None, what)
+            self.probe(
+                f"/v1.41/containers/{box}/exec?probe={marker}",
+                marker,
+                body.encode(),
+                ctype,
+                [],
+                chunked,
+                expected,
+                {"Privileged": True} if expected == 403 else None,
+                what,
+            )
 
     def test_start_with_a_host_config_body(self) -> None:
         # dockerd 20.10 applies a start body as HostConfig below API 1.24.

@@ -40,8 +40,10 @@ adapters:
 def raw_request(port: int, method: str, path: str, body: bytes = b"", ctype: str = "application/json") -> tuple:
     """One HTTP/1.1 request on a fresh socket; returns (status, body)."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        head = (f"{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
         s.sendall(head + body)
         data = b""
         while chunk := s.recv(65536):
@@ -72,8 +74,9 @@ class _Hooks:
 
     def test_pre_hook_rewrites_create(self) -> None:
         name = self.name()
-        result = self.docker("run", "--label", LABEL, "--name", name, IMAGE,
-                             "sh", "-c", "echo hooked=$POWERSTRIP_HOOKED")
+        result = self.docker(
+            "run", "--label", LABEL, "--name", name, IMAGE, "sh", "-c", "echo hooked=$POWERSTRIP_HOOKED"
+        )
         self.assertEqual(result.stdout, b"hooked=1\n", result.stderr)
         labels = json.loads(direct("inspect", "--format", "{{json .Config.Labels}}", name).stdout)
         self.assertEqual(labels.get("powerstrip.example"), "hooked")
@@ -113,8 +116,9 @@ class _Hooks:
         self.assertEqual(status, 201)
         labels = json.loads(direct("inspect", "--format", "{{json .Config.Labels}}", name).stdout)
         self.assertEqual(labels.get("powerstrip.example"), "hooked")
-        self.assertIn(f"/containers/create?name={name}",
-                      [p["ClientRequest"]["Request"] for p in self.adapter.payloads()])
+        self.assertIn(
+            f"/containers/create?name={name}", [p["ClientRequest"]["Request"] for p in self.adapter.payloads()]
+        )
 
 
 class HooksDocker28(_Hooks, TestCase):
@@ -171,8 +175,7 @@ class DockerPy(TestCase):
         api = self.client.api
         api.ping()
         api.version()
-        ct = api.create_container(IMAGE, "sh -c 'read x; echo got-$x'", stdin_open=True,
-                                  labels={"powerstrip-e2e": "1"})
+        ct = api.create_container(IMAGE, "sh -c 'read x; echo got-$x'", stdin_open=True, labels={"powerstrip-e2e": "1"})
         self.addCleanup(api.remove_container, ct, force=True)
         sock = api.attach_socket(ct, params={"stdin": 1, "stdout": 1, "stream": 1})
         api.start(ct)
@@ -297,8 +300,9 @@ class UnixListener(TestCase):
         self.addCleanup(proxy.stop)
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o660)
         for cli in CLIS.values():
-            result = run([cli, "run", "--rm", "-i", IMAGE, "sh", "-c", "cat; echo unix-ok"], host=f"unix://{path}",
-                         input=b"in-")
+            result = run(
+                [cli, "run", "--rm", "-i", IMAGE, "sh", "-c", "cat; echo unix-ok"], host=f"unix://{path}", input=b"in-"
+            )
             self.assertEqual(result.stdout, b"in-unix-ok\n", result.stderr)
         self.assertIn("removing stale socket", proxy.log_text())
 
@@ -316,8 +320,12 @@ class GracefulShutdown(TestCase):
         proxy = Powerstrip()
         self.addCleanup(proxy.stop)
         env = {**os.environ, "DOCKER_HOST": proxy.url}
-        run_proc = subprocess.Popen([CLIS["docker 28"], "run", "--rm", IMAGE, "sh", "-c", "sleep 3; echo finished"],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        run_proc = subprocess.Popen(
+            [CLIS["docker 28"], "run", "--rm", IMAGE, "sh", "-c", "sleep 3; echo finished"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
         self.addCleanup(lambda: (run_proc.kill(), run_proc.wait()))
         # Created, attached, started: now waiting on `wait` (a fixed sleep is
         # not enough on a loaded machine, where `create` alone can take seconds).
@@ -343,8 +351,9 @@ class GracefulShutdown(TestCase):
         proxy = Powerstrip(extra=["--drain-timeout", "1"])
         self.addCleanup(proxy.stop)
         env = {**os.environ, "DOCKER_HOST": proxy.url}
-        events = subprocess.Popen([CLIS["docker 28"], "events"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  env=env)
+        events = subprocess.Popen(
+            [CLIS["docker 28"], "events"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
         self.addCleanup(lambda: (events.kill(), events.wait()))
         time.sleep(1)
         started = time.monotonic()
@@ -376,8 +385,9 @@ class Admin(TestCase):
         code, body = self.probe(admin, "/readyz")
         self.assertEqual((code, body["docker"]), (200, "ok"))
         admin2 = free_port()
-        down = Powerstrip(extra=["--docker", "unix:///nonexistent/docker.sock",
-                                 "--admin", f"tcp:{admin2}:interface=127.0.0.1"])
+        down = Powerstrip(
+            extra=["--docker", "unix:///nonexistent/docker.sock", "--admin", f"tcp:{admin2}:interface=127.0.0.1"]
+        )
         self.addCleanup(down.stop)
         self.assertEqual(self.probe(admin2, "/healthz")[0], 200)
         code, body = self.probe(admin2, "/readyz")

@@ -33,8 +33,9 @@ class _QuietStreams:
     def test_logs_follow_quiet_for_three_timeouts(self) -> None:
         name = f"ps-quiet-{uuid.uuid4().hex[:8]}"
         self.addCleanup(direct, "rm", "-f", name)
-        started = direct("run", "-d", "--label", LABEL, "--name", name, IMAGE,
-                         "sh", "-c", "echo first; sleep 3; echo second")
+        started = direct(
+            "run", "-d", "--label", LABEL, "--name", name, IMAGE, "sh", "-c", "echo first; sleep 3; echo second"
+        )
         self.assertEqual(started.returncode, 0, started.stderr)
         logs = self.docker("logs", "-f", name, timeout=30)
         self.assertEqual((logs.returncode, logs.stdout), (0, b"first\nsecond\n"), logs.stderr)
@@ -43,9 +44,13 @@ class _QuietStreams:
         """An attached stream with nothing to say for 3 s, then input, then EOF."""
         feeder = subprocess.Popen(["sh", "-c", "sleep 3; echo late"], stdout=subprocess.PIPE)
         try:
-            out = subprocess.run([self.cli, "run", "--rm", "-i", "--label", LABEL, IMAGE, "cat"],
-                                 stdin=feeder.stdout, capture_output=True, timeout=60,
-                                 env={"PATH": "/usr/bin:/bin", "DOCKER_HOST": self.proxy.url})
+            out = subprocess.run(
+                [self.cli, "run", "--rm", "-i", "--label", LABEL, IMAGE, "cat"],
+                stdin=feeder.stdout,
+                capture_output=True,
+                timeout=60,
+                env={"PATH": "/usr/bin:/bin", "DOCKER_HOST": self.proxy.url},
+            )
         finally:
             feeder.wait()
         self.assertEqual((out.returncode, out.stdout), (0, b"late\n"), out.stderr)
@@ -54,9 +59,22 @@ class _QuietStreams:
         since = str(int(time.time()))
         name = f"ps-ev-{uuid.uuid4().hex[:8]}"
         self.addCleanup(direct, "volume", "rm", "-f", name)
-        events = subprocess.Popen([self.cli, "events", "--since", since, "--filter", "type=volume",
-                                   "--filter", f"volume={name}", "--format", "{{.Action}}"],
-                                  stdout=subprocess.PIPE, env={"PATH": "/usr/bin:/bin", "DOCKER_HOST": self.proxy.url})
+        events = subprocess.Popen(
+            [
+                self.cli,
+                "events",
+                "--since",
+                since,
+                "--filter",
+                "type=volume",
+                "--filter",
+                f"volume={name}",
+                "--format",
+                "{{.Action}}",
+            ],
+            stdout=subprocess.PIPE,
+            env={"PATH": "/usr/bin:/bin", "DOCKER_HOST": self.proxy.url},
+        )
         self.addCleanup(events.kill)
         time.sleep(3)  # three client timeouts of silence
         self.assertIsNone(events.poll(), "the quiet event stream was cut")

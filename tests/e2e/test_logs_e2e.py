@@ -90,10 +90,14 @@ class LogfileTests(TestCase):
     def test_docker_run_access_lines_carry_request_ids(self) -> None:
         result = run([CLIS["docker 28"], "run", "--rm", "--label", LABEL, IMAGE, "true"], host=self.proxy.url)
         self.assertEqual(result.returncode, 0, result.stderr)
-        calls = {"create": ("POST", r"/containers/create(\?|$)"), "start": ("POST", r"/containers/\w+/start$"),
-                 "wait": ("POST", r"/containers/\w+/wait(\?|$)")}
+        calls = {
+            "create": ("POST", r"/containers/create(\?|$)"),
+            "start": ("POST", r"/containers/\w+/start$"),
+            "wait": ("POST", r"/containers/\w+/wait(\?|$)"),
+        }
         records = self.wait_for_records(
-            lambda rs: all(self.access(rs, *call) for call in calls.values()), "create/start/wait")
+            lambda rs: all(self.access(rs, *call) for call in calls.values()), "create/start/wait"
+        )
         ids = set()
         for name, call in calls.items():
             [record] = self.access(records, *call)
@@ -123,11 +127,13 @@ class LogfileTests(TestCase):
     def test_request_id_header_is_in_the_log(self) -> None:
         request_id = ping(self.proxy.port)
         self.assertRegex(request_id, REQUEST_ID)
-        records = self.wait_for_records(lambda rs: any(r.get("request_id") == request_id for r in rs),
-                                        f"request {request_id}")
+        records = self.wait_for_records(
+            lambda rs: any(r.get("request_id") == request_id for r in rs), f"request {request_id}"
+        )
         [record] = [r for r in records if r.get("request_id") == request_id]
-        self.assertEqual((record["method"], record["path"], record["status"], record["bytes"]),
-                         ("GET", "/_ping", 200, 2))
+        self.assertEqual(
+            (record["method"], record["path"], record["status"], record["bytes"]), ("GET", "/_ping", 200, 2)
+        )
 
     def test_sigusr1_rotates_and_json_goes_on(self) -> None:
         first = ping(self.proxy.port)
@@ -161,8 +167,19 @@ class StdoutTests(TestCase):
         out, err = self.dir / "stdout", self.dir / "stderr"
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         env.pop("DOCKER_HOST", None)
-        cmd = [shutil.which("twistd") or "twistd", "-n", "--pidfile=", "powerstrip", *JSON_ARGS,
-               "--docker", DOCKER_SOCK, "--config", str(cfg), "--listen", f"tcp:{port}:interface=127.0.0.1"]
+        cmd = [
+            shutil.which("twistd") or "twistd",
+            "-n",
+            "--pidfile=",
+            "powerstrip",
+            *JSON_ARGS,
+            "--docker",
+            DOCKER_SOCK,
+            "--config",
+            str(cfg),
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+        ]
         with open(out, "wb") as stdout, open(err, "wb") as stderr:
             proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=stdout, stderr=stderr)
         try:

@@ -49,8 +49,11 @@ class BoundedMemory(TestCase):
             result = run([docker, "cp", str(src), f"{self.name}:/tmp/big.bin"], host=self.proxy.url, timeout=300)
             self.assertEqual(result.returncode, 0, result.stderr)
             cp_in = self._growth(base)
-            result = run([docker, "cp", f"{self.name}:/tmp/big.bin", str(Path(tmp, "back.bin"))],
-                         host=self.proxy.url, timeout=300)
+            result = run(
+                [docker, "cp", f"{self.name}:/tmp/big.bin", str(Path(tmp, "back.bin"))],
+                host=self.proxy.url,
+                timeout=300,
+            )
             self.assertEqual(result.returncode, 0, result.stderr)
             cp_out = self._growth(base)
             self.assertEqual(_sha(Path(tmp, "back.bin")), _sha(src))
@@ -67,8 +70,10 @@ class BoundedMemory(TestCase):
         self.assertEqual(proc.wait(300), 0)
         export = self._growth(base)
         self.assertGreater(size, 512 * MiB)
-        report = (f"powerstrip peak RSS growth over {base // 1024} MiB: cp in 256 MiB +{cp_in / MiB:.1f} MiB, "
-                  f"cp out +{cp_out / MiB:.1f} MiB, export {size / MiB:.0f} MiB +{export / MiB:.1f} MiB")
+        report = (
+            f"powerstrip peak RSS growth over {base // 1024} MiB: cp in 256 MiB +{cp_in / MiB:.1f} MiB, "
+            f"cp out +{cp_out / MiB:.1f} MiB, export {size / MiB:.0f} MiB +{export / MiB:.1f} MiB"
+        )
         sys.stderr.write(f"\n{report}\n")
         for label, growth in (("cp in", cp_in), ("cp out", cp_out), ("export", export)):
             self.assertLess(growth, BUDGET, f"{label}: {report}")

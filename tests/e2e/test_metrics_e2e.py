@@ -23,8 +23,11 @@ def scrape(port: int) -> dict[tuple[str, frozenset], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         assert r.headers["Content-Type"].startswith("text/plain"), r.headers["Content-Type"]
         text = r.read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(samples: dict, name: str, **labels: str) -> float:
@@ -69,8 +72,7 @@ class Metrics(TestCase):
     def test_run_and_ps(self) -> None:
         adapter = LabelAdapter()
         self.addCleanup(adapter.stop)
-        config = (f'version: 1\nendpoints:\n  "{CREATE}":\n    pre: [label]\n'
-                  f"adapters:\n  label: {adapter.url}\n")
+        config = f'version: 1\nendpoints:\n  "{CREATE}":\n    pre: [label]\nadapters:\n  label: {adapter.url}\n'
         proxy, admin = self.start(config)
         self.docker(proxy, "run", "--rm", IMAGE, "true")
         self.docker(proxy, "ps")
@@ -90,8 +92,11 @@ class Metrics(TestCase):
         self.assertGreater(value(m, "powerstrip_client_sent_bytes_total"), 0)
         # Every request counted once: as many as the access log has lines.
         requests = total(m, "powerstrip_requests_total")
-        self.assertEqual(requests, value(m, "powerstrip_request_duration_seconds_count", route="none")
-                         + value(m, "powerstrip_request_duration_seconds_count", route=CREATE))
+        self.assertEqual(
+            requests,
+            value(m, "powerstrip_request_duration_seconds_count", route="none")
+            + value(m, "powerstrip_request_duration_seconds_count", route=CREATE),
+        )
         self.assertEqual(requests, len(ACCESS_LINE.findall(proxy.log_text())), proxy.log_text())
 
     def test_counts_without_access_log_and_reloads(self) -> None:

@@ -31,15 +31,15 @@ from twisted.trial.unittest import TestCase
 from powerstrip.proxy.exchange import CLIENT_GONE
 from powerstrip.sdk.schema import validate
 from powerstrip.sdk.testing import RecordingAdapter, echo
-from tests.e2e.support import CLIS, IMAGE, LABEL, Powerstrip, direct, require_daemon, run
-from tests.e2e.test_tls_e2e import certs, tls_env
+from tests.e2e.support import CLIS, IMAGE, LABEL, Powerstrip, certs, direct, require_daemon, run, tls_env
 
 NOBODY = pwd.getpwnam("nobody")
 
 
 def hooked(rule: str, kind: str = "pre", extra: str = "") -> str:
-    return (f'version: 1\nendpoints:\n  "{rule}":\n    {kind}: [rec]\n'
-            f"adapters:\n  rec: {{url: $URL, protocol: 2{extra}}}\n")
+    return (
+        f'version: 1\nendpoints:\n  "{rule}":\n    {kind}: [rec]\nadapters:\n  rec: {{url: $URL, protocol: 2{extra}}}\n'
+    )
 
 
 class _Setup:
@@ -72,7 +72,8 @@ class _Setup:
     def two_hook_proxy(self, rec: RecordingAdapter, slow: RecordingAdapter) -> Powerstrip:
         proxy = Powerstrip(
             'version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [rec, slow]\nadapters:\n'
-            f"  rec: {{url: {rec.url}, protocol: 2, unwind: true}}\n  slow: {{url: {slow.url}, timeout: 90s}}\n")
+            f"  rec: {{url: {rec.url}, protocol: 2, unwind: true}}\n  slow: {{url: {slow.url}, timeout: 90s}}\n"
+        )
         self.addCleanup(proxy.stop)
         return proxy
 
@@ -95,22 +96,39 @@ class _Protocol2(_Setup):
         home = Path(tempfile.mkdtemp(prefix="nobody-home-"))
         self.addCleanup(shutil.rmtree, home, True)
         os.chown(home, NOBODY.pw_uid, NOBODY.pw_gid)
-        result = run([self.cli, "version", "--format", "{{.Server.Version}}"], host=f"unix://{sock}",
-                     env={"HOME": str(home)}, user=NOBODY.pw_uid, group=NOBODY.pw_gid)
+        result = run(
+            [self.cli, "version", "--format", "{{.Server.Version}}"],
+            host=f"unix://{sock}",
+            env={"HOME": str(home)},
+            user=NOBODY.pw_uid,
+            group=NOBODY.pw_gid,
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         [call] = adapter.assert_received("pre-hook", "GET /*/version", count=1)
         caller = call["Caller"]
-        self.assertEqual((caller["Transport"], caller["Uid"], caller["Gid"], caller["User"]),
-                         ("unix", NOBODY.pw_uid, NOBODY.pw_gid, "nobody"))
+        self.assertEqual(
+            (caller["Transport"], caller["Uid"], caller["Gid"], caller["User"]),
+            ("unix", NOBODY.pw_uid, NOBODY.pw_gid, "nobody"),
+        )
         self.assertIsInstance(caller["Pid"], int)
         self.assertRegex(call["RequestId"], "^[0-9a-f]{16}$")
 
     def test_tls_caller_is_the_certificate(self) -> None:
         adapter = self.adapter()
         server = certs()["server"]
-        proxy = self.proxy(hooked("GET /*/version"), adapter,
-                           ["--tlsverify", "--tlscacert", str(server / "ca.pem"), "--tlscert",
-                            str(server / "cert.pem"), "--tlskey", str(server / "key.pem")])
+        proxy = self.proxy(
+            hooked("GET /*/version"),
+            adapter,
+            [
+                "--tlsverify",
+                "--tlscacert",
+                str(server / "ca.pem"),
+                "--tlscert",
+                str(server / "cert.pem"),
+                "--tlskey",
+                str(server / "key.pem"),
+            ],
+        )
         result = run([self.cli, "version"], host=proxy.url, env=tls_env(certs()["client"]))
         self.assertEqual(result.returncode, 0, result.stderr)
         caller = adapter.assert_received("pre-hook", "GET /*/version")[0]["Caller"]
@@ -120,14 +138,32 @@ class _Protocol2(_Setup):
 
     def test_short_circuit_answers_docker_ps(self) -> None:
         """A per-user view: the hook answers ``docker ps`` itself, dockerd is never asked."""
+
         def view(payload: dict) -> tuple[int, dict]:
             if payload["Type"] != "pre-hook":
                 return echo(payload)
-            mine = [{"Id": "f" * 64, "Names": ["/only-yours"], "Image": IMAGE, "Command": "sh",
-                     "Created": 0, "State": "running", "Status": "Up", "Ports": [], "Labels": {}}]
-            return 200, {"PowerstripProtocolVersion": 2, "ServerResponse": {
-                "Code": 200, "ContentType": "application/json", "Body": json.dumps(mine),
-                "Headers": {"X-View": ["per-user"]}}}
+            mine = [
+                {
+                    "Id": "f" * 64,
+                    "Names": ["/only-yours"],
+                    "Image": IMAGE,
+                    "Command": "sh",
+                    "Created": 0,
+                    "State": "running",
+                    "Status": "Up",
+                    "Ports": [],
+                    "Labels": {},
+                }
+            ]
+            return 200, {
+                "PowerstripProtocolVersion": 2,
+                "ServerResponse": {
+                    "Code": 200,
+                    "ContentType": "application/json",
+                    "Body": json.dumps(mine),
+                    "Headers": {"X-View": ["per-user"]},
+                },
+            }
 
         adapter = self.adapter(view)
         proxy = self.proxy(hooked("GET /*/containers/json"), adapter)
@@ -167,8 +203,12 @@ class _Protocol2(_Setup):
         proxy = self.two_hook_proxy(rec, slow)
         name = self.container_name()
         env = {k: v for k, v in os.environ.items() if k != "DOCKER_CONTEXT"}
-        cli = subprocess.Popen([self.cli, "create", "--label", LABEL, "--name", name, IMAGE, "true"],
-                               env={**env, "DOCKER_HOST": proxy.url}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        cli = subprocess.Popen(
+            [self.cli, "create", "--label", LABEL, "--name", name, IMAGE, "true"],
+            env={**env, "DOCKER_HOST": proxy.url},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         self.addCleanup(lambda: cli.poll() is None and cli.kill())
         wait_until(lambda: slow.received("pre-hook"))
         cli.send_signal(signal.SIGINT)
@@ -199,17 +239,20 @@ class ClientGone(_Setup, TestCase):
         body = json.dumps({"Image": IMAGE, "Cmd": ["true"], "Labels": {"powerstrip-e2e": "1"}}).encode()
         host, port = proxy.url.removeprefix("tcp://").rsplit(":", 1)
         client = socket.create_connection((host, int(port)), timeout=10)
-        client.sendall(b"POST /v1.41/containers/create?name=%s HTTP/1.1\r\nHost: docker\r\n"
-                       b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                       % (name.encode(), len(body), body))
+        client.sendall(
+            b"POST /v1.41/containers/create?name=%s HTTP/1.1\r\nHost: docker\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (name.encode(), len(body), body)
+        )
         wait_until(lambda: slow.received("pre-hook"))
         slow.assert_received("pre-hook", "POST /*/containers/create", count=1)
         client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         client.close()  # a reset: the connection is gone, not just closed for sending
         wait_until(lambda: rec.received("unwind"))
         [call] = rec.assert_received("unwind", "POST /*/containers/create", count=1)
-        self.assertEqual((call["Stage"], call["Failure"]["Adapter"], call["Failure"]["Code"], call["ServerResponse"]),
-                         ("client", None, None, None))
+        self.assertEqual(
+            (call["Stage"], call["Failure"]["Adapter"], call["Failure"]["Code"], call["ServerResponse"]),
+            ("client", None, None, None),
+        )
         self.assertEqual(call["Failure"]["Message"], CLIENT_GONE)
         self.assertEqual(json.loads(call["ClientRequest"]["Body"]), json.loads(body))
         self.assertEqual(call["RequestId"], rec.received("pre-hook")[-1]["RequestId"])
@@ -217,6 +260,7 @@ class ClientGone(_Setup, TestCase):
         self.assertIn("client went away", proxy.log_text())
         self.assertNotEqual(direct("inspect", name).returncode, 0, "the abandoned create reached Docker")
         self.assertEqual(run([CLIS["docker 28"], "version"], host=proxy.url).returncode, 0)
+
 
 class Protocol2Docker28(_Protocol2, TestCase):
     cli = CLIS["docker 28"]

@@ -15,115 +15,23 @@ credential lands in ``~/.docker``.
 
 from __future__ import annotations
 
-import atexit
 import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import threading
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
-from powerstrip.sdk.testing import RecordingAdapter, free_port, wait_for_port
-from tests.e2e.support import CLIS, Powerstrip, direct, require_daemon, timed_lines
+from powerstrip.sdk.testing import RecordingAdapter
+from tests.e2e.support import CLIS, PASSWORD, USER, Powerstrip, direct, registry, require_daemon, timed_lines
 
-REGISTRY = "/usr/bin/docker-registry"
-USER, PASSWORD = "alice", "s3cret-e2e"
-#: Bytes per second, each way, per connection through the relay: 3 MiB take about 1.5 s.
-RATE = 2 * 1024 * 1024
+#: The size of the layer pushed and pulled: 3 MiB take about 1.5 s through the registry's relay.
 LAYER = 3 * 1024 * 1024
-
-_shared: dict = {}
-
-
-class Throttle:
-    """A TCP relay on a free loopback port to ``target``, at most ``RATE`` bytes/s each way."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        chunk = 64 * 1024
-        try:
-            while data := src.recv(chunk):
-                dst.sendall(data)
-                time.sleep(len(data) / RATE)
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def stop(self) -> None:
-        """Stop accepting (open relays end with their connections)."""
-        self.server.close()
-
-
-class Registry:
-    """``docker-registry serve`` on a free loopback port, htpasswd auth, storage in a temp dir."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="ps-registry-"))
-        self.port = free_port()
-        entry = subprocess.run(["htpasswd", "-nbB", USER, PASSWORD], capture_output=True, text=True, check=True)
-        (self.dir / "htpasswd").write_text(entry.stdout.strip() + "\n")
-        (self.dir / "config.yml").write_text(f"""\
-version: 0.1
-log: {{level: warn}}
-storage:
-  filesystem: {{rootdirectory: {self.dir / "data"}}}
-http: {{addr: "127.0.0.1:{self.port}"}}
-auth:
-  htpasswd: {{realm: powerstrip-e2e, path: {self.dir / "htpasswd"}}}
-""")
-        self.log = open(self.dir / "registry.log", "wb")
-        self.proc = subprocess.Popen([REGISTRY, "serve", str(self.dir / "config.yml")], stdout=self.log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_for_port(self.port, self.proc, "docker-registry", self.dir / "registry.log")
-        self.relay = Throttle(self.port)
-        #: What image names start with: the registry as dockerd reaches it (through the relay).
-        self.host = f"127.0.0.1:{self.relay.port}"
-
-    def stop(self) -> None:
-        """Stop it and remove its storage."""
-        self.relay.stop()
-        self.proc.terminate()
-        self.proc.wait(10)
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def registry() -> Registry:
-    """The registry of this test run, started once."""
-    if "registry" not in _shared:
-        missing = [tool for tool in (REGISTRY, shutil.which("htpasswd")) if not tool or not os.path.exists(tool)]
-        if missing or not shutil.which("htpasswd"):
-            what = "docker-registry and htpasswd (apt-get install docker-registry apache2-utils)"
-            if os.environ.get("CI"):
-                raise RuntimeError(f"the registry end-to-end tests need {what} under CI (see ci/test.sh)")
-            raise SkipTest(f"{what} not installed")
-        _shared["registry"] = Registry()
-        atexit.register(_shared["registry"].stop)
-    return _shared["registry"]
 
 
 def policy_for(host: str):
@@ -195,9 +103,16 @@ adapters:
     def image_with_layer(self) -> tuple[str, str]:
         """A fresh image (tagged for the registry) with a unique random layer; (name, tag)."""
         name = f"{self.registry.host}/e2e/{uuid.uuid4().hex[:10]}"
-        dockerfile = f"FROM busybox:latest\nRUN head -c {LAYER} /dev/urandom > /blob\n".encode()
-        built = subprocess.run([CLIS["docker 28"], "build", "-q", "-t", f"{name}:1", "-"], input=dockerfile,
-                               capture_output=True, timeout=180, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+        # The name in the RUN line: without it the build cache hands every image the same layer, and a
+        # pull then finds it already there (a second test, or -j2's other class, built it too).
+        dockerfile = f"FROM busybox:latest\nRUN head -c {LAYER} /dev/urandom > /blob # {name}\n".encode()
+        built = subprocess.run(
+            [CLIS["docker 28"], "build", "-q", "-t", f"{name}:1", "-"],
+            input=dockerfile,
+            capture_output=True,
+            timeout=180,
+            env={**os.environ, "DOCKER_BUILDKIT": "0"},
+        )
         self.assertEqual(built.returncode, 0, built.stderr)
         self.addCleanup(direct, "rmi", "-f", f"{name}:1")
         return name, "1"
@@ -213,8 +128,9 @@ adapters:
         self.assertNotEqual(wrong.returncode, 0)
         self.assertIn(b"401 Unauthorized", wrong.stderr)
 
-        self.assertIn("Login Succeeded", self.ok("login", "-u", USER, "--password-stdin", host,
-                                                 input=PASSWORD.encode() + b"\n"))
+        self.assertIn(
+            "Login Succeeded", self.ok("login", "-u", USER, "--password-stdin", host, input=PASSWORD.encode() + b"\n")
+        )
         auths = json.loads((self.config / "config.json").read_text())["auths"]
         self.assertIn(host, auths)
         [login] = self.audit.received("pre-hook", "POST /*/auth")[-1:]
@@ -238,8 +154,9 @@ adapters:
         headers = {k.lower(): v for k, v in push["ClientRequest"]["Headers"].items()}
         credential = headers["x-registry-auth"][0]
         decoded = json.loads(base64.urlsafe_b64decode(credential + "=" * (-len(credential) % 4)))
-        self.assertEqual((decoded.get("username"), decoded.get("password"), decoded.get("serveraddress")),
-                         (USER, PASSWORD, host))
+        self.assertEqual(
+            (decoded.get("username"), decoded.get("password"), decoded.get("serveraddress")), (USER, PASSWORD, host)
+        )
 
         # Pull it back, with the local copy gone: the layer comes down, progressively.
         self.assertEqual(direct("rmi", f"{name}:{tag}").returncode, 0)
@@ -249,8 +166,9 @@ adapters:
         self.assertTrue(done, texts)
         self.assertGreater(max(done) - lines[0][0], 0.8, f"the pull progress arrived in one piece: {texts}")
         self.assertIn(f"Downloaded newer image for {name}:{tag}", "\n".join(texts))
-        self.assertEqual(direct("run", "--rm", f"{name}:{tag}", "wc", "-c", "/blob").stdout.split()[0],
-                         str(LAYER).encode())
+        self.assertEqual(
+            direct("run", "--rm", f"{name}:{tag}", "wc", "-c", "/blob").stdout.split()[0], str(LAYER).encode()
+        )
         [pull] = self.audit.received("pre-hook", "POST /*/images/create")[-1:]
         self.assertEqual(parse_qs(urlsplit(pull["ClientRequest"]["Request"]).query)["fromImage"], [name])
 
@@ -262,15 +180,21 @@ adapters:
     def test_other_registries_refused_by_the_hook(self) -> None:
         result = self.docker("pull", "registry.example:5000/team/app:1")
         self.assertNotEqual(result.returncode, 0)
-        self.assertIn(f"registry-policy: only images from {self.registry.host} are allowed, not "
-                      "registry.example:5000/team/app".encode(), result.stderr)
+        self.assertIn(
+            f"registry-policy: only images from {self.registry.host} are allowed, not "
+            "registry.example:5000/team/app".encode(),
+            result.stderr,
+        )
         other = f"other.example:5000/e2e/{uuid.uuid4().hex[:8]}:1"
         self.assertEqual(direct("tag", "busybox:latest", other).returncode, 0)
         self.addCleanup(direct, "rmi", other)
         result = self.docker("push", other)
         self.assertNotEqual(result.returncode, 0)
-        self.assertIn(f"registry-policy: only images from {self.registry.host} are allowed, not "
-                      f"{other.rsplit(':', 1)[0]}".encode(), result.stderr)
+        self.assertIn(
+            f"registry-policy: only images from {self.registry.host} are allowed, not "
+            f"{other.rsplit(':', 1)[0]}".encode(),
+            result.stderr,
+        )
         # Refused before dockerd: the audit adapter, after the policy, was never called.
         self.assertEqual(self.audit.received("pre-hook"), [])
         self.policy.assert_received("pre-hook", "POST /*/images/create", count=1)

@@ -4,7 +4,7 @@ A protocol 1 and a protocol 2 (headers included) :class:`~powerstrip.sdk.testing
 echo every pre- and post-hook call unchanged. Through Powerstrip:
 
 - ``docker login`` (both CLIs), ``push`` and ``pull`` against a real registry with htpasswd
-  auth (the registry of ``test_registry_e2e``): the password travels in the ``POST /auth``
+  auth (the registry of :func:`tests.e2e.support.registry`): the password travels in the ``POST /auth``
   body and in ``X-Registry-Auth`` headers;
 - on a swarm-mode :class:`~tests.e2e.support.SecondDockerd`: ``swarm init``, ``swarm
   join-token``, ``swarm update --autolock`` and ``swarm unlock-key``, ``secret create`` and
@@ -30,8 +30,17 @@ from pathlib import Path
 from twisted.trial.unittest import TestCase
 
 from powerstrip.sdk.testing import PowerstripProcess, RecordingAdapter
-from tests.e2e.support import CLIS, REPO, SecondDockerd, direct, ensure_busybox_image, require_daemon
-from tests.e2e.test_registry_e2e import PASSWORD, USER, registry
+from tests.e2e.support import (
+    CLIS,
+    PASSWORD,
+    REPO,
+    USER,
+    SecondDockerd,
+    direct,
+    ensure_busybox_image,
+    registry,
+    require_daemon,
+)
 
 HOOKS = """\
 version: 1
@@ -53,14 +62,25 @@ class SecretsTestCase(TestCase):
         self.addCleanup(shutil.rmtree, self.config, True)
 
     def powerstrip(self, docker: str) -> PowerstripProcess:
-        proxy = PowerstripProcess(HOOKS.format(v1=self.v1.url, v2=self.v2.url), docker=docker, args=["-v"],
-                                  env={"PYTHONPATH": str(REPO)}, cwd=str(REPO))
+        proxy = PowerstripProcess(
+            HOOKS.format(v1=self.v1.url, v2=self.v2.url),
+            docker=docker,
+            args=["-v"],
+            env={"PYTHONPATH": str(REPO)},
+            cwd=str(REPO),
+        )
         self.addCleanup(proxy.stop)
         self.addCleanup(lambda: self.assertTrue(proxy.alive(), "powerstrip died:\n" + proxy.log_text()))
         return proxy
 
-    def docker(self, proxy: PowerstripProcess, *args: str, cli: str = CLIS["docker 28"],
-               input: bytes | None = None, ok: bool = True) -> subprocess.CompletedProcess:
+    def docker(
+        self,
+        proxy: PowerstripProcess,
+        *args: str,
+        cli: str = CLIS["docker 28"],
+        input: bytes | None = None,
+        ok: bool = True,
+    ) -> subprocess.CompletedProcess:
         env = {**os.environ, "DOCKER_HOST": proxy.url, "DOCKER_CONFIG": str(self.config)}
         env.pop("DOCKER_CONTEXT", None)
         result = subprocess.run([cli, *args], input=input, capture_output=True, timeout=180, env=env)
@@ -87,11 +107,13 @@ class SecretsTestCase(TestCase):
         proxy = self.powerstrip("unix:///var/run/docker.sock")
         ensure_busybox_image()
         for cli in CLIS.values():
-            wrong = self.docker(proxy, "login", "-u", USER, "--password-stdin", reg.host, cli=cli,
-                                input=b"not-the-password", ok=False)
+            wrong = self.docker(
+                proxy, "login", "-u", USER, "--password-stdin", reg.host, cli=cli, input=b"not-the-password", ok=False
+            )
             self.assertNotEqual(wrong.returncode, 0)  # the registry does check
-            done = self.docker(proxy, "login", "-u", USER, "--password-stdin", reg.host, cli=cli,
-                               input=PASSWORD.encode())
+            done = self.docker(
+                proxy, "login", "-u", USER, "--password-stdin", reg.host, cli=cli, input=PASSWORD.encode()
+            )
             self.assertIn(b"Login Succeeded", done.stdout)
         name = f"{reg.host}/e2e-secrets/{uuid.uuid4().hex[:10]}:1"
         self.assertEqual(direct("tag", "busybox:latest", name).returncode, 0)
@@ -100,8 +122,11 @@ class SecretsTestCase(TestCase):
         self.assertEqual(direct("rmi", name).returncode, 0)
         self.docker(proxy, "pull", name)
         self.assertEqual(direct("image", "inspect", name).returncode, 0)
-        auths = {p["ClientRequest"]["Request"].split("?")[0] for p in self.v2.calls
-                 if "X-Registry-Auth" in p["ClientRequest"]["Headers"]}
+        auths = {
+            p["ClientRequest"]["Request"].split("?")[0]
+            for p in self.v2.calls
+            if "X-Registry-Auth" in p["ClientRequest"]["Headers"]
+        }
         self.assertTrue(any(path.endswith("/push") for path in auths), auths)  # the header was there, redacted
         logins = [p for p in self.v1.calls if p["ClientRequest"]["Request"].endswith("/auth")]
         self.assertEqual(len(logins), 8)  # 2 CLIs x 2 logins x pre and post
@@ -136,16 +161,33 @@ class SecretsTestCase(TestCase):
             self.assertEqual(base64.b64decode(json.loads(shown.stdout)), config.encode())
             stored = daemon.direct("config", "inspect", "--format", "{{json .Spec.Data}}", f"c{n}")
             self.assertEqual(base64.b64decode(json.loads(stored.stdout)), config.encode())
-        creates = [p for p in self.v1.calls if p["Type"] == "pre-hook"
-                   and p["ClientRequest"]["Request"].endswith("/secrets/create")]
+        creates = [
+            p
+            for p in self.v1.calls
+            if p["Type"] == "pre-hook" and p["ClientRequest"]["Request"].endswith("/secrets/create")
+        ]
         self.assertEqual(len(creates), 2)
         self.assertEqual(json.loads(creates[0]["ClientRequest"]["Body"])["Data"], "<redacted>")
         self.assertEqual(json.loads(creates[0]["ClientRequest"]["Body"])["Name"], "s1")
-        swarm = [p for p in self.v1.calls if p["Type"] == "post-hook"
-                 and p["ClientRequest"]["Request"].split("?")[0].endswith("/swarm")]
+        swarm = [
+            p
+            for p in self.v1.calls
+            if p["Type"] == "post-hook" and p["ClientRequest"]["Request"].split("?")[0].endswith("/swarm")
+        ]
         self.assertTrue(swarm)
-        self.assertEqual(json.loads(swarm[0]["ServerResponse"]["Body"])["JoinTokens"],
-                         {"Worker": "<redacted>", "Manager": "<redacted>"})
-        self.assertNowhere(proxy, [worker, manager, key, secret, config,
-                                   base64.b64encode(secret.encode()).decode(),
-                                   base64.b64encode(config.encode()).decode()])
+        self.assertEqual(
+            json.loads(swarm[0]["ServerResponse"]["Body"])["JoinTokens"],
+            {"Worker": "<redacted>", "Manager": "<redacted>"},
+        )
+        self.assertNowhere(
+            proxy,
+            [
+                worker,
+                manager,
+                key,
+                secret,
+                config,
+                base64.b64encode(secret.encode()).decode(),
+                base64.b64encode(config.encode()).decode(),
+            ],
+        )

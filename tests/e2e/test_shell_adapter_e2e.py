@@ -29,8 +29,9 @@ class _ShellPolicy:
     def setUp(self) -> None:
         require_daemon()
         url = shell_policy_adapter(self)
-        self.proxy = Powerstrip('version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [policy]\n'
-                                f"adapters:\n  policy: {url}\n")
+        self.proxy = Powerstrip(
+            f'version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [policy]\nadapters:\n  policy: {url}\n'
+        )
         self.addCleanup(self.proxy.stop)
 
     def docker_run(self, *args: str) -> subprocess.CompletedProcess:
@@ -49,12 +50,14 @@ class _ShellPolicy:
         self.assertEqual((result.returncode, result.stdout), (0, b"allowed\n"), result.stderr)
 
     def test_privileged_is_refused(self) -> None:
-        self.assertRefused(self.docker_run("--privileged", IMAGE, "true"),
-                           b"policy: privileged containers are not allowed here")
+        self.assertRefused(
+            self.docker_run("--privileged", IMAGE, "true"), b"policy: privileged containers are not allowed here"
+        )
 
     def test_host_network_is_refused(self) -> None:
-        self.assertRefused(self.docker_run("--network", "host", IMAGE, "true"),
-                           b"policy: the host network is not allowed here")
+        self.assertRefused(
+            self.docker_run("--network", "host", IMAGE, "true"), b"policy: the host network is not allowed here"
+        )
 
 
 class ShellPolicyDocker28(_ShellPolicy, TestCase):

@@ -69,13 +69,15 @@ class Swarm:
             loaded = self.daemon.direct("load", input=direct("save", IMAGE).stdout, timeout=120)
             if loaded.returncode != 0:
                 raise RuntimeError(f"could not load {IMAGE} into the swarm dockerd: {loaded.stderr!r}")
-            init = self.daemon.direct("swarm", "init", "--advertise-addr", "127.0.0.1",
-                                      "--listen-addr", f"127.0.0.1:{free_port()}")
+            init = self.daemon.direct(
+                "swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", f"127.0.0.1:{free_port()}"
+            )
             if init.returncode != 0:
                 raise RuntimeError(f"swarm init failed: {init.stderr!r}")
             self.spec, self.audit = RecordingAdapter(spec_rewrite), RecordingAdapter()
             self.seen, self.events = RecordingAdapter(seen), RecordingAdapter()
-            self.proxy = Powerstrip(f"""\
+            self.proxy = Powerstrip(
+                f"""\
 version: 1
 endpoints:
   "POST /*/services/create": {{pre: [spec, audit]}}
@@ -94,7 +96,9 @@ adapters:
   audit: {self.audit.url}
   seen: {self.seen.url}
   events: {self.events.url}
-""", extra=["--docker", self.daemon.host])
+""",
+                extra=["--docker", self.daemon.host],
+            )
         except Exception:
             self.daemon.stop()
             raise
@@ -122,8 +126,9 @@ class _SwarmTest:
     def setUp(self) -> None:
         require_daemon()
         self.swarm = swarm()
-        self.addCleanup(lambda: self.assertTrue(self.swarm.proxy.alive(),
-                                                "powerstrip died:\n" + self.swarm.proxy.log_text()))
+        self.addCleanup(
+            lambda: self.assertTrue(self.swarm.proxy.alive(), "powerstrip died:\n" + self.swarm.proxy.log_text())
+        )
 
     def docker(self, *args: str, input: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         return run([self.cli, *args], host=self.swarm.proxy.url, input=input, timeout=timeout)
@@ -155,8 +160,11 @@ class _SwarmTest:
             time.sleep(0.3)
 
     def service_events(self, name: str) -> list[str]:
-        return [c["Event"]["Action"] for c in self.swarm.events.calls
-                if c["Event"].get("Type") == "service" and c["Event"]["Actor"]["Attributes"].get("name") == name]
+        return [
+            c["Event"]["Action"]
+            for c in self.swarm.events.calls
+            if c["Event"].get("Type") == "service" and c["Event"]["Actor"]["Attributes"].get("name") == name
+        ]
 
     def name(self, prefix: str = "pse2e") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -164,8 +172,23 @@ class _SwarmTest:
         return name
 
     def create(self, name: str, *args: str) -> None:
-        self.ok("service", "create", "--name", name, "--no-resolve-image", "--update-delay", "0s",
-                "--update-monitor", "1s", "--rollback-delay", "0s", "--rollback-monitor", "1s", *args, timeout=180)
+        self.ok(
+            "service",
+            "create",
+            "--name",
+            name,
+            "--no-resolve-image",
+            "--update-delay",
+            "0s",
+            "--update-monitor",
+            "1s",
+            "--rollback-delay",
+            "0s",
+            "--rollback-monitor",
+            "1s",
+            *args,
+            timeout=180,
+        )
 
 
 class SwarmDocker28(_SwarmTest, TestCase):
@@ -175,11 +198,23 @@ class SwarmDocker28(_SwarmTest, TestCase):
 
     def test_service_lifecycle(self) -> None:
         name = self.name()
-        self.create(name, "--env", "A=1", "--label", "app=e2e", IMAGE, "sh", "-c",
-                    "echo svc-up hooked=$POWERSTRIP_HOOKED A=$A; while true; do echo tick; sleep 1; done")
+        self.create(
+            name,
+            "--env",
+            "A=1",
+            "--label",
+            "app=e2e",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo svc-up hooked=$POWERSTRIP_HOOKED A=$A; while true; do echo tick; sleep 1; done",
+        )
         # The pre-hook got the ServiceSpec, and its rewrite is what the swarm stored...
-        [call] = [c for c in self.swarm.spec.received("pre-hook", "POST /*/services/create")
-                  if json.loads(c["ClientRequest"]["Body"])["Name"] == name]
+        [call] = [
+            c
+            for c in self.swarm.spec.received("pre-hook", "POST /*/services/create")
+            if json.loads(c["ClientRequest"]["Body"])["Name"] == name
+        ]
         sent = json.loads(call["ClientRequest"]["Body"])
         self.assertEqual(sent["TaskTemplate"]["ContainerSpec"]["Image"], IMAGE)
         self.assertEqual(sent["TaskTemplate"]["ContainerSpec"]["Env"], ["A=1"])
@@ -188,8 +223,10 @@ class SwarmDocker28(_SwarmTest, TestCase):
         self.assertEqual(spec["TaskTemplate"]["ContainerSpec"]["Env"], ["A=1", HOOKED_ENV])
         self.assertEqual(spec["TaskTemplate"]["Placement"]["Constraints"], [CONSTRAINT])
         # ...the next adapter of the chain was handed the rewritten spec...
-        audited = [json.loads(c["ClientRequest"]["Body"]) for c in self.swarm.audit.received(
-            "pre-hook", "POST /*/services/create")]
+        audited = [
+            json.loads(c["ClientRequest"]["Body"])
+            for c in self.swarm.audit.received("pre-hook", "POST /*/services/create")
+        ]
         [mine] = [s for s in audited if s["Name"] == name]
         self.assertIn(HOOKED_ENV, mine["TaskTemplate"]["ContainerSpec"]["Env"])
         # ...and the task's container runs with it.
@@ -202,15 +239,21 @@ class SwarmDocker28(_SwarmTest, TestCase):
         self.assertNotIn("powerstrip.seen", self.spec_of(name)["Labels"])
         self.swarm.seen.assert_received("post-hook", "GET /*/services/*")
 
-        self.assertEqual(self.same("service", "ls", "--filter", f"name={name}", "--format", "{{.Name}} {{.Replicas}}"),
-                         f"{name} 1/1\n".encode())
-        self.assertEqual(self.same("service", "ps", "--format", "{{.Name}} {{.DesiredState}}", name),
-                         f"{name}.1 Running\n".encode())
+        self.assertEqual(
+            self.same("service", "ls", "--filter", f"name={name}", "--format", "{{.Name}} {{.Replicas}}"),
+            f"{name} 1/1\n".encode(),
+        )
+        self.assertEqual(
+            self.same("service", "ps", "--format", "{{.Name}} {{.DesiredState}}", name), f"{name}.1 Running\n".encode()
+        )
 
         # logs -f streams.
-        proc = subprocess.Popen([self.cli, "service", "logs", "--raw", "-f", "--tail", "0", name],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env={**os.environ, "DOCKER_HOST": self.swarm.proxy.url})
+        proc = subprocess.Popen(
+            [self.cli, "service", "logs", "--raw", "-f", "--tail", "0", name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "DOCKER_HOST": self.swarm.proxy.url},
+        )
         self.addCleanup(lambda: (proc.kill(), proc.wait(), proc.stdout.close(), proc.stderr.close()))
         lines = timed_lines(proc, 3, timeout=30)
         self.assertEqual([text for _, text in lines], [b"tick"] * 3)
@@ -219,8 +262,11 @@ class SwarmDocker28(_SwarmTest, TestCase):
 
         # update: the CLI sends back the spec it was shown, so the post-hook's label is now stored too.
         self.ok("service", "update", "--env-add", "B=2", name, timeout=180)
-        [update] = [c for c in self.swarm.audit.received("pre-hook", "POST /*/services/*/update")
-                    if json.loads(c["ClientRequest"]["Body"])["Name"] == name]
+        [update] = [
+            c
+            for c in self.swarm.audit.received("pre-hook", "POST /*/services/*/update")
+            if json.loads(c["ClientRequest"]["Body"])["Name"] == name
+        ]
         self.assertIn("B=2", json.loads(update["ClientRequest"]["Body"])["TaskTemplate"]["ContainerSpec"]["Env"])
         spec = self.spec_of(name)
         self.assertEqual(sorted(spec["TaskTemplate"]["ContainerSpec"]["Env"]), ["A=1", "B=2", HOOKED_ENV])
@@ -229,8 +275,10 @@ class SwarmDocker28(_SwarmTest, TestCase):
         # scale, then rollback (to the spec before the scale: one replica, B=2 kept).
         self.ok("service", "scale", f"{name}=2", timeout=180)
         self.assertEqual(self.spec_of(name)["Mode"]["Replicated"]["Replicas"], 2)
-        self.wait_for("2/2 replicas", lambda: self.direct("service", "ls", "--filter", f"name={name}", "--format",
-                                                            "{{.Replicas}}") == b"2/2\n")
+        self.wait_for(
+            "2/2 replicas",
+            lambda: self.direct("service", "ls", "--filter", f"name={name}", "--format", "{{.Replicas}}") == b"2/2\n",
+        )
         self.ok("service", "rollback", name, timeout=180)
         spec = self.spec_of(name)
         self.assertEqual(spec["Mode"]["Replicated"]["Replicas"], 1)
@@ -255,19 +303,33 @@ class SwarmDocker28(_SwarmTest, TestCase):
         for kind, name in (("config", config), ("secret", secret)):
             labels = json.loads(self.direct(kind, "inspect", "--format", "{{json .Spec.Labels}}", name))
             self.assertEqual(labels, {"powerstrip.hooked": "1"})
-        [call] = [c for c in self.swarm.spec.received("pre-hook", "POST /*/secrets/create")
-                  if json.loads(c["ClientRequest"]["Body"])["Name"] == secret]
+        [call] = [
+            c
+            for c in self.swarm.spec.received("pre-hook", "POST /*/secrets/create")
+            if json.loads(c["ClientRequest"]["Body"])["Name"] == secret
+        ]
         # The hook is shown no secret (no ``secrets: true``), and its rewrite, which hands the
         # redacted Data back, still stores the real one (the service below reads it).
         self.assertEqual(json.loads(call["ClientRequest"]["Body"])["Data"], "<redacted>")
-        self.assertEqual(self.direct("config", "inspect", "--format", "{{printf \"%s\" .Spec.Data}}", config),
-                         b"config-data\n\n")
+        self.assertEqual(
+            self.direct("config", "inspect", "--format", '{{printf "%s" .Spec.Data}}', config), b"config-data\n\n"
+        )
         # A service using both sees the data.
         name = self.name()
-        self.create(name, "--config", f"source={config},target=/cfg", "--secret", secret, IMAGE, "sh", "-c",
-                    f"cat /cfg /run/secrets/{secret}; sleep 3600")
-        self.wait_for("the task's output", lambda: self.direct("service", "logs", "--raw", name)
-                      == b"config-data\nsecret-data\n")
+        self.create(
+            name,
+            "--config",
+            f"source={config},target=/cfg",
+            "--secret",
+            secret,
+            IMAGE,
+            "sh",
+            "-c",
+            f"cat /cfg /run/secrets/{secret}; sleep 3600",
+        )
+        self.wait_for(
+            "the task's output", lambda: self.direct("service", "logs", "--raw", name) == b"config-data\nsecret-data\n"
+        )
         self.ok("service", "rm", name)
 
     def test_stack_deploy_and_rm(self) -> None:
@@ -294,11 +356,14 @@ configs:
         self.assertEqual(spec["Labels"].get("powerstrip.hooked"), "1")
         self.swarm.spec.assert_received("pre-hook", "POST /*/configs/create")
         self.assertEqual(self.same("stack", "services", "--format", "{{.Name}}", stack), f"{name}\n".encode())
-        self.wait_for("the stack's task output", lambda: self.direct("service", "logs", "--raw", name)
-                      == b"stack hooked=1\n")
+        self.wait_for(
+            "the stack's task output", lambda: self.direct("service", "logs", "--raw", name) == b"stack hooked=1\n"
+        )
         self.ok("stack", "rm", stack)
-        self.wait_for("the stack gone", lambda: self.direct("stack", "ls", "--format", "{{.Name}}").split().count(
-            stack.encode()) == 0)
+        self.wait_for(
+            "the stack gone",
+            lambda: self.direct("stack", "ls", "--format", "{{.Name}}").split().count(stack.encode()) == 0,
+        )
         self.wait_for("service remove event", lambda: "remove" in self.service_events(name), timeout=30)
 
     def test_node_events(self) -> None:
@@ -306,13 +371,18 @@ configs:
         label = f"pse2e{uuid.uuid4().hex[:6]}=1"
         self.ok("node", "update", "--label-add", label, node)
         self.addCleanup(self.swarm.daemon.direct, "node", "update", "--label-rm", label.split("=")[0], node)
-        self.assertIn(label.split("=")[0], json.loads(self.same("node", "inspect", "--format", "{{json .Spec.Labels}}",
-                                                                node)))
+        self.assertIn(
+            label.split("=")[0], json.loads(self.same("node", "inspect", "--format", "{{json .Spec.Labels}}", node))
+        )
 
         def node_updates() -> list[dict]:
-            return [c["Event"] for c in self.swarm.events.calls
-                    if c["Event"].get("Type") == "node" and c["Event"]["Action"] == "update"
-                    and c["Event"]["Actor"]["ID"] == node]
+            return [
+                c["Event"]
+                for c in self.swarm.events.calls
+                if c["Event"].get("Type") == "node"
+                and c["Event"]["Action"] == "update"
+                and c["Event"]["Actor"]["ID"] == node
+            ]
 
         self.wait_for("a node update event", lambda: node_updates(), timeout=30)
 
@@ -326,14 +396,24 @@ class SwarmDocker2010(_SwarmTest, TestCase):
         name = self.name()
         self.create(name, IMAGE, "sh", "-c", "echo cli2010 hooked=$POWERSTRIP_HOOKED; sleep 3600")
         self.assertEqual(self.spec_of(name)["TaskTemplate"]["Placement"]["Constraints"], [CONSTRAINT])
-        self.assertEqual(self.same("service", "ls", "--filter", f"name={name}", "--format", "{{.Name}} {{.Replicas}}"),
-                         f"{name} 1/1\n".encode())
-        self.wait_for("the task's output", lambda: self.direct("service", "logs", "--raw", name)
-                      == b"cli2010 hooked=1\n")
+        self.assertEqual(
+            self.same("service", "ls", "--filter", f"name={name}", "--format", "{{.Name}} {{.Replicas}}"),
+            f"{name} 1/1\n".encode(),
+        )
+        self.wait_for(
+            "the task's output", lambda: self.direct("service", "logs", "--raw", name) == b"cli2010 hooked=1\n"
+        )
         # The swarm agent starts task containers inside dockerd, not through its API: no
         # containers/create hook sees them; the container events do reach event hooks.
         self.assertEqual(self.swarm.audit.received("pre-hook", "POST /*/containers/create"), [])
-        self.wait_for("the task's container start event", lambda: [
-            c for c in self.swarm.events.calls if c["Event"].get("Type") == "container"
-            and c["Event"]["Actor"]["Attributes"].get("com.docker.swarm.service.name") == name], timeout=30)
+        self.wait_for(
+            "the task's container start event",
+            lambda: [
+                c
+                for c in self.swarm.events.calls
+                if c["Event"].get("Type") == "container"
+                and c["Event"]["Actor"]["Attributes"].get("com.docker.swarm.service.name") == name
+            ],
+            timeout=30,
+        )
         self.assertEqual(self.ok("service", "rm", name), f"{name}\n".encode())

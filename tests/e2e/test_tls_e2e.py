@@ -30,7 +30,6 @@ from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
-from tests.certs import CA
 from tests.e2e.support import (
     CLIS,
     DOCKER_SOCK,
@@ -38,10 +37,12 @@ from tests.e2e.support import (
     LABEL,
     Powerstrip,
     SecondDockerd,
+    certs,
     direct,
     free_port,
     require_daemon,
     run,
+    tls_env,
 )
 
 #: An access-log line: ``#N METHOD /path -> status ...``.
@@ -61,32 +62,6 @@ def _teardown() -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def certs() -> dict[str, Path]:
-    """Certificate directories (Docker's layout), made once: ``server`` (for
-    Powerstrip's listener and the TLS dockerd), ``client``, and ``wrong`` (a
-    client certificate from another CA, trusting the right server CA), ``ca-only``
-    (the right CA, no client certificate)."""
-    if "certs" not in _shared:
-        base = Path(tempfile.mkdtemp(prefix="pstls-"))
-        _shared["base"] = base
-        atexit.register(_teardown)
-        ca, other = CA(), CA("some other CA")
-        dirs = {"server": ca.write(base / "server", "localhost", server=True),
-                "client": ca.write(base / "client", "powerstrip-e2e-client", server=False),
-                "wrong": other.write(base / "wrong", "intruder", server=False)}
-        (dirs["wrong"] / "ca.pem").write_bytes(ca.pem)
-        dirs["ca-only"] = base / "ca-only"
-        dirs["ca-only"].mkdir()
-        (dirs["ca-only"] / "ca.pem").write_bytes(ca.pem)
-        _shared["certs"] = dirs
-    return _shared["certs"]
-
-
-def tls_env(cert_dir: Path) -> dict[str, str]:
-    """The docker CLI's environment for TLS with the certificates in ``cert_dir``."""
-    return {"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(cert_dir)}
-
-
 def request_lines(proxy: Powerstrip) -> list[str]:
     """The access-log lines Powerstrip wrote so far."""
     return [line for line in proxy.log_text().splitlines() if REQUEST_LINE.search(line)]
@@ -97,15 +72,28 @@ class TLSDockerd(SecondDockerd):
 
     def __init__(self, base: Path, server: Path, client: Path) -> None:
         self.port = free_port()
-        super().__init__(base / "d", f"tcp://127.0.0.1:{self.port}", env=tls_env(client), args=[
-            "--tlsverify", "--tlscacert", str(server / "ca.pem"), "--tlscert", str(server / "cert.pem"),
-            "--tlskey", str(server / "key.pem")])
+        super().__init__(
+            base / "d",
+            f"tcp://127.0.0.1:{self.port}",
+            env=tls_env(client),
+            args=[
+                "--tlsverify",
+                "--tlscacert",
+                str(server / "ca.pem"),
+                "--tlscert",
+                str(server / "cert.pem"),
+                "--tlskey",
+                str(server / "key.pem"),
+            ],
+        )
 
 
 def tls_dockerd() -> TLSDockerd:
     """The second dockerd, started once per run, with busybox loaded into it."""
     if "dockerd" not in _shared:
-        c = certs()
+        c = certs()  # first: its clean-up (at exit) then runs after the daemon's
+        _shared["base"] = Path(tempfile.mkdtemp(prefix="pstlsd-"))
+        atexit.register(_teardown)
         daemon = TLSDockerd(_shared["base"], c["server"], c["client"])
         _shared["dockerd"] = daemon
         if daemon.direct("image", "inspect", IMAGE).returncode != 0:
@@ -140,8 +128,9 @@ class _Streams:
         return cid
 
     def test_stdin_eof_and_exit_code(self) -> None:
-        result = self.docker("run", "--rm", "-i", *self.run_args, IMAGE, "sh", "-c", "cat; echo after-eof; exit 3",
-                             input=b"data\n")
+        result = self.docker(
+            "run", "--rm", "-i", *self.run_args, IMAGE, "sh", "-c", "cat; echo after-eof; exit 3", input=b"data\n"
+        )
         self.assertEqual((result.returncode, result.stdout), (3, b"data\nafter-eof\n"), result.stderr)
 
     def test_big_stdin_round_trip(self) -> None:
@@ -156,15 +145,13 @@ class _Streams:
         data = os.urandom(BIG // 2)
         result = self.docker("exec", "-i", cid, "sh", "-c", "cat; echo exec-eof; exit 5", input=data, timeout=120)
         self.assertEqual(result.returncode, 5, result.stderr)
-        self.assertEqual(hashlib.sha256(result.stdout).hexdigest(),
-                         hashlib.sha256(data + b"exec-eof\n").hexdigest())
+        self.assertEqual(hashlib.sha256(result.stdout).hexdigest(), hashlib.sha256(data + b"exec-eof\n").hexdigest())
 
     def test_logs_follow_streams(self) -> None:
         cid = self.container("sh", "-c", "for i in 1 2 3 4 5 6; do echo line-$i; sleep 0.4; done")
         env = {**os.environ, **self.cli_env, "DOCKER_HOST": self.host}
         env.pop("DOCKER_CONTEXT", None)
-        proc = subprocess.Popen([self.cli, "logs", "-f", cid], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen([self.cli, "logs", "-f", cid], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         watchdog = threading.Timer(60, proc.kill)
         watchdog.start()
         try:
@@ -227,8 +214,9 @@ class _Listener(_Streams):
         self.assertEqual(self.docker("version", "--format", "{{.Server.Version}}").returncode, 0)
 
     def test_plain_client_is_refused(self) -> None:
-        result = run([self.cli, "version"], host=self.host, env={"DOCKER_TLS_VERIFY": "", "DOCKER_CERT_PATH": ""},
-                     timeout=60)
+        result = run(
+            [self.cli, "version"], host=self.host, env={"DOCKER_TLS_VERIFY": "", "DOCKER_CERT_PATH": ""}, timeout=60
+        )
         self.assertNotEqual(result.returncode, 0)
         self.assertNotIn(b"Server:", result.stdout)
         self.assertEqual(request_lines(self.proxy), [])
@@ -252,8 +240,11 @@ class ListenerWithoutClientCertificate(TestCase):
         self.addCleanup(self.proxy.stop)
 
     def test_curl_without_certificate(self) -> None:
-        result = subprocess.run(["curl", "-sk", "--max-time", "30", f"https://127.0.0.1:{self.proxy.port}/_ping"],
-                                capture_output=True, timeout=60)
+        result = subprocess.run(
+            ["curl", "-sk", "--max-time", "30", f"https://127.0.0.1:{self.proxy.port}/_ping"],
+            capture_output=True,
+            timeout=60,
+        )
         self.assertNotEqual(result.returncode, 0)
         self.assertEqual(result.stdout, b"")
         self.assert_nothing_read_and_still_serving()
@@ -292,8 +283,12 @@ class ListenerWithoutClientCertificate(TestCase):
     def assert_nothing_read_and_still_serving(self) -> None:
         self.assertEqual(request_lines(self.proxy), [])
         self.assertTrue(self.proxy.alive())
-        result = run([DOCKER28, "version", "--format", "{{.Server.Version}}"], host=self.proxy.url,
-                     env=tls_env(certs()["client"]), timeout=60)
+        result = run(
+            [DOCKER28, "version", "--format", "{{.Server.Version}}"],
+            host=self.proxy.url,
+            env=tls_env(certs()["client"]),
+            timeout=60,
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
 
 
@@ -305,8 +300,12 @@ class ListenerTLSWithoutVerify(TestCase):
         proxy = listener_proxy("--tls")
         self.addCleanup(proxy.stop)
         # The server's certificate verified, no client certificate.
-        result = run([DOCKER28, "version", "--format", "{{.Server.Version}}"], host=proxy.url,
-                     env=tls_env(certs()["ca-only"]), timeout=60)
+        result = run(
+            [DOCKER28, "version", "--format", "{{.Server.Version}}"],
+            host=proxy.url,
+            env=tls_env(certs()["ca-only"]),
+            timeout=60,
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout, direct("version", "--format", "{{.Server.Version}}").stdout)
         plain = run([DOCKER28, "version", "--format", "{{.Server.Version}}"], host=proxy.url, timeout=60)
@@ -352,18 +351,24 @@ class _Upstream(_Streams):
 
     def test_options_instead_of_environment(self) -> None:
         # The environment explicitly empty: only the options turn TLS on.
-        proxy = Powerstrip(extra=["--docker", self.daemon.host, "--docker-tlsverify",
-                                  "--docker-cert-path", str(self.client_dir)],
-                           env={"DOCKER_TLS_VERIFY": "", "DOCKER_CERT_PATH": ""})
+        proxy = Powerstrip(
+            extra=["--docker", self.daemon.host, "--docker-tlsverify", "--docker-cert-path", str(self.client_dir)],
+            env={"DOCKER_TLS_VERIFY": "", "DOCKER_CERT_PATH": ""},
+        )
         self.addCleanup(proxy.stop)
         self.assert_second_daemon(proxy.url)
-        result = run([self.cli, "run", "--rm", "-i", "--network", "none", IMAGE, "sh", "-c", "cat; exit 4"],
-                     host=proxy.url, input=b"via options\n", timeout=60)
+        result = run(
+            [self.cli, "run", "--rm", "-i", "--network", "none", IMAGE, "sh", "-c", "cat; exit 4"],
+            host=proxy.url,
+            input=b"via options\n",
+            timeout=60,
+        )
         self.assertEqual((result.returncode, result.stdout), (4, b"via options\n"), result.stderr)
 
     def test_client_certificate_from_another_ca(self) -> None:
-        proxy = Powerstrip(extra=["--docker", self.daemon.host, "--docker-tlsverify",
-                                  "--docker-cert-path", str(certs()["wrong"])])
+        proxy = Powerstrip(
+            extra=["--docker", self.daemon.host, "--docker-tlsverify", "--docker-cert-path", str(certs()["wrong"])]
+        )
         self.addCleanup(proxy.stop)
         for args in (["version"], ["ps"]):
             result = run([self.cli, *args], host=proxy.url, timeout=60)

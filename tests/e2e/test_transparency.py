@@ -42,8 +42,9 @@ class _Transparency:
     def tearDown(self) -> None:
         self.assertTrue(self.proxy.alive(), "powerstrip died:\n" + self.proxy.log_text())
 
-    def docker(self, *args: str, input: bytes | None = None, timeout: float = 120,
-               env: dict | None = None) -> subprocess.CompletedProcess:
+    def docker(
+        self, *args: str, input: bytes | None = None, timeout: float = 120, env: dict | None = None
+    ) -> subprocess.CompletedProcess:
         return run([self.cli, *args], host=self.proxy.url, input=input, timeout=timeout, env=env)
 
     def ok(self, *args: str, **kw) -> bytes:
@@ -75,8 +76,7 @@ class _Transparency:
     def test_stdin_eof_then_output(self) -> None:
         # stdin EOF (the client's half-close) must reach the container while the
         # output written after it still comes back.
-        out = self.ok("run", "--rm", "-i", IMAGE, "sh", "-c", "cat; echo; sleep 1; echo after-eof",
-                      input=b"from stdin")
+        out = self.ok("run", "--rm", "-i", IMAGE, "sh", "-c", "cat; echo; sleep 1; echo after-eof", input=b"from stdin")
         self.assertEqual(out, b"from stdin\nafter-eof\n")
 
     def test_stdin_8mib_checksum(self) -> None:
@@ -98,8 +98,9 @@ class _Transparency:
 
     def test_exec(self) -> None:
         name = self.background("sleep", "300")
-        self.assertEqual(self.ok("exec", "-i", name, "sh", "-c", "cat; echo done", input=b"exec-in\n"),
-                         b"exec-in\ndone\n")
+        self.assertEqual(
+            self.ok("exec", "-i", name, "sh", "-c", "cat; echo done", input=b"exec-in\n"), b"exec-in\ndone\n"
+        )
         self.assertEqual(self.docker("exec", name, "sh", "-c", "exit 7").returncode, 7)
 
     def test_exec_tty(self) -> None:

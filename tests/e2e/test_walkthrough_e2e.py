@@ -32,8 +32,11 @@ def walkthrough() -> list[tuple[str, str, str]]:
 def script() -> tuple[dict[str, str], str]:
     """The files to create and one shell script that types every command."""
     files: dict[str, str] = {}
-    lines = ["set -u", "wait_port() { for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null "
-             "&& return 0; sleep 0.1; done; echo \"port $1 never opened\"; exit 1; }"]
+    lines = [
+        "set -u",
+        "wait_port() { for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null "
+        '&& return 0; sleep 0.1; done; echo "port $1 never opened"; exit 1; }',
+    ]
     for kind, arg, text in walkthrough():
         if kind == "file":
             files[arg] = text
@@ -75,8 +78,9 @@ class Walkthrough(TestCase):
         # keep their copy of it open after the script is done.
         out = work / "output"
         with open(out, "wb") as f:
-            proc = subprocess.Popen(["bash", "-c", commands], cwd=work, env=env, stdout=f,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                ["bash", "-c", commands], cwd=work, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+            )
         try:
             proc.wait(timeout=180)
         finally:
@@ -91,8 +95,7 @@ class Walkthrough(TestCase):
         for name, cli in CLIS.items():
             out = self.run_walkthrough(cli)
             self.assertIn("hello from my adapter", out, f"{name}:\n{out}")
-            self.assertIn("Error response from daemon: hello: no privileged containers, please", out,
-                          f"{name}:\n{out}")
+            self.assertIn("Error response from daemon: hello: no privileged containers, please", out, f"{name}:\n{out}")
             self.assertRegex(out, r"(?m)^OK$", f"{name}: the unittest did not pass:\n{out}")
             self.assertIn("hello.yml: valid", out, f"{name}:\n{out}")
             self.assertNotIn("INVALID", out, f"{name}:\n{out}")

@@ -34,8 +34,9 @@ def stamp(request: Request) -> Request:
 def pause_starts(request: Request) -> Response | None:
     """During maintenance, answer starts without Docker (protocol 2 only)."""
     if maintenance["on"] and request.protocol >= 2:
-        return Response(503, "application/json", json.dumps({"message": "v2: starts are paused"}),
-                        headers={"Retry-After": ["60"]})
+        return Response(
+            503, "application/json", json.dumps({"message": "v2: starts are paused"}), headers={"Retry-After": ["60"]}
+        )
     return None
 
 
