@@ -56,9 +56,6 @@ from twisted.python.failure import Failure
 
 from powerstrip.sdk.messages import (
     BadPayload,
-    Caller,
-    Certificate,
-    Headers,
     NeedsProtocol2,
     Refuse,
     Request,
@@ -71,23 +68,8 @@ from powerstrip.sdk.messages import (
 )
 from powerstrip.wire.rules import parse_rule, rule_matches
 
-# The messages are part of this module's surface too (hook functions' types).
-__all__ = [
-    "PROTOCOL_VERSION",
-    "PROTOCOL_VERSIONS",
-    "Adapter",
-    "BadPayload",
-    "Caller",
-    "Certificate",
-    "Headers",
-    "NeedsProtocol2",
-    "Refuse",
-    "Request",
-    "RequestFailure",
-    "Response",
-    "UnreadableBody",
-    "load",
-]
+# The messages (Request, Refuse...) are powerstrip.sdk.messages'; the SDK's surface is powerstrip.sdk.
+__all__ = ["PROTOCOL_VERSION", "PROTOCOL_VERSIONS", "Adapter", "load"]
 
 #: Log namespaces are part of the interface (log filters name them): kept across moves.
 log = Logger(namespace="powerstrip.adapter")

@@ -18,7 +18,8 @@ from twisted.python import usage
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from powerstrip.sdk.adapter import Adapter, BadPayload, load
+from powerstrip.sdk.adapter import Adapter, load
+from powerstrip.sdk.messages import BadPayload
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 #: A hook call larger than this is refused (Powerstrip's own default JSON limit is 16 MiB).
