@@ -3,7 +3,9 @@
 A raw ``Protocol`` per client: request heads found with
 ``bytes.find(b"\\r\\n\\r\\n")`` and forwarded as bytes (bodies by
 Content-Length only), a pool of idle UNIX connections to dockerd, response
-framing counted (Content-Length or chunked) and relayed as bytes. No
+framing counted (Content-Length or chunked) and relayed as bytes, each
+write sent at once while the socket takes it (:class:`powerstrip.wire.sender.Sender`,
+the lever Powerstrip uses: a yardstick without it would be one Powerstrip beats). No
 parsing beyond that, no hooks, no log, no metrics, no limits, no hijack:
 what is left is the cost of CPython and Twisted's reactor, which is the
 ceiling Powerstrip's front is held to (bench/run.py, the ``bare-relay`` row).
@@ -18,6 +20,8 @@ import sys
 from twisted.internet import endpoints, reactor
 from twisted.internet.protocol import Factory, Protocol
 
+from powerstrip.wire.sender import Sender
+
 
 class Upstream(Protocol):
     """One pooled connection to dockerd, relaying one response at a time."""
@@ -27,6 +31,9 @@ class Upstream(Protocol):
         self.buf = b""
         self.left = -1  # body bytes still to come; -1: reading the head; -2: chunked
         self.pool: list[Upstream] = []
+
+    def connectionMade(self) -> None:
+        self.sender = Sender(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         client = self.client
@@ -43,13 +50,13 @@ class Upstream(Protocol):
                 self.left = int(lower[i + 17 : lower.find(b"\r\n", i + 2)])
             else:
                 self.left = -2
-            client.transport.write(head)
+            client.sender.write(head)
         if self.left == -2:  # chunked: done at the terminating chunk (good enough for a yardstick)
-            client.transport.write(data)
+            client.sender.write(data)
             if data.endswith(b"0\r\n\r\n"):
                 self._done()
             return
-        client.transport.write(data)
+        client.sender.write(data)
         self.left -= len(data)
         if self.left <= 0:
             self._done()
@@ -72,6 +79,9 @@ class Client(Protocol):
         self.factory = factory
         self.buf = b""
         self.busy = False
+
+    def connectionMade(self) -> None:
+        self.sender = Sender(self.transport)
 
     def dataReceived(self, data: bytes) -> None:
         self.buf += data
@@ -99,7 +109,7 @@ class Client(Protocol):
     def _send(self, upstream: Upstream, request: bytes) -> None:
         upstream.pool = self.factory.pool
         upstream.client = self
-        upstream.transport.write(request)
+        upstream.sender.write(request)
 
 
 class RelayFactory(Factory):

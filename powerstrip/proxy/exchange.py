@@ -320,7 +320,7 @@ class Exchange:
             self.client.pause()
             return
         if self.conn is not None:
-            self.conn.transport.write(data)
+            self.conn.write(data)
 
     def request_end(self) -> None:
         """The whole request body has arrived."""
@@ -470,7 +470,7 @@ class Exchange:
         conn.start(self, self._request_head(), head_only=req.method == "HEAD")
         if not req.streamed:
             if req.body:
-                conn.transport.write(req.body)
+                conn.write(req.body)
             conn.request_finished()
             self.client.resume()
             if self._eof:
@@ -478,7 +478,7 @@ class Exchange:
             return
         early, self._early = cast(list[bytes], self._early), None  # a list for a streamed body until now
         for piece in early:
-            conn.transport.write(piece)
+            conn.write(piece)
         if not self.client.body_pending:
             self._upload_done()
             self.client.resume()

@@ -44,6 +44,7 @@ from powerstrip.wire.http11 import (
     find_head_end,
     parse_request_head,
 )
+from powerstrip.wire.sender import Sender
 
 #: Log namespaces are part of the interface (log filters name them): kept across moves.
 log = Logger(namespace="powerstrip.front")
@@ -145,6 +146,7 @@ class FrontConnection(Protocol):
     """
 
     transport: IStreamTransport  # set by makeConnection, before any other call
+    sender: Sender  # writes to the client (set in connectionMade)
 
     def __init__(self, proxy: Entry, timeout: float | None, max_head: int) -> None:
         self.proxy = proxy
@@ -178,6 +180,7 @@ class FrontConnection(Protocol):
         return self._caller
 
     def connectionMade(self) -> None:
+        self.sender = Sender(self.transport)
         self._arm(self._idle_timeout)
 
     def dataReceived(self, data: bytes) -> None:
@@ -217,7 +220,7 @@ class FrontConnection(Protocol):
             self._left = self._body_length = head.content_length or 0
             self._chunks = ChunkedFraming() if head.chunked else None
             if head.expect_continue:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.sender.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         else:
             self.state = Reading.ANSWERING
         exchange.start()
@@ -295,7 +298,7 @@ class FrontConnection(Protocol):
 
     def write(self, data: bytes) -> None:
         """Send bytes to the client."""
-        self.transport.write(data)
+        self.sender.write(data)
 
     def answered(self, keep_alive: bool) -> None:
         """The exchange has sent its whole answer; on to the next request, or close."""
@@ -322,6 +325,7 @@ class FrontConnection(Protocol):
         """From now on every byte from the client goes to ``splice`` (no timers)."""
         self.state = Reading.SPLICED
         self.splice = splice
+        self.sender.queue()  # the splice writes to the transport itself now
         self.exchange = None
         self._stop_timer()
         buffered, self._buf = self._buf, b""
@@ -355,7 +359,7 @@ class FrontConnection(Protocol):
         if exchange is not None:
             exchange.abandon()
         body = error_response(code, message).body
-        self.transport.write(
+        self.sender.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
             b"%s: %s\r\nConnection: close\r\n\r\n%s"
             % (code, _RESPONSES.get(code, b"Error"), len(body), REQUEST_ID_HEADER, request_id.encode(), body)

@@ -26,6 +26,7 @@ from powerstrip.proxy.splice import half_close
 from powerstrip.wire.endpoints import DockerAddress
 from powerstrip.wire.headers import HeaderList
 from powerstrip.wire.http11 import ChunkedFraming, ProtocolError, ResponseHead, parse_response_head
+from powerstrip.wire.sender import Sender
 from powerstrip.wire.tls import DockerTLS
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ class UpstreamConnection(Protocol):
 
     # Set by makeConnection, before the pool hands the connection out.
     transport: IStreamTransport
+    sender: Sender  # writes to dockerd (set in connectionMade)
 
     def __init__(self) -> None:
         self.listener: ResponseListener | None = None
@@ -107,6 +109,11 @@ class UpstreamConnection(Protocol):
 
     def connectionMade(self) -> None:
         self.connected_ok = True
+        self.sender = Sender(self.transport)
+
+    def write(self, data: bytes) -> None:
+        """Send request bytes to dockerd."""
+        self.sender.write(data)
 
     # -- the request side ---------------------------------------------------
 
@@ -119,7 +126,7 @@ class UpstreamConnection(Protocol):
         self.listener = listener
         self.got_bytes = False
         self._no_body_expected = head_only
-        self.transport.write(head)
+        self.sender.write(head)
 
     def end_after_response(self) -> None:
         """The client shut its write side: pass the EOF on; no reuse after this."""
@@ -137,6 +144,7 @@ class UpstreamConnection(Protocol):
         ``sink`` (``upstream_data/eof/lost``). Returns the stream bytes that
         arrived with the head."""
         self.raw_sink = sink
+        self.sender.queue()  # the splice writes to the transport itself now
         leftover, self._buf = self._buf, b""
         return leftover
 

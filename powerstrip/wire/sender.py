@@ -1,0 +1,64 @@
+"""Writing to a connection at once, while nothing waits in its transport's buffer.
+
+A Twisted transport's ``write`` queues the bytes and asks the reactor for a
+writable event: two ``epoll_ctl`` calls and one more turn of the event loop
+before ``send`` runs, for every write. A relay answering small requests writes
+twice a request (the request to dockerd, the answer to the client), so that is
+most of what a write costs. The socket almost always has room, so a
+:class:`Sender` calls ``send`` itself; the first time the socket takes less
+than all of it (or fails), the rest goes to the transport, and from then on
+every write does, for the life of the connection: bytes already in the
+kernel are ahead of anything queued, so order is kept without looking into the
+transport's buffer.
+
+Only plain TCP and unix sockets are written to directly: a TLS transport's
+handle is its TLS connection, which must not be written to behind its back.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet.interfaces import ISystemHandle
+
+__all__ = ["Sender"]
+
+
+class Sender:
+    """Writes to ``transport``, sending at once while it has nothing queued."""
+
+    __slots__ = ("transport", "_socket")
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        handle = transport.getHandle() if ISystemHandle.providedBy(transport) else None
+        self._socket: socket.socket | None = handle if isinstance(handle, socket.socket) else None
+
+    @property
+    def direct(self) -> bool:
+        """Whether writes still go straight to the socket."""
+        return self._socket is not None
+
+    def write(self, data: bytes) -> None:
+        """Send ``data``: straight to the socket if it takes it all, else the rest through the transport."""
+        sock = self._socket
+        if sock is not None:
+            transport = self.transport
+            if transport.connected and not transport.disconnecting:
+                try:
+                    sent = sock.send(data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    # The peer is gone: the transport finds out on its own, and drops the bytes.
+                    sent = 0
+                if sent == len(data):
+                    return
+                data = data[sent:]
+            self._socket = None
+        self.transport.write(data)
+
+    def queue(self) -> None:
+        """From now on, every write goes through the transport (others write to it directly now)."""
+        self._socket = None
