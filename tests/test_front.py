@@ -179,3 +179,24 @@ class AnsweredBeforeTheBodyTests(_FrontTestCase):
         yield self.ended(client)
         self.assertEqual(client.rest, b"", "a second answer after the one that closed the connection")
         self.assertNothingReachedDocker()
+
+
+class WritesTests(_FrontTestCase):
+    """Answers go out as soon as they are written (:mod:`powerstrip.wire.sender`)."""
+
+    @defer.inlineCallbacks
+    def test_both_tcp_sides_send_without_nagle(self) -> Any:
+        """The client's connection and dockerd's have TCP_NODELAY: a response head and its first
+        chunk, written one after the other, do not wait on the client's delayed ACK."""
+        self.start()
+        client: RawClient = yield self.connect()
+        client.send(request(b"GET", b"/v1.41/events"))
+        conn, _ = yield self.dockerd.next_request()
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        conn.send(b"5\r\nfirst\r\n")
+        got = yield client.wait_bytes(len(b"HTTP/1.1 200 OK"))
+        self.assertTrue(got.startswith(b"HTTP/1.1 200 OK"), got)
+        self.assertTrue(self.proxy_transports[0].getTcpNoDelay(), "Powerstrip's side of the client connection")
+        [exchange] = self.resources[0].inflight  # streaming the events
+        self.assertTrue(exchange.conn.transport.getTcpNoDelay(), "Powerstrip's side of dockerd's connection")
+        conn.send(b"0\r\n\r\n")

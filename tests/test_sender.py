@@ -61,6 +61,14 @@ class Direct(TestCase):
         self.assertEqual(data, b"GET /_ping HTTP/1.1\r\n\r\nmore")
 
     @defer.inlineCallbacks
+    def test_tcp_sends_without_waiting_for_acks(self) -> Any:
+        """TCP_NODELAY: the second of two small writes in a row does not wait on the peer's delayed ACK."""
+        transport, server = yield self.connected()
+        self.assertFalse(transport.getTcpNoDelay())
+        Sender(transport)
+        self.assertTrue(transport.getTcpNoDelay())
+
+    @defer.inlineCallbacks
     def test_a_full_socket_hands_the_rest_to_the_transport_in_order(self) -> Any:
         """The socket takes part of a big write: the rest and every later write are queued, in order."""
         transport, server = yield self.connected()
