@@ -325,6 +325,41 @@ class InstallTests(TestCase):
         self.assertEqual([r["message"] for r in self.read_lines(self.path + ".1")], ["before"])
         self.assertEqual([r["message"] for r in self.read_lines(self.path)], ["after"])
 
+    def held_access_lines(self, options: dict, read: Any) -> None:
+        """Access lines written to the service's log file are held until a flush (the access log's
+        timer, or the next log event, which lands after them); ``read()`` is the file's text."""
+        app = service.Application("powerstrip")
+        top = PowerstripService("text", options)
+        access = AccessLog(reactor)
+        top.log_file_users.append(access)
+        top.setServiceParent(app)
+        assert access.out is not None
+        access.out.write("access line 1\n")
+        access.out.write("access line 2\n")
+        self.assertEqual(read(), "", "a write per access line reached the file")
+        self.emit(app.getComponent(ILogObserver), "an event")
+        lines = read().splitlines()
+        self.assertEqual(lines[:2], ["access line 1", "access line 2"])
+        self.assertTrue(lines[2].endswith("an event"), lines)
+        access.out.write("access line 3\n")
+        access.flush()
+        self.assertEqual(read().splitlines()[-1], "access line 3")
+
+    def test_access_lines_to_a_logfile_are_held(self) -> None:
+        """twistd's LogFile is unbuffered: one write system call a line, unless held."""
+
+        def read() -> str:
+            with open(self.path) as f:
+                return f.read()
+
+        self.held_access_lines({"logfile": self.path, "nodaemon": False}, read)
+
+    def test_access_lines_to_an_unbuffered_stdout_are_held(self) -> None:
+        """Under PYTHONUNBUFFERED (the image sets it) stdout writes at once: held, too."""
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.held_access_lines({"nodaemon": True, "logfile": None}, out.getvalue)
+
     def test_sigusr1_left_alone_when_taken(self) -> None:
         def mine(*_: Any) -> None:
             pass

@@ -188,7 +188,8 @@ def twistd_log_file(twistd_options: Mapping[str, Any] | None, reactor: Any = Non
 
     stdout for ``--logfile=-`` or ``-n`` without ``--logfile``; else the
     ``--logfile`` (default ``twistd.log``) as a size-rotated
-    :class:`~twisted.python.logfile.LogFile` that SIGUSR1 also rotates.
+    :class:`~twisted.python.logfile.LogFile` that SIGUSR1 also rotates; either way with its
+    writes held until a flush (:class:`HeldLog`).
     """
     opts = twistd_options or {}
     name = opts.get("logfile") or ""
@@ -196,16 +197,61 @@ def twistd_log_file(twistd_options: Mapping[str, Any] | None, reactor: Any = Non
     if name == "-":
         if not nodaemon:
             sys.exit("Daemons cannot log to stdout, exiting!")
-        return sys.stdout
+        return cast(IO[Any], HeldLog(sys.stdout))
     if not name and nodaemon:
-        return sys.stdout
-    out: logfile.LogFile = logfile.LogFile.fromFullPath(name or "twistd.log")
+        return cast(IO[Any], HeldLog(sys.stdout))
+    out = HeldLog(logfile.LogFile.fromFullPath(name or "twistd.log"))
     if not signal.getsignal(signal.SIGUSR1):  # unless someone has a use for it already
         if reactor is None:
             from twisted.internet import reactor
 
         signal.signal(signal.SIGUSR1, lambda *_: reactor.callFromThread(out.rotate))
     return cast(IO[Any], out)  # not an IO, but file-like: write and flush, all a log observer uses
+
+
+class HeldLog:
+    """A log file (twistd's LogFile, or stdout) whose writes wait for ``flush``.
+
+    twistd's LogFile is unbuffered, and so is stdout under ``PYTHONUNBUFFERED``
+    (which the image sets, as most Python images do): a ``write`` system call for
+    every write. The log observer flushes after each event, so its lines go out
+    as before; the access log writes a line per request and flushes within
+    :data:`powerstrip.ops.access.FLUSH_DELAY`, so those lines go out in batches,
+    in their order among the rest (one buffer for both).
+    """
+
+    #: Held text beyond which a write flushes at once.
+    LIMIT = 64 * 1024
+
+    def __init__(self, log_file: Any) -> None:
+        self.log_file = log_file
+        self._held: list[str] = []
+        self._size = 0
+
+    def write(self, data: str | bytes) -> None:
+        """Hold ``data`` (text; bytes are UTF-8) until the next flush."""
+        text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+        self._held.append(text)
+        self._size += len(text)
+        if self._size >= self.LIMIT:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is held to the file, in one write."""
+        if self._held:
+            text, self._held, self._size = "".join(self._held), [], 0
+            self.log_file.write(text)
+        self.log_file.flush()
+
+    def rotate(self) -> None:
+        """Flush, then rotate the file (SIGUSR1; a LogFile only)."""
+        self.flush()
+        self.log_file.rotate()
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        self.flush()
+        self.log_file.close()
 
 
 def _chatter(event: LogEvent) -> NamedConstant:  # a PredicateResult, as ILogFilterPredicate says
