@@ -14,6 +14,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import TestCase
 
+from powerstrip.ops.access import FLUSH_DELAY
+from powerstrip.sdk import testing
 from powerstrip.sdk.testing import AdapterProcess, FakeDocker, PowerstripProcess, RecordingAdapter
 
 REPO = str(Path(__file__).resolve().parents[1])
@@ -61,6 +63,12 @@ class KitTests(TestCase):
         [call] = adapter.assert_received("post-hook")
         self.assertEqual(call["ServerResponse"]["Code"], 201)
         self.assertEqual([r[:2] for r in self.docker.received("POST /*/containers/create")], [("POST", CREATE)])
+        # The access line is in the log as soon as the request is answered, for log_text at least.
+        request_id = headers["powerstrip-request-id"]
+        self.assertIn(f"#{request_id} POST {CREATE} -> 201", proxy.log_text())
+
+    def test_log_text_waits_longer_than_access_lines_are_held(self) -> None:
+        self.assertGreater(testing.LOG_SETTLE, FLUSH_DELAY)
 
     def test_assert_received_says_what_came(self) -> None:
         adapter = RecordingAdapter()

@@ -53,6 +53,9 @@ from powerstrip.wire.rules import parse_rule, rule_matches
 
 #: Where a real dockerd usually is.
 DOCKER_SOCKET = "unix:///var/run/docker.sock"
+#: How long a running Powerstrip may hold access lines before they reach its log: it writes
+#: them in batches within ``powerstrip.ops.access.FLUSH_DELAY`` (0.2 s); this adds a margin.
+LOG_SETTLE = 0.3
 
 
 def free_port() -> int:
@@ -169,6 +172,13 @@ class PowerstripProcess(_Process):
         full_env.pop("DOCKER_HOST", None)
         self.proc = _start(cmd, self.dir, cwd, full_env)
         wait_for_port(self.port, self.proc, "powerstrip", self.log)
+
+    def log_text(self) -> str:
+        """What Powerstrip logged so far, access lines included: while it runs, this first waits
+        :data:`LOG_SETTLE` seconds, since it writes access lines in batches."""
+        if self.alive():
+            time.sleep(LOG_SETTLE)
+        return super().log_text()
 
     def docker(
         self, *args: str, cli: str = "docker", input: bytes | None = None, timeout: float = 120
