@@ -14,6 +14,7 @@ from twisted.internet.task import deferLater
 from twisted.web.server import NOT_DONE_YET
 
 from tests.support import (
+    CREATE_PRE,
     LAST_CHUNK,
     UPGRADED,
     ProxyTestCase,
@@ -180,10 +181,7 @@ class ClientTimeoutTests(ProxyTestCase):
 
     @defer.inlineCallbacks
     def test_stalled_body_is_408(self) -> Any:
-        self.start_timed(
-            'version: 1\nendpoints:\n  "POST /*/containers/create":\n    pre: [hook]\nadapters:\n  hook: $BASE/hook\n',
-            hook=echo_pre,
-        )
+        self.start_timed(CREATE_PRE, hook=echo_pre)
         client = yield self.connect()
         client.send(
             request(

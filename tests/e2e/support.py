@@ -370,6 +370,20 @@ def tls_env(cert_dir: Path) -> dict[str, str]:
     return {"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(cert_dir)}
 
 
+def tls_verify_args(cert_dir: Path) -> list[str]:
+    """A server's ``--tlsverify`` options (dockerd's and Powerstrip's are the same) for the
+    certificates in ``cert_dir``."""
+    return [
+        "--tlsverify",
+        "--tlscacert",
+        str(cert_dir / "ca.pem"),
+        "--tlscert",
+        str(cert_dir / "cert.pem"),
+        "--tlskey",
+        str(cert_dir / "key.pem"),
+    ]
+
+
 # -- a real registry, started once per run --------------------------------------------
 #
 # Debian's ``docker-registry`` (the CNCF distribution registry 2.8) on loopback (dockerd

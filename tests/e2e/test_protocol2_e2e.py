@@ -31,7 +31,18 @@ from twisted.trial.unittest import TestCase
 from powerstrip.proxy.exchange import CLIENT_GONE
 from powerstrip.sdk.schema import validate
 from powerstrip.sdk.testing import RecordingAdapter, echo
-from tests.e2e.support import CLIS, IMAGE, LABEL, Powerstrip, certs, direct, require_daemon, run, tls_env
+from tests.e2e.support import (
+    CLIS,
+    IMAGE,
+    LABEL,
+    Powerstrip,
+    certs,
+    direct,
+    require_daemon,
+    run,
+    tls_env,
+    tls_verify_args,
+)
 
 NOBODY = pwd.getpwnam("nobody")
 
@@ -119,15 +130,7 @@ class _Protocol2(_Setup):
         proxy = self.proxy(
             hooked("GET /*/version"),
             adapter,
-            [
-                "--tlsverify",
-                "--tlscacert",
-                str(server / "ca.pem"),
-                "--tlscert",
-                str(server / "cert.pem"),
-                "--tlskey",
-                str(server / "key.pem"),
-            ],
+            tls_verify_args(server),
         )
         result = run([self.cli, "version"], host=proxy.url, env=tls_env(certs()["client"]))
         self.assertEqual(result.returncode, 0, result.stderr)

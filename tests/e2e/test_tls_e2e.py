@@ -43,6 +43,7 @@ from tests.e2e.support import (
     require_daemon,
     run,
     tls_env,
+    tls_verify_args,
 )
 
 #: An access-log line: ``#N METHOD /path -> status ...``.
@@ -76,15 +77,7 @@ class TLSDockerd(SecondDockerd):
             base / "d",
             f"tcp://127.0.0.1:{self.port}",
             env=tls_env(client),
-            args=[
-                "--tlsverify",
-                "--tlscacert",
-                str(server / "ca.pem"),
-                "--tlscert",
-                str(server / "cert.pem"),
-                "--tlskey",
-                str(server / "key.pem"),
-            ],
+            args=tls_verify_args(server),
         )
 
 
