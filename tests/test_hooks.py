@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from powerstrip.config.spec import AdapterSpec
+from powerstrip.hooks import http as hooks_http
 from powerstrip.hooks.chain import HookChain
 from powerstrip.hooks.flow import ServerResponse
 from powerstrip.hooks.http import DEFAULT_MAX_REPLY, AdapterClient
@@ -713,3 +714,35 @@ class VerboseTests(HookTestCase):
         yield self.assertFailure(self.chain.run_pre(self.pre_flow(self.adapter("deny", deny))), Refused)
         lines = [formatEvent(e) for e in events if e.get("log_namespace") == "powerstrip.hooks"]
         self.assertIn('pre-hook deny refused 403 "{\\"message\\": \\"no\\"}"', lines[-1])
+
+
+class ClientTests(HookTestCase):
+    """What the adapter client does on every call, beyond carrying the payload."""
+
+    @defer.inlineCallbacks
+    def test_an_adapters_cookies_are_not_sent_back(self) -> Any:
+        """Hook calls are stateless: a ``Set-Cookie`` in one reply changes nothing the next call sends."""
+        cookies: list[bytes | None] = []
+
+        def handler(request: Request, payload: dict) -> bytes:
+            cookies.append(request.getHeader(b"cookie"))
+            request.setHeader(b"set-cookie", b"session=1; Path=/")
+            return echo_pre(request, payload)
+
+        a = self.adapter("sets-cookie", handler)
+        for _ in range(2):
+            yield self.chain.run_pre(self.pre_flow(a))
+        self.assertEqual(cookies, [None, None])
+        self.assertEqual(self.adapters.content_types, [b"application/json"] * 2)
+        # Every call shares one Headers: nothing under treq may have added to it.
+        self.assertEqual(list(hooks_http._JSON.getAllRawHeaders()), [(b"Content-Type", [b"application/json"])])
+
+    def test_the_url_is_made_a_uri_once(self) -> None:
+        """treq converts a URL on every call: the client hands it one that is a URI already."""
+        url = self.client.url_for("http://bücher.example:8080/hook?x=ä")
+        self.assertEqual(url.to_text(), "http://xn--bcher-kva.example:8080/hook?x=%C3%A4")
+        self.assertIs(url.to_uri(), url)
+        self.assertIs(self.client.url_for("http://bücher.example:8080/hook?x=ä"), url)
+        unix = self.client.url_for("http+unix://%2Frun%2Fa.sock/hook")
+        self.assertEqual((unix.scheme, unix.path), ("http+unix", ("hook",)))
+        self.assertIs(unix.to_uri(), unix)

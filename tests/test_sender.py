@@ -12,7 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from powerstrip.wire.sender import Sender
+from powerstrip.wire.sender import Sender, SendingEndpoint
 
 
 class _Collect(Protocol):
@@ -127,3 +127,32 @@ class NotASocket(TestCase):
         self.assertFalse(sender.direct)
         sender.write(b"data")
         self.assertEqual(transport.value(), b"data")
+
+
+class Endpoint(TestCase):
+    @defer.inlineCallbacks
+    def test_a_protocol_we_did_not_write_sends_at_once(self) -> Any:
+        """SendingEndpoint: the caller gets its own protocol, whose writes are in the kernel when
+        write returns (read here with the reactor stopped), and which receives what comes back."""
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        got = _Collect()
+        protocol = yield SendingEndpoint(
+            endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", listener.getsockname()[1])
+        ).connect(Factory.forProtocol(lambda: got))
+        self.assertIs(protocol, got)
+        self.addCleanup(protocol.transport.loseConnection)
+        server, _ = listener.accept()
+        self.addCleanup(server.close)
+        server.settimeout(5)
+        protocol.transport.write(b"POST /hook HTTP/1.1\r\n")
+        protocol.transport.writeSequence([b"Content-Length: 2\r\n\r\n", b"{}"])
+        want = b"POST /hook HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"
+        data = b""
+        while len(data) < len(want):
+            data += server.recv(100)  # no reactor turn in between: the bytes were sent by write itself
+        self.assertEqual(data, want)
+        self.assertEqual(protocol.transport.getPeer().port, listener.getsockname()[1])
+        server.sendall(b"HTTP/1.1 200 OK\r\n")
+        answer = yield got.until(17)
+        self.assertEqual(answer, b"HTTP/1.1 200 OK\r\n")

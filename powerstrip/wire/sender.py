@@ -24,9 +24,12 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from twisted.internet.interfaces import ISystemHandle, ITCPTransport
+from twisted.internet import defer
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint, ISystemHandle, ITCPTransport
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from zope.interface import implementer
 
-__all__ = ["Sender"]
+__all__ = ["SendingEndpoint", "Sender"]
 
 
 class Sender:
@@ -68,3 +71,42 @@ class Sender:
     def queue(self) -> None:
         """From now on, every write goes through the transport (others write to it directly now)."""
         self._socket = None
+
+
+class _SendingWrapper(ProtocolWrapper):
+    """Stands between a protocol we did not write and its transport: its writes go through a :class:`Sender`."""
+
+    _sender: Sender
+
+    def makeConnection(self, transport: Any) -> None:
+        self._sender = Sender(transport)
+        super().makeConnection(transport)  # type: ignore[no-untyped-call]  # unannotated in Twisted
+
+    def write(self, data: bytes) -> None:
+        self._sender.write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        self._sender.write(b"".join(data))
+
+
+class _SendingFactory(WrappingFactory):
+    protocol = _SendingWrapper
+
+
+@implementer(IStreamClientEndpoint)
+class SendingEndpoint:
+    """A client endpoint whose connections' writes go through a :class:`Sender`.
+
+    For clients whose protocol is not ours (twisted.web's HTTP client under
+    treq, for the adapter calls, writes a request's head and body each a
+    reactor turn later): the protocol it connects is the one the caller's
+    factory built, writing to a stand-in transport.
+    """
+
+    def __init__(self, endpoint: Any) -> None:
+        self._endpoint = endpoint
+
+    def connect(self, factory: IProtocolFactory) -> defer.Deferred[IProtocol]:
+        """Connect as the wrapped endpoint does; fires with ``factory``'s protocol."""
+        connected: defer.Deferred[Any] = self._endpoint.connect(_SendingFactory(factory))  # type: ignore[no-untyped-call]
+        return connected.addCallback(lambda wrapper: wrapper.wrappedProtocol)
