@@ -17,6 +17,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
 from powerstrip.proxy.route import Limits
+from powerstrip.wire.sender import Sender
 from tests.support import ATTACH_URI, UPGRADED, ProxyTestCase, RawClient, attach_request, echo_pre, request
 
 #: What dockerd (Go's net/http) answers a request it cannot read: no length,
@@ -200,3 +201,52 @@ class WritesTests(_FrontTestCase):
         [exchange] = self.resources[0].inflight  # streaming the events
         self.assertTrue(exchange.conn.transport.getTcpNoDelay(), "Powerstrip's side of dockerd's connection")
         conn.send(b"0\r\n\r\n")
+
+    @defer.inlineCallbacks
+    def sent_to_dockerd(self, first: bytes, then: bytes) -> Any:
+        """The writes Powerstrip made to dockerd for ``then``, sent in one piece after ``first``
+        (which leaves a pooled connection idle, or is empty: ``then`` opens the connection)."""
+        writes: list[bytes] = []
+        original = Sender.write
+        self.patch(Sender, "write", lambda sender, data: (writes.append(data), original(sender, data))[1])
+        self.start()
+        client: RawClient = yield self.connect()
+        if first:
+            client.send(first)
+            conn, _ = yield self.dockerd.next_request()
+            conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+            yield client.response()
+        del writes[:]
+        client.send(then)
+        conn, req = yield self.dockerd.next_request()
+        conn.send(b"HTTP/1.1 204 No Content\r\n\r\n")
+        yield client.response()
+        return [w for w in writes if not w.startswith(b"HTTP/1.1 ")]  # what went to dockerd
+
+    #: An attach with a body: Docker's CLI sends none, docker-py and the soak send ``{}``.
+    ATTACH_WITH_BODY = request(
+        b"POST",
+        b"/v1.41/containers/x/attach?stream=1&stdin=1",
+        (b"Content-Type", b"application/json"),
+        (b"Content-Length", b"2"),
+        body=b"{}",
+    )
+
+    def assert_one_write(self, sent: list[bytes]) -> None:
+        self.assertEqual(len(sent), 1, sent)
+        self.assertTrue(sent[0].startswith(b"POST /v1.41/containers/x/attach"), sent)
+        self.assertTrue(sent[0].endswith(b"\r\n\r\n{}"), sent)
+
+    @defer.inlineCallbacks
+    def test_a_head_and_its_body_go_to_dockerd_together_on_a_pooled_connection(self) -> Any:
+        """What the client sent in one piece reaches dockerd in one write: dockerd reads an
+        attach's ``{}`` body with its head and drops it, but one that arrives apart becomes the
+        container's first stdin bytes (the soak saw it: 16 of ~150 attach sessions)."""
+        sent = yield self.sent_to_dockerd(request(b"GET", b"/_ping"), self.ATTACH_WITH_BODY)
+        self.assert_one_write(sent)
+
+    @defer.inlineCallbacks
+    def test_a_head_and_its_body_go_to_dockerd_together_on_a_new_connection(self) -> Any:
+        """The same when the request waits for a new connection to dockerd."""
+        sent = yield self.sent_to_dockerd(b"", self.ATTACH_WITH_BODY)
+        self.assert_one_write(sent)

@@ -467,18 +467,18 @@ class Exchange:
         self.conn = conn
         self._to(Stage.AWAITING)
         req = self.flow.request
-        conn.start(self, self._request_head(), head_only=req.method == "HEAD")
+        # The head and the body bytes at hand in one write, as the client sent them:
+        # dockerd reads an attach's body with its head and drops it; a body that
+        # arrives apart from the head becomes the container's first stdin bytes.
         if not req.streamed:
-            if req.body:
-                conn.write(req.body)
+            conn.start(self, self._request_head() + (req.body or b""), head_only=req.method == "HEAD")
             conn.request_finished()
             self.client.resume()
             if self._eof:
                 self.client_eof()
             return
         early, self._early = cast(list[bytes], self._early), None  # a list for a streamed body until now
-        for piece in early:
-            conn.write(piece)
+        conn.start(self, self._request_head() + b"".join(early), head_only=req.method == "HEAD")
         if not self.client.body_pending:
             self._upload_done()
             self.client.resume()

@@ -223,10 +223,7 @@ class FrontConnection(Protocol):
                 self.sender.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         else:
             self.state = Reading.ANSWERING
-        exchange.start()
-        if self.state is Reading.BODY and self._buf:
-            rest, self._buf = self._buf, b""
-            self._body(rest)
+        exchange.start()  # which asks for the body (read_body), if there is one
 
     # -- bodies -------------------------------------------------------------------
 
@@ -236,6 +233,13 @@ class FrontConnection(Protocol):
         self._decode = decode
         self._body_due = self.proxy.reactor.seconds() + deadline if deadline else None
         self._arm(self._body_timeout, min(deadline or self.timeout or 0, self.timeout or deadline or 0))
+        if self._buf:
+            # Body bytes that came with the head go to the exchange now, before it
+            # writes the head to dockerd: what arrived in one piece leaves in one. An
+            # attach's body does not reach the container's stdin only because dockerd
+            # reads it together with the head (and then drops it with its buffer).
+            rest, self._buf = self._buf, b""
+            self._body(rest)
 
     def _body(self, data: bytes) -> None:
         # (The exchange is None only when draining, and then not used.)

@@ -118,7 +118,7 @@ class UpstreamConnection(Protocol):
     # -- the request side ---------------------------------------------------
 
     def start(self, listener: ResponseListener, head: bytes, head_only: bool) -> None:
-        """Begin an exchange: write the request ``head``; body writes follow.
+        """Begin an exchange: write the request ``head`` (and what of its body is at hand); body writes follow.
 
         ``head_only`` says the response to this request has no body (HEAD).
         """
