@@ -17,6 +17,13 @@ A TCP socket written to directly gets ``TCP_NODELAY`` (as Go's net/http, and so
 dockerd, sets on every connection): without it, the second of two writes in a
 row (a response head, then its first chunk) waits for the peer's delayed ACK,
 up to 40 ms, because no reactor turn joins them into one send any more.
+And whoever writes through a sender writes what belongs together in one
+call (a request head and the body bytes at hand): dockerd reads an attach's
+body with its head and drops it, but one that arrives apart from the head
+becomes the container's first stdin bytes.
+
+:class:`SendingEndpoint` gives the same to a client protocol Powerstrip did
+not write: twisted.web's HTTP client under treq, for the adapter calls.
 """
 
 from __future__ import annotations
