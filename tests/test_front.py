@@ -223,7 +223,7 @@ class WritesTests(_FrontTestCase):
         yield client.response()
         return [w for w in writes if not w.startswith(b"HTTP/1.1 ")]  # what went to dockerd
 
-    #: An attach with a body: Docker's CLI sends none, docker-py and the soak send ``{}``.
+    #: An attach with a body: the CLI and docker-py send none, a raw client may send ``{}`` (the soak does).
     ATTACH_WITH_BODY = request(
         b"POST",
         b"/v1.41/containers/x/attach?stream=1&stdin=1",

@@ -238,8 +238,8 @@ class TransparencyDocker2010(_Transparency, TestCase):
 
 
 class AttachWithBody(TestCase):
-    """An attach whose request carries a body (``{}``, as docker-py's raw clients and the soak
-    send): the container's stdin gets exactly what the client streamed after the upgrade.
+    """An attach whose request carries a body (``{}``, as a raw client may: the soak
+    does): the container's stdin gets exactly what the client streamed after the upgrade.
 
     dockerd reads such a body together with the head and drops it; one that reached it apart
     from the head became the container's first stdin bytes (the soak's ``{}`` + payload).
