@@ -9,6 +9,7 @@ from twisted.internet import defer, endpoints, reactor
 from twisted.internet.interfaces import ISystemHandle
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
@@ -137,9 +138,15 @@ class Endpoint(TestCase):
         listener = socket.create_server(("127.0.0.1", 0))
         self.addCleanup(listener.close)
         got = _Collect()
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        factory = Factory.forProtocol(lambda: got)
+        factory.noisy = False  # as twisted.web's client's are: what is left is the endpoint's
         protocol = yield SendingEndpoint(
             endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", listener.getsockname()[1])
-        ).connect(Factory.forProtocol(lambda: got))
+        ).connect(factory)
+        self.assertEqual([formatEvent(e) for e in events], [], "a log line per connection")
         self.assertIs(protocol, got)
         self.addCleanup(protocol.transport.loseConnection)
         server, _ = listener.accept()

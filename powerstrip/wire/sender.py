@@ -98,6 +98,7 @@ class _SendingWrapper(ProtocolWrapper):
 
 class _SendingFactory(WrappingFactory):
     protocol = _SendingWrapper
+    noisy = False  # one per connection: no "Starting factory" line for each
 
 
 @implementer(IStreamClientEndpoint)
