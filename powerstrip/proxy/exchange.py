@@ -467,18 +467,21 @@ class Exchange:
         self.conn = conn
         self._to(Stage.AWAITING)
         req = self.flow.request
+        if req.streamed:
+            early, self._early = cast(list[bytes], self._early), None  # a list for a streamed body until now
+            at_hand = b"".join(early)
+        else:
+            at_hand = req.body or b""
         # The head and the body bytes at hand in one write, as the client sent them:
         # dockerd reads an attach's body with its head and drops it; a body that
         # arrives apart from the head becomes the container's first stdin bytes.
+        conn.start(self, self._request_head() + at_hand, head_only=req.method == "HEAD")
         if not req.streamed:
-            conn.start(self, self._request_head() + (req.body or b""), head_only=req.method == "HEAD")
             conn.request_finished()
             self.client.resume()
             if self._eof:
                 self.client_eof()
             return
-        early, self._early = cast(list[bytes], self._early), None  # a list for a streamed body until now
-        conn.start(self, self._request_head() + b"".join(early), head_only=req.method == "HEAD")
         if not self.client.body_pending:
             self._upload_done()
             self.client.resume()

@@ -235,9 +235,7 @@ class FrontConnection(Protocol):
         self._arm(self._body_timeout, min(deadline or self.timeout or 0, self.timeout or deadline or 0))
         if self._buf:
             # Body bytes that came with the head go to the exchange now, before it
-            # writes the head to dockerd: what arrived in one piece leaves in one. An
-            # attach's body does not reach the container's stdin only because dockerd
-            # reads it together with the head (and then drops it with its buffer).
+            # writes the head to dockerd, so that both leave in one write (why: Exchange._send).
             rest, self._buf = self._buf, b""
             self._body(rest)
 
