@@ -224,7 +224,7 @@ def _post_hookable(head: ResponseHead, method: str, path: str) -> bool:
     """Whether post-hooks may see this response: whole JSON, text or empty bodies."""
     if streams_unhooked(path):
         return False
-    if method == "HEAD" or head.code in (204, 304) or head.header(b"content-length") == b"0":
+    if method == "HEAD" or head.code in (204, 304) or head.content_length == b"0":
         return True
     ctype = head.header(b"content-type")
     return is_json(ctype) or media_type(ctype).startswith("text/")
@@ -274,9 +274,11 @@ class Exchange:
     def _to(self, stage: Stage) -> None:
         self.stage = stage
         if stage is Stage.DONE or stage is Stage.ABANDONED:  # (Enum hashing is Python code: no set here)
-            self._release_held()
+            if self._held:
+                self._release_held()
             self.proxy.inflight.discard(self)
-            self._unwind()
+            if self.flow.prepared:
+                self._unwind()
             self.proxy.ended(self)
 
     @property
@@ -562,7 +564,7 @@ class Exchange:
         stamp = b"%s: %s\r\n" % (REQUEST_ID_HEADER, self.flow.id.encode())
         if self.closing:
             stamp += b"Connection: close\r\n"
-        if keep_framing and not head.hop_by_hop():
+        if keep_framing and not head.hop:
             return head.raw[:-2] + stamp + b"\r\n"
         lines = [b"HTTP/1.1 %d %s" % (head.code, head.reason)]
         lines.extend(k + b": " + v for k, v in end_to_end(head.headers))

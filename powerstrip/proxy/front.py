@@ -169,6 +169,7 @@ class FrontConnection(Protocol):
         self._due: Callable[[], None] | None = None
         self._deadline = 0.0
         self._caller: Peer | None = None
+        self._on_idle = self._idle_timeout  # one bound method, so that the timer's owner compares by identity
 
     # -- the connection -------------------------------------------------------------
 
@@ -181,7 +182,7 @@ class FrontConnection(Protocol):
 
     def connectionMade(self) -> None:
         self.sender = Sender(self.transport)
-        self._arm(self._idle_timeout)
+        self._arm(self._on_idle)
 
     def dataReceived(self, data: bytes) -> None:
         state = self.state
@@ -190,9 +191,10 @@ class FrontConnection(Protocol):
             return
         if state is Reading.HEAD:
             self._buf = self._buf + data if self._buf else data
-            if self._due == self._idle_timeout:
-                self._arm(self._head_timeout)  # the whole head must arrive within one timeout
             self._read_heads()
+            if self.state is Reading.HEAD and self._due is self._on_idle:
+                # A head begun, not complete: the whole of it must arrive within one timeout.
+                self._arm(self._head_timeout)
         elif state is Reading.BODY or state is Reading.DRAIN:
             self._body(data)
         elif state is Reading.ANSWERING:
@@ -307,7 +309,8 @@ class FrontConnection(Protocol):
         self.exchange = None
         if self.state is Reading.CLOSED:
             return
-        self._release(3)  # neither Powerstrip nor the last request's upload holds reading back now
+        if self._paused:
+            self._release(3)  # neither Powerstrip nor the last request's upload holds reading back now
         if self.state is Reading.BODY:
             # Answered before the body was all read (refused, failed): the rest
             # is read and dropped, then the connection ends (its answer said so).
@@ -319,7 +322,7 @@ class FrontConnection(Protocol):
             self.close()
             return
         self.state = Reading.HEAD
-        self._arm(self._idle_timeout if not self._buf else self._head_timeout)
+        self._arm(self._on_idle if not self._buf else self._head_timeout)
         if self._buf:
             self._read_heads()
 
@@ -391,7 +394,8 @@ class FrontConnection(Protocol):
 
     def resume(self) -> None:
         """Read from the client again (Powerstrip's pause)."""
-        self._release(1)
+        if self._paused:
+            self._release(1)
 
     def pauseProducing(self) -> None:
         self.pause(2)

@@ -195,10 +195,8 @@ class UpstreamConnection(Protocol):
         """Take a final head; whether body bytes are to be read next."""
         self._head = head
         listener = cast(ResponseListener, self.listener)  # dataReceived checked: an exchange is on
-        te = head.header(b"transfer-encoding")
-        cl = head.header(b"content-length")
-        conn = (head.header(b"connection") or b"").lower()
-        self._close_after = b"close" in conn or head.version == b"HTTP/1.0"
+        te, cl, conn = head.transfer_encoding, head.content_length, head.connection
+        self._close_after = (conn is not None and b"close" in conn.lower()) or head.version == b"HTTP/1.0"
         if head.code == 101:
             self._until_close, head.framing = True, UPGRADE
         elif self._no_body_expected or head.code in (204, 304):

@@ -27,12 +27,25 @@ class ProtocolError(Exception):
 class ResponseHead:
     """A response's status line and headers, with the raw bytes kept for relaying.
 
-    The header list is read lazily: a pass-through relay only looks up the
-    framing headers (:meth:`header`, a ``find`` in the lower-cased head) and
-    relays :attr:`raw` as it came.
+    The headers a relay needs (framing, ``Connection``, whether any
+    hop-by-hop header is present) are found in one scan when the head is
+    read; the full header list only when first asked for, and :attr:`raw`
+    is relayed as it came.
     """
 
-    __slots__ = ("version", "code", "reason", "raw", "framing", "_lower", "_headers")
+    __slots__ = (
+        "version",
+        "code",
+        "reason",
+        "raw",
+        "framing",
+        "transfer_encoding",
+        "content_length",
+        "connection",
+        "hop",
+        "_lower",
+        "_headers",
+    )
 
     def __init__(
         self, version: bytes, code: int, reason: bytes, headers: HeaderList | None = None, raw: bytes = b""
@@ -42,6 +55,32 @@ class ResponseHead:
         self._lower: bytes | None = None
         #: How the body is delimited, once the reader has decided (``powerstrip.proxy.upstream``'s LENGTH, CHUNKED...).
         self.framing: str | None = None
+        #: The first values of ``Transfer-Encoding``, ``Content-Length`` and ``Connection`` (None: absent).
+        self.transfer_encoding: bytes | None = None
+        self.content_length: bytes | None = None
+        self.connection: bytes | None = None
+        #: Whether a hop-by-hop header other than ``Transfer-Encoding`` is present
+        #: (the head cannot then be relayed as it is).
+        self.hop = False
+        if raw:
+            self._scan(raw)
+        elif headers:
+            self._scan(b"\r\n" + b"\r\n".join(k + b": " + v for k, v in headers) + b"\r\n")
+
+    def _scan(self, raw: bytes) -> None:
+        # One regex pass in C; the loop sees only the few headers it names.
+        for name, value in _WATCHED_RESPONSE.findall(raw):
+            name = name.lower()
+            if name == b"content-length":
+                if self.content_length is None:
+                    self.content_length = value.rstrip(b" \t")
+            elif name == b"transfer-encoding":
+                if self.transfer_encoding is None:
+                    self.transfer_encoding = value.rstrip(b" \t")
+            else:
+                self.hop = True
+                if name == b"connection" and self.connection is None:
+                    self.connection = value.rstrip(b" \t")
 
     def __repr__(self) -> str:
         return f"ResponseHead({self.version!r}, {self.code}, {self.reason!r}, {self.headers!r})"
@@ -72,15 +111,16 @@ class ResponseHead:
         source = self.raw or low
         return source[start : low.find(b"\r\n", start)].strip(b" \t")
 
-    def hop_by_hop(self) -> bool:
-        """Whether a hop-by-hop header other than ``Transfer-Encoding`` is present
-        (the head cannot then be relayed as it is)."""
-        return _HOP_SEARCH.search(self._lowered()) is not None
-
 
 CRLF = b"\r\n"
 _STATUS = re.compile(rb"(HTTP/1\.[0-9]) ([0-9]{3})(?: ([^\r\n]*))?\r\n")
-_HOP_SEARCH = re.compile(rb"\r\n(?:connection|keep-alive|te|trailers?|upgrade|proxy-[^:]*):")
+#: The response headers a relay reads: framing, and the hop-by-hop ones (as
+#: :meth:`ResponseHead.header` finds a name: at a line's start, right before its colon).
+_WATCHED_RESPONSE = re.compile(
+    rb"\r\n(content-length|transfer-encoding|connection|keep-alive|te|trailers?|upgrade|proxy-[^:\r\n]*)"
+    rb":[ \t]*([^\r\n]*)",
+    re.IGNORECASE,
+)
 
 
 def parse_response_head(raw: bytes) -> ResponseHead:
@@ -235,16 +275,10 @@ class RequestHead:
     #: Whether :attr:`raw` can be sent to dockerd as it is (HTTP/1.1, a Host,
     #: no hop-by-hop header but chunked framing).
     plain: bool = True
-
-    @property
-    def has_body(self) -> bool:
-        """Whether a body follows the head."""
-        return self.chunked or bool(self.content_length)
-
-    @property
-    def path(self) -> str:
-        """The target without its query string."""
-        return self.target.split("?", 1)[0]
+    #: The target without its query string.
+    path: str = ""
+    #: Whether a body follows the head.
+    has_body: bool = False
 
 
 def find_head_end(buf: bytes, max_head: int) -> int:
@@ -272,14 +306,6 @@ _VALID_HEAD = re.compile(
 _PAIRS = re.compile(rb"([^:]+):[\t ]*([^\r\n]*)\r\n")
 
 
-def _pairs(block: bytes) -> HeaderList:
-    """``name: value`` pairs of a valid header block, values without trailing whitespace."""
-    pairs: HeaderList = _PAIRS.findall(block)
-    if b" \r\n" in block or b"\t\r\n" in block:  # rare: strip only then
-        pairs = [(k, v.rstrip(b" \t")) for k, v in pairs]
-    return pairs
-
-
 #: The header names whose values the framing and the connection depend on.
 _WATCHED = frozenset(
     (b"content-length", b"transfer-encoding", b"content-type", b"host", b"connection", b"upgrade", b"expect")
@@ -295,9 +321,12 @@ def parse_request_head(raw: bytes) -> RequestHead:
     m = _VALID_HEAD.fullmatch(raw)
     if m is None:
         _explain(raw)
-    method, target, minor = m.group(1).decode("ascii"), m.group(2).decode("ascii"), m.group(3) == b"1"
-    headers = _pairs(m.group(4))
-    head = RequestHead(method, target, int(minor), headers, raw)
+    method_b, target_b, minor_b, block = m.groups()
+    target, minor = target_b.decode("ascii"), minor_b == b"1"
+    headers: HeaderList = _PAIRS.findall(block)  # name, value less leading whitespace
+    if b" \r\n" in block or b"\t\r\n" in block:  # rare: strip trailing whitespace only then
+        headers = [(k, v.rstrip(b" \t")) for k, v in headers]
+    head = RequestHead(method_b.decode("ascii"), target, int(minor), headers, raw, path=target.partition("?")[0])
     seen: dict[bytes, bytes] = {}
     connection: list[bytes] = []
     plain = minor
@@ -319,7 +348,8 @@ def parse_request_head(raw: bytes) -> RequestHead:
                 plain = False
         elif plain and (lower in HOP_BY_HOP or lower.startswith(b"proxy-")):
             plain = False
-    _framing(head, seen)
+    if len(seen) > (b"host" in seen):  # a framing header or Content-Type to read
+        _framing(head, seen)
     if connection:
         tokens = {t.strip().lower() for v in connection for t in v.split(b",")}
         head.keep_alive = b"close" not in tokens and (minor or b"keep-alive" in tokens)
@@ -362,11 +392,12 @@ def _framing(head: RequestHead, seen: dict[bytes, bytes]) -> None:
             raise BadRequest("powerstrip: both Content-Length and Transfer-Encoding")
         if head.minor == 0:
             raise BadRequest("powerstrip: Transfer-Encoding in an HTTP/1.0 request")
-        head.chunked = True
+        head.chunked = head.has_body = True
     elif cl is not None:
         if _DIGITS.fullmatch(cl) is None:
             raise BadRequest(f"powerstrip: bad Content-Length {cl[:20]!r}")
         head.content_length = int(cl)
+        head.has_body = head.content_length > 0
     if ctype is not None:
         if not ctype.isascii():
             raise BadRequest("powerstrip: non-ASCII byte in Content-Type (Go and Python read it differently)")
