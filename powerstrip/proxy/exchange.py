@@ -238,6 +238,8 @@ class Exchange:
         self.client = client
         self.head = head
         self.stage = Stage.ROUTED
+        #: Whether this exchange is over (answered, or abandoned): ``stage`` is DONE or ABANDONED.
+        self.ended = False
         route = proxy.route(head.method, head.path)  # rules ignore the query: one cache entry per path
         self.flow = Flow(
             ClientRequest(head.method, head.target, head.headers), route, caller=client.caller if route.hooked else None
@@ -274,17 +276,13 @@ class Exchange:
     def _to(self, stage: Stage) -> None:
         self.stage = stage
         if stage is Stage.DONE or stage is Stage.ABANDONED:  # (Enum hashing is Python code: no set here)
+            self.ended = True
             if self._held:
                 self._release_held()
             self.proxy.inflight.discard(self)
             if self.flow.prepared:
                 self._unwind()
             self.proxy.ended(self)
-
-    @property
-    def ended(self) -> bool:
-        """Whether this exchange is over (answered, or abandoned)."""
-        return self.stage is Stage.DONE or self.stage is Stage.ABANDONED
 
     # -- the request and its body -------------------------------------------------------
 
