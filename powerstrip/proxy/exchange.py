@@ -238,8 +238,6 @@ class Exchange:
         self.client = client
         self.head = head
         self.stage = Stage.ROUTED
-        #: Whether this exchange is over (answered, or abandoned): ``stage`` is DONE or ABANDONED.
-        self.ended = False
         route = proxy.route(head.method, head.path)  # rules ignore the query: one cache entry per path
         self.flow = Flow(
             ClientRequest(head.method, head.target, head.headers), route, caller=client.caller if route.hooked else None
@@ -276,13 +274,17 @@ class Exchange:
     def _to(self, stage: Stage) -> None:
         self.stage = stage
         if stage is Stage.DONE or stage is Stage.ABANDONED:  # (Enum hashing is Python code: no set here)
-            self.ended = True
             if self._held:
                 self._release_held()
             self.proxy.inflight.discard(self)
             if self.flow.prepared:
                 self._unwind()
             self.proxy.ended(self)
+
+    @property
+    def ended(self) -> bool:
+        """Whether this exchange is over (answered, or abandoned)."""
+        return self.stage is Stage.DONE or self.stage is Stage.ABANDONED
 
     # -- the request and its body -------------------------------------------------------
 
@@ -368,9 +370,9 @@ class Exchange:
         return True
 
     def _release_held(self) -> None:
-        if self._held:
-            self.proxy.buffered -= self._held
-            self._held = 0
+        # (By _to at the end, when bytes are held.)
+        self.proxy.buffered -= self._held
+        self._held = 0
 
     def _body_buffered(self) -> None:
         head = self.head
@@ -781,13 +783,15 @@ class Exchange:
         return f"#{self.flow.id} {self.head.method} {self.head.target}"
 
     def _unwind(self) -> None:
-        """After a failed request, let ``unwind: true`` adapters release what their pre-hooks set up."""
+        """After a failed request, let ``unwind: true`` adapters release what their pre-hooks set up.
+
+        Called by :meth:`_to` at the end, and only when a pre-hook prepared something."""
         flow = self.flow
         prepared, flow.prepared = flow.prepared, []
         failure = self._failure
         if failure is None and self.docker_status is not None and self.docker_status >= 400:
             failure = ("docker", None)
-        if not prepared or failure is None:
+        if failure is None:
             return
         flow.prepared = prepared
         stage, adapter = failure

@@ -309,8 +309,7 @@ class FrontConnection(Protocol):
         self.exchange = None
         if self.state is Reading.CLOSED:
             return
-        if self._paused:
-            self._release(3)  # neither Powerstrip nor the last request's upload holds reading back now
+        self._release(3)  # neither Powerstrip nor the last request's upload holds reading back now
         if self.state is Reading.BODY:
             # Answered before the body was all read (refused, failed): the rest
             # is read and dropped, then the connection ends (its answer said so).
@@ -394,8 +393,7 @@ class FrontConnection(Protocol):
 
     def resume(self) -> None:
         """Read from the client again (Powerstrip's pause)."""
-        if self._paused:
-            self._release(1)
+        self._release(1)
 
     def pauseProducing(self) -> None:
         self.pause(2)

@@ -137,8 +137,7 @@ class UpstreamConnection(Protocol):
     def request_finished(self) -> None:
         """The caller wrote the whole request body."""
         self._request_done = True
-        if self._response_done:  # (a request usually ends before its response: nothing to do then)
-            self._maybe_idle()
+        self._maybe_idle()
 
     def take_raw(self, sink: Any) -> bytes:
         """After :data:`SPLICE`: from now on every byte from dockerd goes to

@@ -62,10 +62,8 @@ class ResponseHead:
         #: Whether a hop-by-hop header other than ``Transfer-Encoding`` is present
         #: (the head cannot then be relayed as it is).
         self.hop = False
-        if raw:
-            self._scan(raw)
-        elif headers:
-            self._scan(b"\r\n" + b"\r\n".join(k + b": " + v for k, v in headers) + b"\r\n")
+        if raw or headers:
+            self._scan(raw or self._lowered())  # (the scan ignores case: lowered names read the same)
 
     def _scan(self, raw: bytes) -> None:
         # One regex pass in C; the loop sees only the few headers it names.
