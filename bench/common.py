@@ -405,7 +405,11 @@ def write_adapters_file(
     path: Path, endpoints: Iterable[tuple[str, list[str], list[str]]], adapter_lines: Iterable[str]
 ) -> Path:
     """Write a version-1 adapters file: ``endpoints`` as ("METHOD glob", pre, post), then the
-    ``adapters:`` mapping's lines (already indented) as given."""
+    ``adapters:`` mapping's lines (already indented) as given; none of either: pass-through."""
+    endpoints, adapter_lines = list(endpoints), list(adapter_lines)
+    if not endpoints and not adapter_lines:
+        path.write_text("version: 1\nendpoints: {}\nadapters: {}\n")
+        return path
     lines = ["version: 1", "endpoints:"]
     for route, pre, post in endpoints:
         lines.append(f'  "{route}":')
