@@ -24,7 +24,6 @@ to every request, so what Powerstrip costs beyond it is its structure.
 
 from __future__ import annotations
 
-import itertools
 import sys
 import time
 from typing import IO
@@ -32,10 +31,9 @@ from typing import IO
 from twisted.internet import endpoints, reactor
 from twisted.internet.protocol import Factory, Protocol
 
+from powerstrip.hooks.flow import new_request_id
 from powerstrip.wire.http11 import BadRequest, parse_request_head
 from powerstrip.wire.sender import Sender
-
-_ids = itertools.count(1 << 48)
 
 
 class Upstream(Protocol):
@@ -124,7 +122,7 @@ class Client(Protocol):
                 self.transport.loseConnection()
                 return
             length = head.content_length or 0
-            self.rid, self.started = "%016x" % next(_ids), time.monotonic()  # noqa: UP031 -- as Powerstrip's
+            self.rid, self.started = new_request_id(), time.monotonic()
             self.method, self.target = head.method, head.target
             self.route = self.factory.route(head.method, head.path)
         else:

@@ -220,6 +220,26 @@ def python_twistd(python: str | None = None) -> list[str]:
     return [python or sys.executable, "-c", TWISTD_VIA_PYTHON]
 
 
+def bare_relay_argv(port: int, access_log: Path | None = None) -> list[str]:
+    """bench/bare_relay.py on TCP 127.0.0.1:``port`` in front of dockerd; with ``access_log``,
+    the duty relay (``--duties``), writing its access lines there."""
+    argv = [sys.executable, str(HERE / "bare_relay.py"), str(port), DOCKER_SOCK]
+    return argv + (["--duties", str(access_log)] if access_log is not None else [])
+
+
+def start_fast_adapter(procs: Procs, log: Path) -> tuple[subprocess.Popen, int]:
+    """bench/fast_adapter.py on a free port (its stderr appended to ``log``): the process and its port."""
+    adapter = procs.start(
+        [sys.executable, str(HERE / "fast_adapter.py"), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=open(log, "ab"),  # noqa: SIM115 -- the child holds it open
+    )
+    line = adapter.stdout.readline().decode()
+    if not line.startswith("LISTENING"):
+        raise BenchError(f"fast_adapter did not start: {line!r}")
+    return adapter, int(line.split()[1])
+
+
 def powerstrip_args(config: Path, port: int) -> list[str]:
     """The ``powerstrip`` plugin's options: this adapters file, dockerd's socket, TCP 127.0.0.1:``port``."""
     return ["--config", str(config), "--docker", f"unix://{DOCKER_SOCK}", "--listen", f"tcp:{port}:interface=127.0.0.1"]

@@ -31,18 +31,17 @@ from __future__ import annotations
 import argparse
 import http.client
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from common import (
-    DOCKER_SOCK,
     HERE,
     REPO,
     BenchError,
     Procs,
+    bare_relay_argv,
     checkout_env,
     free_port,
     http_get,
@@ -50,6 +49,7 @@ from common import (
     md_row,
     powerstrip_args,
     python_twistd,
+    start_fast_adapter,
     tree,
     twistd_argv,
     wait_ready,
@@ -129,19 +129,6 @@ class Measured:
         self.procs.stop(self.proc, timeout=30)
 
 
-def start_fast_adapter(procs: Procs) -> int:
-    """bench/fast_adapter.py on a free port (not measured: it stands in for any adapter); its port."""
-    adapter = procs.start(
-        [sys.executable, str(HERE / "fast_adapter.py"), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=open(OUT / "logs" / "fast_adapter.log", "ab"),
-    )
-    line = adapter.stdout.readline().decode()
-    if not line.startswith("LISTENING"):
-        raise BenchError(f"fast_adapter did not start: {line!r}")
-    return int(line.split()[1])
-
-
 Row = tuple[str, str, float]
 
 
@@ -152,12 +139,13 @@ def measure(
     rows: list[Row] = []
     hooked = [name for name in loads if LOADS[name][1] is not None]
     plain = [name for name in loads if LOADS[name][1] is None]
-    adapter_port = start_fast_adapter(procs) if any(LOADS[name][1][0] == "fast" for name in hooked) else 0
-    yardsticks = [("bare-relay", []), ("duty-relay", ["--duties", str(work / "duty-access.log")])] if plain else []
-    for yardstick, duties in yardsticks:
+    # The adapter is not measured: it stands in for any adapter.
+    fast = any(LOADS[name][1][0] == "fast" for name in hooked)
+    adapter_port = start_fast_adapter(procs, OUT / "logs" / "fast_adapter.log")[1] if fast else 0
+    yardsticks = [("bare-relay", None), ("duty-relay", work / "duty-access.log")] if plain else []
+    for yardstick, access_log in yardsticks:
         port = free_port()
-        argv = [sys.executable, str(HERE / "bare_relay.py"), str(port), DOCKER_SOCK, *duties]
-        relay = Measured(procs, yardstick, argv, port, work)
+        relay = Measured(procs, yardstick, bare_relay_argv(port, access_log), port, work)
         rows += [(name, relay.name, relay.per_request(LOADS[name][0], n, warmup)) for name in plain]
         relay.stop()
     for label, checkout in trees:

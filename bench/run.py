@@ -48,6 +48,7 @@ from common import (
     BenchError,
     PeakSampler,
     Procs,
+    bare_relay_argv,
     checkout_env,
     docker_raw,
     fd_count,
@@ -63,6 +64,7 @@ from common import (
     python_twistd,
     remove_containers,
     start_container,
+    start_fast_adapter,
     status_kib,
     tree,
     twistd_argv,
@@ -267,10 +269,7 @@ def start_bare_relay(procs: Procs, access_log: Path | None = None) -> Relay:
     """bench/bare_relay.py; with ``access_log``, the duty relay (``--duties``) writing its lines there."""
     port = free_port()
     name = BARE if access_log is None else DUTY
-    argv = [sys.executable, str(HERE / "bare_relay.py"), str(port), DOCKER_SOCK]
-    if access_log is not None:
-        argv += ["--duties", str(access_log)]
-    r = Relay(name, procs.start(argv, f"{name}.log", env=checkout_env()), port)
+    r = Relay(name, procs.start(bare_relay_argv(port, access_log), f"{name}.log", env=checkout_env()), port)
     wait_relay(r)
     return r
 
@@ -614,15 +613,7 @@ class Bench:
     # 4. hooks
 
     def _start_adapter(self) -> tuple[subprocess.Popen, int]:
-        p = self.procs.start(
-            [sys.executable, str(HERE / "fast_adapter.py"), "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=open(LOGS / "fast_adapter.log", "ab"),
-        )
-        line = p.stdout.readline().decode()
-        if not line.startswith("LISTENING"):
-            raise BenchError(f"fast_adapter did not start: {line!r}")
-        return p, int(line.split()[1])
+        return start_fast_adapter(self.procs, LOGS / "fast_adapter.log")
 
     def _start_sdk_adapter(self, stats: Path, tag: str) -> tuple[subprocess.Popen, int]:
         """bench/sdk_adapter.py served over HTTP by ``twistd powerstrip-adapter``; its call
