@@ -24,6 +24,7 @@ command -v jq >/dev/null || missing+=(jq)            # examples/policy_adapter.s
 [ -x /usr/bin/docker-compose ] || missing+=(docker-compose)   # Compose v1.29 in the Compose end-to-end test
 [ -x /usr/bin/docker-registry ] || missing+=(docker-registry) # the registry end-to-end test starts one
 command -v htpasswd >/dev/null || missing+=(apache2-utils)   # ...with bcrypt htpasswd auth
+command -v go >/dev/null || missing+=(golang-go)   # tests/test_target_differential.py reads targets with Go's net/http
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null

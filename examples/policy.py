@@ -354,8 +354,8 @@ def check_start(request: Request) -> None:
 @adapter.pre_hook("POST /*/build")
 def check_build(request: Request) -> None:
     """Refuse ``docker build --network host`` (the build context itself streams unseen)."""
-    modes = request.query.get("networkmode", [])
-    if any(mode.lower() == "host" for mode in modes):
+    # The value dockerd reads (a second networkmode never reaches a hook: Powerstrip refuses it).
+    if (request.param("networkmode") or "").lower() == "host":
         raise Refuse(FORBIDDEN, "policy: building on the host network is not allowed")
 
 

@@ -21,6 +21,7 @@ from powerstrip.sdk import (
     Request,
     RequestFailure,
     Response,
+    UnreadableTarget,
     load,
 )
 from powerstrip.sdk.samples import samples
@@ -244,6 +245,53 @@ class HandleTests(SynchronousTestCase):
                 "post-hooks": ["tag_errors (any call)"],
             },
         )
+
+
+class TargetTests(SynchronousTestCase):
+    """Issue 25: what a hook reads of the target is what dockerd reads."""
+
+    def test_endpoint_and_version(self) -> None:
+        request = Request("GET", "/v1.41/containers/web/%65xport?x=1")
+        self.assertEqual((request.endpoint, request.version), ("/containers/web/export", "1.41"))
+        self.assertEqual(request.path, "/v1.41/containers/web/%65xport")  # as given: Powerstrip sends it canonical
+        bare = Request("GET", "/containers/a%3Fb/json")
+        self.assertEqual((bare.endpoint, bare.version), ("/containers/a?b/json", None))
+
+    def test_parameters_as_go_reads_them(self) -> None:
+        request = Request("POST", "/build?t=a&t=b&networkmode=host&q&nocache=0&pull=%20True%20&x=a+b%2B")
+        self.assertEqual(request.param("networkmode"), "host")
+        self.assertEqual(request.param("t"), "a")  # dockerd's FormValue: the first
+        self.assertEqual(request.params("t"), ["a", "b"])
+        self.assertEqual(request.params("absent"), [])
+        self.assertEqual(request.param("absent", "default"), "default")
+        self.assertEqual(request.param("q"), "")  # a name alone has the empty value (parse_qs drops it)
+        self.assertEqual(request.param("x"), "a b+")
+        self.assertEqual(
+            [request.flag(name) for name in ("q", "nocache", "pull", "absent", "networkmode")],
+            [False, False, True, False, True],  # httputils.BoolValue
+        )
+        self.assertEqual(request.query["t"], ["a", "b"])
+
+    def test_a_target_go_reads_otherwise_is_unreadable(self) -> None:
+        for uri in ["/build?networkmode=bridge;&networkmode=host", "/build?networkmode=%zz", "/containers/%ff/json"]:
+            request = Request("POST", uri)
+            with self.assertRaises(UnreadableTarget):
+                request.param("networkmode")
+                request.endpoint  # noqa: B018 -- the property raises
+
+    def test_an_unreadable_target_in_a_hook_answers_400(self) -> None:
+        adapter = Adapter("a")
+
+        @adapter.pre_hook
+        def check(request: Request) -> None:
+            if request.param("networkmode") == "host":
+                raise Refuse(403, "no host network")
+
+        status, reply = self.successResultOf(adapter.handle(pre("/v1.41/build?networkmode=bridge;&networkmode=host")))
+        self.assertEqual(status, 400)
+        self.assertIn("holds ';'", reply["message"])
+        status, _ = self.successResultOf(adapter.handle(pre("/v1.41/build?networkmode=host")))
+        self.assertEqual(status, 403)
 
 
 class LoadTests(SynchronousTestCase):

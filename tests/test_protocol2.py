@@ -82,6 +82,27 @@ class PayloadTests(ProxyTestCase):
         self.assertEqual(post["ServerResponse"]["Headers"], {"Content-Type": ["application/json"]})
 
     @defer.inlineCallbacks
+    def test_the_target_as_dockerd_reads_it(self) -> Any:
+        # Issue 25: Endpoint, Version and Params, so that no adapter re-implements Go's decoding.
+        self.start(config("a", "a", v2("a")), a=echo2)
+        client = yield self.connect()
+        req, _, _ = yield self.roundtrip(
+            client,
+            json_request(b"POST", b"/v1.41/containers/%63reate?name=web&force&x=a+b%2B", {"Image": "busybox"}),
+            json_response(b"201 Created", {"Id": "abc"}),
+        )
+        canonical = "/v1.41/containers/create?name=web&force&x=a+b%2B"
+        self.assertEqual(req.start, b"POST " + canonical.encode() + b" HTTP/1.1")  # what dockerd got
+        for call, schema in zip(
+            (payload for _, payload in self.adapters.calls), ("pre-hook", "post-hook"), strict=True
+        ):
+            shown = call["ClientRequest"]
+            self.assertEqual(shown["Request"], canonical)
+            self.assertEqual((shown["Version"], shown["Endpoint"]), ("1.41", "/containers/create"))
+            self.assertEqual(shown["Params"], {"name": ["web"], "force": [""], "x": ["a b+"]})
+            self.assertEqual(validate(call, f"v2/{schema}"), [])
+
+    @defer.inlineCallbacks
     def test_v1_adapters_see_no_v2_fields(self) -> Any:
         self.start(config("one", adapters="  one: $BASE/one\n"), one=echo_pre)
         client = yield self.connect()
@@ -201,6 +222,36 @@ class ReplyCheckTests(ProxyTestCase):
             },
             "reply does not follow protocol 2: ModifiedClientRequest.Headers.A",
         )
+
+    def test_a_reply_target_dockerd_reads_otherwise(self) -> Any:
+        # A hook's new target is checked as a client's is: the next hook and dockerd read it alike.
+        return self.assertFault(
+            {"PowerstripProtocolVersion": 2, "ModifiedClientRequest": {"Method": "POST", "Request": "/x?a=1;b"}},
+            "ModifiedClientRequest.Request: powerstrip: query parameter 'a=1;b' holds ';'",
+        )
+
+    def test_a_reply_target_with_a_parameter_twice(self) -> Any:
+        return self.assertFault(
+            {
+                "PowerstripProtocolVersion": 2,
+                "ModifiedClientRequest": {"Method": "POST", "Request": "/containers/create?name=a&name=b"},
+            },
+            "ModifiedClientRequest.Request: powerstrip: query parameter 'name' given 2 times",
+        )
+
+    @defer.inlineCallbacks
+    def test_a_reply_target_is_respelled(self) -> Any:
+        rewrite = {"Method": "POST", "Request": "/v1.41/containers/%63reate?name=b", "Body": None}
+        self.start(
+            config("a", adapters=v2("a")),
+            a=lambda call, payload: reply(call, {"PowerstripProtocolVersion": 2, "ModifiedClientRequest": rewrite}),
+        )
+        client = yield self.connect()
+        req, _, resp = yield self.roundtrip(
+            client, json_request(b"POST", CREATE, {}), json_response(b"201 Created", {})
+        )
+        self.assertEqual(req.start, b"POST /v1.41/containers/create?name=b HTTP/1.1")
+        self.assertEqual(resp.code, 201)
 
 
 class UnwindTests(ProxyTestCase):

@@ -17,6 +17,11 @@ Usage::
 ``bodies``
     ``"METHOD /path/template"`` → the node of the route's JSON request body, for every
     route whose ``in: body`` parameter is JSON (an object or an array, not a byte stream).
+``list_params``
+    ``"METHOD /path/template"`` → the query parameters dockerd reads *every* value of
+    (``r.Form[name]``, not ``r.FormValue``): those any version documents as ``type: array``,
+    and those :data:`LIST_PARAMS_FROM_SOURCE` names, which the swagger documents as strings.
+    Every other parameter is read once, the first value.
 
 *Nodes* describe what Go's ``encoding/json`` decodes a JSON value into, as far as the
 swagger says; a node is an object with any of:
@@ -55,6 +60,16 @@ DEFAULT_SWAGGER = REPO.parent / "shared" / "engine-api"
 DEFAULT_OUTPUT = REPO / "powerstrip" / "wire" / "engine_api.json"
 
 Node = dict[str, Any]
+
+#: Query parameters dockerd reads as lists (``r.Form[name]``) though the swagger documents
+#: them as plain strings (or not at all): from the daemon's handlers, and seen on the wire
+#: (``docker build -t a -t b --add-host ... --security-opt ...`` sends each repeated).
+LIST_PARAMS_FROM_SOURCE = {
+    # api/server/router/build/build_routes.go, newImageBuildOptions
+    "POST /build": ("t", "extrahosts", "securityopt"),
+    # api/server/router/image/image_routes.go (postCommit; postImagesCreate reads it as the swagger says)
+    "POST /commit": ("changes",),
+}
 
 
 def _fold(key: str) -> str:
@@ -140,6 +155,7 @@ def generate(swagger_dir: Path) -> dict[str, Any]:
     routes: set[tuple[str, str]] = set()
     types: dict[str, Node] = {}
     bodies: dict[str, Node] = {}
+    lists: dict[str, set[str]] = {route: set(names) for route, names in LIST_PARAMS_FROM_SOURCE.items()}
     for version in VERSIONS:
         doc = yaml.safe_load((swagger_dir / f"v{version}.yaml").read_text(encoding="utf-8"))
         for name, schema in doc.get("definitions", {}).items():
@@ -152,11 +168,14 @@ def generate(swagger_dir: Path) -> dict[str, Any]:
                 for param in op.get("parameters", ()):
                     if param.get("in") == "body" and _is_json_body(param.get("schema", {})):
                         _merge(bodies.setdefault(f"{method.upper()} {path}", {}), _node(param["schema"]))
+                    elif param.get("in") == "query" and param.get("type") == "array":
+                        lists.setdefault(f"{method.upper()} {path}", set()).add(param["name"])
     result = {
         "versions": list(VERSIONS),
         "routes": [list(r) for r in sorted(routes)],
         "types": {name: _tidy(node) for name, node in sorted(types.items())},
         "bodies": {route: _tidy(node) for route, node in sorted(bodies.items())},
+        "list_params": {route: sorted(names) for route, names in sorted(lists.items())},
     }
     _check_collisions(result)
     return result

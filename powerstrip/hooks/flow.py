@@ -17,6 +17,7 @@ from typing import Any
 
 from powerstrip.config.matching import Route
 from powerstrip.hooks.peer import Peer
+from powerstrip.wire import target
 from powerstrip.wire.headers import HeaderList
 
 #: The response header that tells the client its request id.
@@ -49,8 +50,25 @@ class ClientRequest:
 
     @property
     def path(self) -> str:
-        """The request path without its query string."""
+        """The request path without its query string (canonical: see :mod:`powerstrip.wire.target`)."""
         return self.uri.split("?", 1)[0]
+
+    @property
+    def endpoint(self) -> tuple[str | None, str]:
+        """``(API version or None, route path)`` as dockerd routes the request: ``%XX`` decoded, version apart."""
+        return target.endpoint(self.uri)
+
+    @property
+    def params(self) -> dict[str, list[str]]:
+        """The query's parameters as dockerd reads them: name -> values (dockerd takes the first)."""
+        return target.params(self.uri.partition("?")[2])
+
+    def check_params(self) -> None:
+        """Refuse a parameter given twice that dockerd reads once (a hook could read the other).
+
+        :raises powerstrip.wire.target.BadTarget: naming it.
+        """
+        target.refuse_repeats(self.method, self.endpoint[1], self.params)
 
 
 @dataclass

@@ -41,6 +41,7 @@ from powerstrip.hooks.http import AdapterClient
 from powerstrip.hooks.interface import PRE_HOOK, AdapterFault, IAdapter, IUnwindable, Refused, ShortCircuit
 from powerstrip.sdk.schema import validate
 from powerstrip.wire.headers import HeaderList, header_map, headers_from_map, is_owned
+from powerstrip.wire.target import BadTarget, canonical_target
 
 #: Log namespaces are part of the interface (log filters name them): kept across moves.
 log = Logger(namespace="powerstrip.hooks")
@@ -145,8 +146,8 @@ class HookProtocol:
                     "ModifiedClientRequest.Body must be null: this request's "
                     "body is not JSON and streams to Docker unseen",
                 )
-            return ClientRequest(obj["Method"].upper(), obj["Request"], headers, None, True)
-        return ClientRequest(obj["Method"].upper(), obj["Request"], headers, _new_body(body, old.body), False)
+            return _checked(ClientRequest(obj["Method"].upper(), obj["Request"], headers, None, True), spec)
+        return _checked(ClientRequest(obj["Method"].upper(), obj["Request"], headers, _new_body(body, old.body)), spec)
 
     def _response(self, obj: dict[str, Any], old: ServerResponse | None, spec: AdapterSpec) -> ServerResponse:
         # Protocol 1: the Content-Type is what the reply says (absent or null: none).
@@ -158,17 +159,34 @@ class HookProtocol:
         )
 
 
+def _checked(request: ClientRequest, spec: AdapterSpec) -> ClientRequest:
+    """A hook's new request, its target respelled and checked as a client's is: the next
+    hook and dockerd read it alike, or the reply is a fault."""
+    try:
+        request.uri = canonical_target(request.uri)
+        request.check_params()
+    except BadTarget as e:
+        raise AdapterFault(spec, f"ModifiedClientRequest.Request: {e.message}") from None
+    return request
+
+
 class HookProtocol2(HookProtocol):
-    """Protocol 2: the call adds the request id, the caller and headers; a reply may set headers or short-circuit."""
+    """Protocol 2: the call adds the request id, the caller, headers and the target as dockerd
+    reads it (``Endpoint``, ``Version``, ``Params``); a reply may set headers or short-circuit."""
 
     version = 2
 
     def payload(self, flow: Flow, kind: str) -> dict[str, Any]:
-        """The call for ``flow``, with ``RequestId``, ``Caller`` and each message's ``Headers``."""
+        """The call for ``flow``, with ``RequestId``, ``Caller``, each message's ``Headers`` and the
+        request's ``Endpoint``, ``Version`` and ``Params``."""
         payload = super().payload(flow, kind)
         payload["RequestId"] = flow.id
         payload["Caller"] = flow.caller.wire() if flow.caller else None
-        payload["ClientRequest"]["Headers"] = header_map(flow.request.headers)
+        request = payload["ClientRequest"]
+        request["Headers"] = header_map(flow.request.headers)
+        # What dockerd reads of the target, so that no adapter re-implements Go's decoding.
+        request["Version"], request["Endpoint"] = flow.request.endpoint
+        request["Params"] = flow.request.params
         if "ServerResponse" in payload and flow.response is not None:
             payload["ServerResponse"]["Headers"] = header_map(flow.response.headers)
         return payload

@@ -61,6 +61,7 @@ from powerstrip.wire.http11 import (
     ResponseHead,
 )
 from powerstrip.wire.rules import request_path
+from powerstrip.wire.target import BadTarget
 from powerstrip.wire.tls import describe
 
 #: Log namespaces are part of the interface (log filters name them): kept across moves.
@@ -291,6 +292,13 @@ class Exchange:
     def start(self) -> None:
         """Begin: gather what the pre-hooks need, then run them (or go straight to dockerd)."""
         head = self.head  # read strictly by the front: an origin-form target, one framing
+        if self.flow.route.hooked and "?" in head.target:
+            try:
+                self.flow.request.check_params()
+            except BadTarget as e:
+                self.closing = True
+                self._respond(error_response(400, e.message))
+                return
         if head.has_body:
             if self._buffers_body():
                 self._to(Stage.READING_BODY)

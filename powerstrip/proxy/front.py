@@ -316,6 +316,9 @@ class FrontConnection(Protocol):
             self.state = Reading.DRAIN
             self._body_due = self.proxy.reactor.seconds() + (self.timeout or 0)
             self._arm(self._body_timeout)
+            if self._buf:  # body bytes that came with the head, when refused before asking for them
+                rest, self._buf = self._buf, b""
+                self._body(rest)
             return
         if not keep_alive or self.read_eof:
             self.close()

@@ -27,6 +27,7 @@ from powerstrip.sdk.messages import (
     RequestFailure,
     Response,
     UnreadableBody,
+    UnreadableTarget,
 )
 
 __all__ = [
@@ -43,5 +44,6 @@ __all__ = [
     "RequestFailure",
     "Response",
     "UnreadableBody",
+    "UnreadableTarget",
     "load",
 ]

@@ -62,6 +62,7 @@ from powerstrip.sdk.messages import (
     RequestFailure,
     Response,
     UnreadableBody,
+    UnreadableTarget,
     inherit,
     request_from_call,
     response_from_call,
@@ -269,8 +270,8 @@ class Adapter:
             return failure  # the caller gave up (in-process timeout): not the hook's fault
         if isinstance(failure.value, Refuse):  # failure.check(Refuse), narrowing for mypy
             return failure.value.status, {"message": failure.value.message}
-        if failure.check(UnreadableBody):
-            # Fail closed: a hook that could not read the body did not approve it.
+        if failure.check(UnreadableBody, UnreadableTarget):
+            # Fail closed: a hook that could not read the body or target did not approve it.
             return 400, {"message": f"adapter '{self.name}': {failure.getErrorMessage()}"}
         if failure.check(NeedsProtocol2):
             # The adapter's own mistake, not a crash: its message says it all.

@@ -3,7 +3,7 @@
 :class:`Request` and :class:`Response` (bodies read as Docker reads JSON,
 :class:`Headers` as protocol 2 carries them), who called (:class:`Caller`,
 :class:`Certificate`), why an unwind call came (:class:`RequestFailure`), and
-the exceptions a hook raises or meets (:class:`Refuse`, :class:`UnreadableBody`,
+the exceptions a hook raises or meets (:class:`Refuse`, :class:`UnreadableBody`, :class:`UnreadableTarget`,
 :class:`NeedsProtocol2`, :class:`BadPayload`). Also how a call's JSON becomes
 these objects (:func:`request_from_call`, :func:`response_from_call`) and how a
 hook's new object carries on what it left out (:func:`inherit`).
@@ -17,9 +17,8 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import InitVar, dataclass, field
 from typing import Any, cast
-from urllib.parse import parse_qs, urlsplit
 
-from powerstrip.wire import gojson
+from powerstrip.wire import gojson, target
 
 _UNSET = object()
 
@@ -54,6 +53,19 @@ class UnreadableBody(ValueError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"the request body is not readable JSON: {reason}")
+        self.reason = reason
+
+
+class UnreadableTarget(ValueError):
+    """The request's path or query could be read two ways (dockerd's and Python's).
+
+    ``reason`` says why. Powerstrip refuses such requests before any hook is called, so an
+    adapter meets this only in calls that did not come from Powerstrip, or in tests.
+    Uncaught in a hook, the SDK answers 400.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the request target is not readable as dockerd reads it: {reason}")
         self.reason = reason
 
 
@@ -340,13 +352,64 @@ class Request(_Body):
 
     @property
     def path(self) -> str:
-        """The URI without its query string, e.g. ``/v1.47/containers/create``."""
+        """The URI without its query string, as sent to dockerd, e.g. ``/v1.47/containers/create``.
+
+        In canonical spelling when Powerstrip sent the call (no route word is ``%``-encoded),
+        but with its version prefix: to tell which endpoint this is, use :attr:`endpoint`.
+        """
         return self.uri.split("?", 1)[0]
 
     @property
+    def endpoint(self) -> str:
+        """The path as dockerd routes it: ``%``-decoded, without the version prefix, e.g.
+        ``/containers/web/export`` for ``/v1.41/containers/web/%65xport``.
+
+        :raises UnreadableTarget: a path dockerd and Python would decode differently.
+        """
+        return self._endpoint()[1]
+
+    @property
+    def version(self) -> str | None:
+        """The API version the path asks for (``"1.41"``), or None when it has no prefix."""
+        return self._endpoint()[0]
+
+    def _endpoint(self) -> tuple[str | None, str]:
+        try:
+            return target.endpoint(self.uri)
+        except target.BadTarget as e:
+            raise UnreadableTarget(e.message) from None
+
+    @property
     def query(self) -> dict[str, list[str]]:
-        """The query string's parameters, e.g. ``{"name": ["web"]}``."""
-        return parse_qs(urlsplit(self.uri).query)
+        """Every parameter of the query as dockerd reads it (Go's ``url.ParseQuery``):
+        name -> values in order, e.g. ``{"name": ["web"]}``; ``force`` alone is ``{"force": [""]}``.
+
+        :raises UnreadableTarget: a query Go would read otherwise (a ``;``, a bad ``%`` escape).
+        """
+        try:
+            return target.params(self.uri.partition("?")[2])
+        except target.BadTarget as e:
+            raise UnreadableTarget(e.message) from None
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        """The value dockerd reads for parameter ``name`` (its first, as Go's ``FormValue``),
+        or ``default`` when the query has none. The one way to check a parameter::
+
+            if request.param("networkmode") == "host": raise Refuse(403, "no host network")
+        """
+        values = self.query.get(name)
+        return values[0] if values else default
+
+    def params(self, name: str) -> list[str]:
+        """Every value of parameter ``name`` (``[]`` if none): for the few dockerd reads as a
+        list (build's ``t``, ``extrahosts``, ``securityopt``; ``changes``...), check each."""
+        return list(self.query.get(name, ()))
+
+    def flag(self, name: str) -> bool:
+        """Parameter ``name`` as dockerd reads a boolean (``httputils.BoolValue``): true unless
+        absent or, trimmed and lower-cased, ``""``, ``0``, ``no``, ``false`` or ``none``."""
+        value = (self.param(name) or "").strip().lower()
+        return value not in ("", "0", "no", "false", "none")
 
     def wire(self, protocol: int = 1) -> dict[str, Any]:
         """The protocol's ``ClientRequest`` object for this request (``Headers`` only when changed).

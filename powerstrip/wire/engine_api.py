@@ -4,7 +4,8 @@
 ``tools/gen_engine_api.py`` (which documents its format); this module loads it once and
 answers questions about it: which routes exist (:func:`routes`, :func:`route_for`) and
 what a route's JSON request body decodes into (:func:`body_schema`), with each object's
-keys in their canonical spelling.
+keys in their canonical spelling, and which query parameters it reads as lists
+(:func:`list_params`).
 """
 
 from __future__ import annotations
@@ -162,6 +163,13 @@ def body_schema(method: str, template: str) -> Node | None:
     if spec is None:
         return None
     return _build(spec, _types())
+
+
+@lru_cache(maxsize=256)
+def list_params(method: str, template: str) -> frozenset[str]:
+    """The query parameters of a route (template spelling) that dockerd reads every value
+    of; it reads the first value of any other."""
+    return frozenset(_data()["list_params"].get(f"{method} {template}", ()))
 
 
 def json_body_routes() -> tuple[tuple[str, str], ...]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from powerstrip.wire.headers import HOP_BY_HOP, HeaderList
+from powerstrip.wire.target import BadTarget, canonical_target
 
 
 class ProtocolError(Exception):
@@ -246,6 +247,10 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (/[\x21-\x7e]*) HTTP/1\.([01])")
 _NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
+#: Bodies Go's ``r.ParseForm`` (``application/x-www-form-urlencoded``, POST, PUT and PATCH)
+#: and ``r.FormValue`` (also ``multipart/form-data``, any method) read as parameters. Matched
+#: anywhere in the value, in any case: wider than Go's media-type test, never narrower.
+_FORM = re.compile(rb"form-urlencoded|multipart/", re.IGNORECASE)
 #: Headers that must not repeat: their two readings (first value for Go, last
 #: for many others) are exactly where a hook and dockerd come apart.
 _SINGLE = frozenset((b"content-length", b"transfer-encoding", b"content-type", b"host"))
@@ -256,7 +261,8 @@ class RequestHead:
     """One client request head, as Powerstrip, its hooks and dockerd all read it."""
 
     method: str
-    #: The request target: an origin-form path and query, visible ASCII.
+    #: The request target: an origin-form path and query, visible ASCII, in its canonical
+    #: spelling (:func:`powerstrip.wire.target.canonical_target`), as hooks and dockerd get it.
     target: str
     #: 1 for HTTP/1.1, 0 for HTTP/1.0.
     minor: int
@@ -320,14 +326,18 @@ def parse_request_head(raw: bytes) -> RequestHead:
     if m is None:
         _explain(raw)
     method_b, target_b, minor_b, block = m.groups()
-    target, minor = target_b.decode("ascii"), minor_b == b"1"
+    sent, minor = target_b.decode("ascii"), minor_b == b"1"
+    try:
+        target = canonical_target(sent)
+    except BadTarget as e:
+        raise BadRequest(e.message) from None
     headers: HeaderList = _PAIRS.findall(block)  # name, value less leading whitespace
     if b" \r\n" in block or b"\t\r\n" in block:  # rare: strip trailing whitespace only then
         headers = [(k, v.rstrip(b" \t")) for k, v in headers]
     head = RequestHead(method_b.decode("ascii"), target, int(minor), headers, raw, path=target.partition("?")[0])
     seen: dict[bytes, bytes] = {}
     connection: list[bytes] = []
-    plain = minor
+    plain = minor and target == sent  # a respelled target: dockerd gets the head rebuilt with it
     for name, value in headers:
         lower = name.lower()
         if lower in _WATCHED:
@@ -399,4 +409,10 @@ def _framing(head: RequestHead, seen: dict[bytes, bytes]) -> None:
     if ctype is not None:
         if not ctype.isascii():
             raise BadRequest("powerstrip: non-ASCII byte in Content-Type (Go and Python read it differently)")
+        if head.has_body and _FORM.search(ctype):
+            raise BadRequest(
+                f"powerstrip: a form body ({ctype[:60].decode()!r}) is refused: dockerd reads its fields as "
+                "query parameters, and before the query's own, so a hook would check parameters dockerd "
+                "does not use (no Docker client sends one: send parameters in the query)"
+            )
         head.content_type = ctype

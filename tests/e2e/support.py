@@ -109,6 +109,38 @@ def ensure_busybox_image() -> None:
         tar.wait()
 
 
+def raw_request(
+    port: int,
+    target: str,
+    body: bytes,
+    headers: list[bytes] = (),
+    chunked: bool = False,
+    content_type: bytes | None = b"application/json",
+    method: str = "POST",
+) -> tuple[int, bytes]:
+    """One request to Powerstrip's TCP ``port`` written byte for byte (``Connection: close``,
+    the body framed by length or in two chunks); ``(status, body)`` of the answer."""
+    head = [f"{method} {target} HTTP/1.1".encode(), b"Host: docker"]
+    if content_type is not None:
+        head.append(b"Content-Type: " + content_type)
+    head += list(headers)
+    if chunked:
+        head.append(b"Transfer-Encoding: chunked")
+        mid = len(body) // 2
+        payload = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:mid], body[mid:]) if p) + b"0\r\n\r\n"
+    else:
+        head.append(b"Content-Length: %d" % len(body))
+        payload = body
+    head.append(b"Connection: close")
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall(b"\r\n".join(head) + b"\r\n\r\n" + payload)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data.split(b"\r\n\r\n", 1)[-1]
+
+
 class Powerstrip(PowerstripProcess):
     """A real ``twistd -n powerstrip`` process run from this checkout, in front of the real dockerd."""
 

@@ -12,14 +12,13 @@ exec exists at all.
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 
 import docker
 from twisted.trial.unittest import TestCase
 
 from powerstrip.sdk.testing import RecordingAdapter, echo
-from tests.e2e.support import IMAGE, LABEL, Powerstrip, direct, ensure_busybox_image, require_daemon
+from tests.e2e.support import IMAGE, LABEL, Powerstrip, direct, ensure_busybox_image, raw_request, require_daemon
 
 HOOKED = ("POST /containers/create", "POST /containers/*/exec", "POST /containers/*/start")
 
@@ -48,36 +47,6 @@ def blind_reply(payload: dict) -> tuple[int, dict]:
     if _privileged(doc, "/exec" in req["Request"]):
         return 403, {"message": "blind: privileged"}
     return echo(payload)
-
-
-def raw(
-    port: int,
-    target: str,
-    body: bytes,
-    headers: list[bytes] = (),
-    chunked: bool = False,
-    content_type: bytes | None = b"application/json",
-) -> tuple[int, bytes]:
-    """One request written byte for byte; ``(status, body)`` of the answer."""
-    head = [f"POST {target} HTTP/1.1".encode(), b"Host: docker"]
-    if content_type is not None:
-        head.append(b"Content-Type: " + content_type)
-    head += list(headers)
-    if chunked:
-        head.append(b"Transfer-Encoding: chunked")
-        mid = len(body) // 2
-        payload = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:mid], body[mid:]) if p) + b"0\r\n\r\n"
-    else:
-        head.append(b"Content-Length: %d" % len(body))
-        payload = body
-    head.append(b"Connection: close")
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
-        s.sendall(b"\r\n".join(head) + b"\r\n\r\n" + payload)
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    status = int(data.split(b" ", 2)[1])
-    return status, data.split(b"\r\n\r\n", 1)[-1]
 
 
 def create(spec: str) -> bytes:
@@ -288,7 +257,7 @@ class _Visibility:
         shown: dict | None,
         what: str,
     ) -> None:
-        status, answer = raw(self.proxy.port, target, body, headers, chunked, ctype)
+        status, answer = raw_request(self.proxy.port, target, body, headers, chunked, ctype)
         want = expected if expected == 400 else self.seen_status
         self.assertEqual(status, want, f"{what}: {answer[:300]!r}")
         if expected == 400:
@@ -361,7 +330,7 @@ class _Visibility:
         name = f"ps-vis-{uuid.uuid4().hex[:10]}"
         self.addCleanup(direct, "rm", "-f", name)
         self.assertEqual(direct("create", "--name", name, "--label", LABEL, IMAGE, "true").returncode, 0)
-        status, answer = raw(self.proxy.port, f"/v1.23/containers/{name}/start", b'{"Privileged":true}')
+        status, answer = raw_request(self.proxy.port, f"/v1.23/containers/{name}/start", b'{"Privileged":true}')
         self.assertEqual(status, 400, answer)
         self.assertIn(b"must not carry a body", answer)
         self.assertFalse(self.client.api.inspect_container(name)["HostConfig"]["Privileged"])
@@ -371,7 +340,7 @@ class _Visibility:
         name = f"ps-vis-{uuid.uuid4().hex[:10]}"
         self.addCleanup(direct, "rm", "-f", name)
         body = create(',"cmd":["true"],"hostconfig":{"privileged":false,"memory":16777216}')
-        status, answer = raw(self.proxy.port, f"/v1.41/containers/create?name={name}", body, chunked=True)
+        status, answer = raw_request(self.proxy.port, f"/v1.41/containers/create?name={name}", body, chunked=True)
         self.assertEqual(status, 201, answer)
         self.assertEqual(self.client.api.inspect_container(name)["HostConfig"]["Memory"], 16777216)
         if self.hook == "blind":
