@@ -73,7 +73,7 @@ class RefusedTargetTests(SynchronousTestCase):
         self.refused("/containers/x#/export", "'#'")
 
     def test_bad_path_escapes(self) -> None:
-        for target in ["/containers/x/%zzport", "/containers/x/export%", "/containers/x/%6"]:
+        for target in ["/containers/x/%zzport", "/containers/x/export%", "/containers/x/%6", "/x/%2%46"]:
             self.refused(target, "bad %-escape in the request path")
 
     def test_path_escapes_that_are_not_utf8(self) -> None:

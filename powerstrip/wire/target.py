@@ -76,6 +76,7 @@ def canonical_target(target: str) -> str:
         check_query(query)
     decoded = path
     if "%" in path:
+        # Checked before respelling, which could complete a broken escape (%2%46 -> %2F).
         if _BAD_ESCAPE.search(path):
             raise BadTarget(f"powerstrip: bad %-escape in the request path {path[:80]!r}")
         respelled = _ESCAPE.sub(_canonical_escape, path)
